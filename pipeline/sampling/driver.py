@@ -1,0 +1,106 @@
+"""Build one epoch's triplet list: blocks of classes sampled in parallel with dask.
+
+Determinism: the split into blocks depends only on the labels and ``n_blocks``,
+and each block's RNG is seeded from ``(seed, epoch, block)``; the final shuffle
+from ``(seed, epoch)``. So the same inputs give identical rows whatever the dask
+scheduler, worker count or Luigi worker process.
+"""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.sampling.base import ClassLayout, SamplingContext, TripletBlock, TripletStrategy
+
+TRIPLET_SCHEMA = pa.schema(
+    [
+        ("epoch", pa.int32()),
+        ("query", pa.int64()),
+        ("positive", pa.int64()),
+        ("negative", pa.int64()),
+        ("query_label", pa.int32()),
+        ("negative_label", pa.int32()),
+        ("strategy", pa.dictionary(pa.int8(), pa.string())),
+        ("d_qp", pa.float32()),
+        ("d_qn", pa.float32()),
+    ]
+)
+
+_SHUFFLE_STREAM = 1 << 30  # keeps the shuffle RNG apart from every block's RNG
+
+
+def block_rng(seed: int, epoch: int, block: int) -> np.random.Generator:
+    """The RNG of one block: a pure function of (seed, epoch, block)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, block]))
+
+
+def class_blocks(layout: ClassLayout, n_blocks: int, triplets_per_query: int) -> list[np.ndarray]:
+    """Query positions (each repeated ``triplets_per_query`` times) split by class blocks."""
+    classes = np.array_split(np.arange(layout.n_classes), max(1, min(n_blocks, layout.n_classes)))
+    blocks = []
+    for cls in classes:
+        if cls.size == 0:
+            continue
+        lo = int(layout.start[cls[0]])
+        hi = int(layout.start[cls[-1]] + layout.count[cls[-1]])
+        blocks.append(np.repeat(layout.order[lo:hi], triplets_per_query))
+    return blocks
+
+
+def _run_block(strategy: TripletStrategy, ctx: SamplingContext, queries: np.ndarray, block: int) -> TripletBlock:
+    return strategy.sample(ctx, queries, block_rng(ctx.seed, ctx.epoch, block))
+
+
+def sample_triplets(
+    ctx: SamplingContext,
+    strategy: TripletStrategy,
+    image_ids: np.ndarray,
+    *,
+    triplets_per_query: int = 1,
+    n_blocks: int = 8,
+    scheduler: str | None = None,
+) -> pa.Table:
+    """Sample one epoch of triplets and return them as an Arrow table.
+
+    ``image_ids[i]`` is the dataset id of training position ``i`` (the positions
+    that ``ctx.layout`` and ``ctx.embeddings`` index). Every training image is the
+    query ``triplets_per_query`` times; rows come in a seeded shuffled order.
+    ``scheduler`` is any dask scheduler name (``"synchronous"`` in tests).
+    """
+    blocks = class_blocks(ctx.layout, n_blocks, triplets_per_query)
+    tasks = [dask.delayed(_run_block)(strategy, ctx, q, b) for b, q in enumerate(blocks)]
+    results: list[TripletBlock] = list(dask.compute(*tasks, scheduler=scheduler))
+    return assemble_table(results, ctx, image_ids)
+
+
+def assemble_table(results: list[TripletBlock], ctx: SamplingContext, image_ids: np.ndarray) -> pa.Table:
+    """Concatenate block results, shuffle with the epoch RNG and map to image ids."""
+    q = np.concatenate([r.queries for r in results])
+    p = np.concatenate([r.positives for r in results])
+    n = np.concatenate([r.negatives for r in results])
+    s = np.concatenate([r.strategy for r in results])
+    nan = lambda r: np.full(r.queries.size, np.nan, np.float32)  # noqa: E731
+    dqp = np.concatenate([r.d_qp if r.d_qp is not None else nan(r) for r in results]).astype(np.float32)
+    dqn = np.concatenate([r.d_qn if r.d_qn is not None else nan(r) for r in results]).astype(np.float32)
+    perm = block_rng(ctx.seed, ctx.epoch, _SHUFFLE_STREAM).permutation(q.size)
+    q, p, n, s, dqp, dqn = q[perm], p[perm], n[perm], s[perm], dqp[perm], dqn[perm]
+    labels = ctx.layout.labels
+    ids = np.asarray(image_ids, dtype=np.int64)
+    strategy = pa.DictionaryArray.from_pandas(pd.Categorical(s)).cast(TRIPLET_SCHEMA.field("strategy").type)
+    return pa.table(
+        {
+            "epoch": pa.array(np.full(q.size, ctx.epoch, np.int32)),
+            "query": pa.array(ids[q]),
+            "positive": pa.array(ids[p]),
+            "negative": pa.array(ids[n]),
+            "query_label": pa.array(labels[q].astype(np.int32)),
+            "negative_label": pa.array(labels[n].astype(np.int32)),
+            "strategy": strategy,
+            "d_qp": pa.array(dqp),
+            "d_qn": pa.array(dqn),
+        },
+        schema=TRIPLET_SCHEMA,
+    )

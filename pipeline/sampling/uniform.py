@@ -1,0 +1,59 @@
+"""The course protocol: positive uniform from the query's class (never the query
+itself), negative uniform over the images of all other classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.sampling.base import ClassLayout, SamplingContext, TripletBlock
+from pipeline.sampling.registry import register
+
+
+def uniform_positives(layout: ClassLayout, queries: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A uniform same-class partner for each query, excluding the query itself."""
+    y = layout.labels[queries]
+    n_same = layout.count[y]
+    if np.any(n_same < 2):
+        bad = int(y[np.argmax(n_same < 2)])
+        raise ConfigError(
+            f"class with label {bad} has a single training image, so no positive exists; "
+            "every class needs at least 2 training images"
+        )
+    r = rng.integers(0, n_same - 1)
+    # Draw among the other n-1 members by skipping over the query's own rank.
+    r = r + (r >= layout.rank[queries])
+    return layout.order[layout.start[y] + r]
+
+
+def uniform_negatives(layout: ClassLayout, queries: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """An image drawn uniformly from all classes other than the query's."""
+    y = layout.labels[queries]
+    n_other = layout.labels.size - layout.count[y]
+    if np.any(n_other < 1):
+        raise ConfigError("the training split has a single class; triplets need at least 2 classes")
+    j = rng.integers(0, n_other)
+    # Positions in label-sorted order, skipping the query class's contiguous range.
+    j = j + np.where(j >= layout.start[y], layout.count[y], 0)
+    return layout.order[j]
+
+
+@register("uniform")
+@dataclass(frozen=True)
+class UniformStrategy:
+    """Uniform positive and negative: the course protocol."""
+
+    name: str = "uniform"
+    needs_embeddings: bool = False
+
+    def sample(self, ctx: SamplingContext, queries: np.ndarray, rng: np.random.Generator) -> TripletBlock:
+        pos = uniform_positives(ctx.layout, queries, rng)
+        neg = uniform_negatives(ctx.layout, queries, rng)
+        return TripletBlock(
+            queries=queries,
+            positives=pos,
+            negatives=neg,
+            strategy=np.full(queries.size, self.name, dtype=object),
+        )
