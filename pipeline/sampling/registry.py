@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from pipeline.errors import ConfigError
@@ -26,7 +27,11 @@ def available() -> list[str]:
 
 
 def get_strategy(name: str, **options: object) -> TripletStrategy:
-    """Build the strategy registered as ``name`` with ``options``."""
+    """Build the strategy registered as ``name``.
+
+    ``options`` holds every sampling setting; each strategy takes the ones its
+    factory accepts, so one config section serves all strategies.
+    """
     try:
         factory = _FACTORIES[name]
     except KeyError:
@@ -34,4 +39,5 @@ def get_strategy(name: str, **options: object) -> TripletStrategy:
             f"unknown triplet strategy {name!r} (setting [TripletList] strategy); "
             f"choose one of: {', '.join(available())}"
         ) from None
-    return factory(**options)
+    accepted = inspect.signature(factory).parameters
+    return factory(**{k: v for k, v in options.items() if k in accepted and k not in ("name", "needs_embeddings")})

@@ -1,0 +1,31 @@
+# The two commands of the README:
+#   make run    set up .venv if missing, then run the whole job on the default dataset
+#   make test   set up .venv (with test extras) if missing, then run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ARGS   ?=
+
+.PHONY: run test bench clean-artifacts
+
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(PY) -m pip install --quiet -r requirements-test.txt
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/luigi --module tasks RunAll $(ARGS)
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(VENV)/.installed-test
+	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+clean-artifacts:
+	rm -rf artifacts/*/ artifacts/.tmp-*

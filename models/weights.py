@@ -1,0 +1,92 @@
+"""Pretrained weights: torchvision's ImageNet weights (downloaded into the torch
+cache when online, read from that cache offline) or a local state-dict file."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+import torchvision
+
+from models.embedding_net import EmbeddingNet
+from pipeline.errors import ConfigError, WeightsUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def cached_weights_file(arch: str) -> tuple[str, Path]:
+    """The download URL of ``arch``'s default ImageNet weights and its torch-cache path."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    return weights.url, cache
+
+
+def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """ImageNet weights for ``arch`` from the torch cache, downloading when possible."""
+    url, cache = cached_weights_file(arch)
+    if cache.is_file():
+        return torch.load(cache, map_location="cpu", weights_only=True)
+    try:
+        return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=False)
+    except (URLError, OSError, RuntimeError) as exc:
+        raise WeightsUnavailableError(
+            f"ImageNet weights for {arch} are not in the torch cache and cannot be downloaded ({exc}). "
+            f"Copy {os.path.basename(url)} (from {url}) to {cache}, or set [model] weights_path to a "
+            "local state-dict file, or set [model] weights = none"
+        ) from exc
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a file: a plain state dict, or a checkpoint with a ``model`` key."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"[model] weights_path = {path} does not exist; point it at a state-dict file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise WeightsUnavailableError(f"[model] weights_path = {path} is not a readable torch file: {exc}") from exc
+    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+        obj = obj["model"]
+    if not isinstance(obj, dict):
+        raise WeightsUnavailableError(f"[model] weights_path = {path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def load_pretrained(model: EmbeddingNet, state: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Copy matching tensors of ``state`` into ``model``; returns the keys left at init.
+
+    Accepts a torchvision ResNet state dict (its ``fc`` classifier is dropped) or
+    an :class:`EmbeddingNet` one. Tensors whose shape differs (the first
+    convolution under a small-image stem) keep their initialisation.
+    """
+    if not any(k.startswith(("backbone.", "head.")) for k in state):
+        state = {f"backbone.{k}": v for k, v in state.items() if not k.startswith("fc.")}
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not any(k.startswith("backbone.layer") for k in usable):
+        raise WeightsUnavailableError(
+            f"{source} does not fit [model] arch = {model.settings.arch} with width {model.settings.width}: "
+            "no backbone tensor matched; use weights made for that architecture"
+        )
+    model.load_state_dict(usable, strict=False)
+    skipped = sorted(k for k in own if k not in usable)
+    if skipped:
+        log.info("pretrained weights from %s: %d tensors kept their initialisation (%s...)", source,
+                 len(skipped), ", ".join(skipped[:4]))
+    return skipped
+
+
+def apply_weights(model: EmbeddingNet, weights: str, weights_path: str) -> list[str]:
+    """Apply the ``[model] weights`` / ``weights_path`` settings to a fresh model."""
+    if weights_path:
+        return load_pretrained(model, read_state_dict(weights_path), weights_path)
+    if weights == "imagenet":
+        if model.settings.width != 64:
+            raise ConfigError("[model] weights = imagenet needs width = 64 (the standard ResNet)")
+        return load_pretrained(model, imagenet_state_dict(model.settings.arch), f"ImageNet {model.settings.arch}")
+    if weights not in ("none", ""):
+        raise ConfigError(f"[model] weights = {weights!r}; use none or imagenet (or set weights_path)")
+    return []

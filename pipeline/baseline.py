@@ -1,0 +1,32 @@
+"""The raw-pixel baseline: the same retrieval metrics with pixels as embeddings,
+so the learned numbers can be judged against "no learning at all"."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from pipeline.embedding import Embeddings
+
+
+def pixel_vectors(store: np.ndarray, image_ids: np.ndarray, max_size: int = 32, chunk: int = 4096) -> np.ndarray:
+    """Flattened float32 pixels in [0, 1], area-downsampled to at most ``max_size``
+    pixels a side (raw 64x64x3 vectors would cost 5 GB at Tiny ImageNet scale)."""
+    h = store.shape[1]
+    size = min(h, max_size)
+    out = []
+    for lo in range(0, len(image_ids), chunk):
+        x = torch.from_numpy(np.asarray(store[image_ids[lo : lo + chunk]])).permute(0, 3, 1, 2).float() / 255.0
+        if size != h:
+            x = F.adaptive_avg_pool2d(x, size)
+        out.append(x.reshape(len(x), -1).numpy())
+    return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def pixel_embeddings(store: np.ndarray, index: pd.DataFrame, split: str, max_size: int = 32) -> Embeddings:
+    """Raw-pixel "embeddings" of one split, aligned like :func:`load_embeddings`."""
+    part = index[index["split"] == split].sort_values("image_id")
+    ids = part["image_id"].to_numpy(np.int64)
+    return Embeddings(ids, part["label"].to_numpy(np.int64), pixel_vectors(store, ids, max_size))

@@ -1,0 +1,1 @@
+"""Dataset sources: each lists (or loads) images and class names for indexing."""

@@ -1,0 +1,150 @@
+"""Fashion-MNIST from its original idx files, and the compact subset shipped in
+this repository (``data/fashion-mnist-embedded``), which uses the same format.
+
+The full files come with Debian's ``dataset-fashion-mnist`` package under
+``/usr/share/datasets/fashion-mnist`` (Expat licence, Zalando SE).
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DatasetLayoutError
+
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+#: (split, images file, labels file); Fashion-MNIST's test set is our validation split.
+FILES = (
+    ("train", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    ("val", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+)
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+EMBEDDED_DIR = Path(__file__).resolve().parents[2] / "data" / "fashion-mnist-embedded"
+
+_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+@dataclass(frozen=True)
+class ArraySplit:
+    """Images (N, H, W) uint8 grayscale and labels (N,) int64 of one split."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem):
+        if (root / name).is_file():
+            return root / name
+    raise DatasetLayoutError(
+        f"Fashion-MNIST file {root / (stem + '.gz')} not found; the folder must hold the four idx "
+        "files (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+        "t10k-labels-idx1-ubyte[.gz]), e.g. from Debian's dataset-fashion-mnist package"
+    )
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one idx file (optionally gzipped) into a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise DatasetLayoutError(f"cannot read idx file {path}: {exc}") from exc
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _DTYPES:
+        raise DatasetLayoutError(f"{path} is not an idx file (bad magic number)")
+    ndim = data[3]
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    dtype = np.dtype(_DTYPES[data[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    body = data[4 + 4 * ndim :]
+    if len(body) != expected:
+        raise DatasetLayoutError(
+            f"{path} is truncated or padded: header says {dims} ({expected} bytes), file has {len(body)}"
+        )
+    return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def load_fashion_mnist(root: str | Path) -> dict[str, ArraySplit]:
+    """Load both splits from a folder of Fashion-MNIST idx files."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetLayoutError(
+            f"Fashion-MNIST folder {root} does not exist; set [dataset] root to a folder with the idx files "
+            f"(Debian: apt-get install dataset-fashion-mnist puts them in {DEBIAN_DIR})"
+        )
+    splits = {}
+    for split, img_stem, lbl_stem in FILES:
+        images = read_idx(_find(root, img_stem))
+        labels = read_idx(_find(root, lbl_stem)).astype(np.int64)
+        if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise DatasetLayoutError(
+                f"{root}: {split} images {images.shape} and labels {labels.shape} do not match"
+            )
+        splits[split] = ArraySplit(images=images, labels=labels)
+    return splits
+
+
+def stratified_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``per_class`` images of every class, drawn without replacement."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.choice(np.flatnonzero(labels == c), per_class, replace=False) for c in np.unique(labels)]
+    return np.sort(np.concatenate(picks))
+
+
+def _write_idx_gz(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    # mtime=0 makes the committed files byte-identical on every rebuild.
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as f:
+        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def build_embedded(
+    source: str | Path = DEBIAN_DIR,
+    out: str | Path = EMBEDDED_DIR,
+    *,
+    train_per_class: int = 600,
+    val_per_class: int = 100,
+    seed: int = 0,
+) -> Path:
+    """Write the stratified fixed-seed subset shipped as the default dataset."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = load_fashion_mnist(source)
+    for (split, img_stem, lbl_stem), per_class in zip(FILES, (train_per_class, val_per_class)):
+        s = splits[split]
+        keep = stratified_subset(s.labels, per_class, seed)
+        _write_idx_gz(out / f"{img_stem}.gz", s.images[keep])
+        _write_idx_gz(out / f"{lbl_stem}.gz", s.labels[keep].astype(np.uint8))
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Rebuild the embedded Fashion-MNIST subset.")
+    parser.add_argument("--source", default=str(DEBIAN_DIR))
+    parser.add_argument("--out", default=str(EMBEDDED_DIR))
+    parser.add_argument("--train-per-class", type=int, default=600)
+    parser.add_argument("--val-per-class", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    a = parser.parse_args()
+    print(build_embedded(a.source, a.out, train_per_class=a.train_per_class, val_per_class=a.val_per_class, seed=a.seed))

@@ -1,0 +1,58 @@
+"""Gathering a report's inputs from saved artifacts: metric JSONs, step logs,
+neighbour lists and the seconds each stage recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.pixel_store import gather
+
+
+def metrics_table(files: list[Path]) -> pd.DataFrame:
+    """One row per epoch from ``metrics/epoch=NNN.json`` files."""
+    rows = [json.loads(Path(f).read_text()) for f in files]
+    return pd.DataFrame(rows).sort_values("epoch").reset_index(drop=True)
+
+
+def step_logs(files: list[Path]) -> pd.DataFrame:
+    """All epochs' per-step logs concatenated."""
+    frames = [pd.read_parquet(f) for f in files]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def collapse_notes(steps: pd.DataFrame) -> list[str]:
+    """A note for every epoch whose last tenth of steps was flagged as collapsed."""
+    notes = []
+    for epoch, part in steps.groupby("epoch") if len(steps) else []:
+        tail = part.tail(max(1, len(part) // 10))
+        if bool(tail["collapsed"].all()):
+            notes.append(f"epoch {epoch}: embedding collapse (mean distance {tail['mean_distance'].mean():.2e}, "
+                         f"loss {tail['loss'].mean():.3f}); the network maps images to nearly one point")
+    return notes
+
+
+def neighbor_grid_inputs(neighbors: pd.DataFrame, kind: str, store: np.ndarray, index: pd.DataFrame) -> dict:
+    """Images, class names and distances of the figure queries' ``kind`` neighbours
+    (``nearest`` or ``farthest``), in the argument order of ``plot_neighbor_grid``."""
+    part = neighbors[neighbors["kind"] == kind].sort_values(["query_id", "rank"])
+    queries = part["query_id"].unique()
+    k = int(part["rank"].max()) + 1
+    names = index.set_index("image_id")["class_name"]
+    ids = part["image_id"].to_numpy()
+    return {
+        "query_images": gather(store, queries),
+        "query_names": [str(names[q]) for q in queries],
+        "neighbor_images": gather(store, ids).reshape(len(queries), k, *store.shape[1:]),
+        "neighbor_names": [[str(names[i]) for i in row] for row in ids.reshape(len(queries), k)],
+        "distances": part["distance"].to_numpy().reshape(len(queries), k),
+    }
+
+
+def stage_times(entries: list[tuple[str, float | None]]) -> pd.DataFrame:
+    """``(stage, seconds)`` pairs as the report's stage-time table (missing = skipped)."""
+    return pd.DataFrame([(s, float(t)) for s, t in entries if t is not None], columns=["stage", "seconds"])

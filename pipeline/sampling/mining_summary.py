@@ -1,0 +1,97 @@
+"""Summary statistics of one epoch's triplet list, for the ``inspect`` command.
+
+:func:`summarize_triplets` takes the triplet table as a DataFrame (columns of
+:data:`pipeline.sampling.driver.TRIPLET_SCHEMA`; only ``strategy``, ``d_qp`` and
+``d_qn`` are read) and the triplet margin g, and returns plain Python values
+(JSON-serialisable, NaN where a figure is undefined)::
+
+    {
+      "rows": 100000,
+      "strategy_share": {"semihard": 0.61, "semihard-beyond": 0.3, ...},
+      "rows_with_distances": 100000,     # rows where d_qp and d_qn are both finite
+      "satisfied_share": 0.12,           # d_qn > d_qp + margin  (loss already 0)
+      "active_share": 0.88,              # margin + d_qp - d_qn > 0 (loss > 0)
+      "quantiles": {"d_qp": {"p5": ..., "p25": ..., "p50": ..., "p75": ..., "p95": ...},
+                    "d_qn": {...}, "d_qn_minus_d_qp": {...}},
+      "by_strategy": {"semihard": {"rows": ..., "share": ...,
+                                   "satisfied_share": ..., "active_share": ...}, ...},
+    }
+
+The satisfied and active shares are fractions of the rows *with* distances (a
+uniform list has none, so they are NaN there); a row with loss exactly 0 at the
+boundary ``d_qn == d_qp + margin`` counts as neither. Quantiles use the rows with
+distances only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+QUANTILES = (5, 25, 50, 75, 95)
+
+
+def _share(count: int, total: int) -> float:
+    return count / total if total else math.nan
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {f"p{q}": math.nan for q in QUANTILES}
+    got = np.quantile(values.astype(np.float64), [q / 100 for q in QUANTILES])
+    return {f"p{q}": float(v) for q, v in zip(QUANTILES, got)}
+
+
+def _column(df: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def summarize_triplets(df: pd.DataFrame, margin: float) -> dict[str, Any]:
+    """Rows, strategy mix, satisfied/active shares and distance quantiles of a triplet list."""
+    margin = float(margin)
+    n = len(df)
+    d_qp = _column(df, "d_qp")
+    d_qn = _column(df, "d_qn")
+    has = np.isfinite(d_qp) & np.isfinite(d_qn)
+    gap = d_qn - d_qp
+    satisfied = has & (gap > margin)
+    active = has & (margin - gap > 0)
+
+    if "strategy" in df.columns:
+        strategy = df["strategy"].astype("string").fillna("<missing>").to_numpy(dtype=object)
+    else:
+        strategy = np.full(n, "<missing>", dtype=object)
+    names, codes = np.unique(strategy.astype(str), return_inverse=True) if n else (np.array([]), np.array([], int))
+    counts = np.bincount(codes, minlength=names.size)
+    by_strategy = {}
+    for i, name in enumerate(names):
+        mask = codes == i
+        with_d = int((has & mask).sum())
+        by_strategy[str(name)] = {
+            "rows": int(counts[i]),
+            "share": _share(int(counts[i]), n),
+            "rows_with_distances": with_d,
+            "satisfied_share": _share(int((satisfied & mask).sum()), with_d),
+            "active_share": _share(int((active & mask).sum()), with_d),
+        }
+
+    n_has = int(has.sum())
+    return {
+        "rows": n,
+        "margin": margin,
+        "strategy_share": {str(name): _share(int(c), n) for name, c in zip(names, counts)},
+        "rows_with_distances": n_has,
+        "satisfied_share": _share(int(satisfied.sum()), n_has),
+        "active_share": _share(int(active.sum()), n_has),
+        "quantiles": {
+            "d_qp": _quantiles(d_qp[has]),
+            "d_qn": _quantiles(d_qn[has]),
+            "d_qn_minus_d_qp": _quantiles(gap[has]),
+        },
+        "by_strategy": by_strategy,
+    }

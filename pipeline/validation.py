@@ -1,0 +1,107 @@
+"""Validation of one epoch's embeddings: the course's precision@30 and friends,
+computed from saved vectors only (no network, no images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.embedding import Embeddings
+from pipeline.errors import ConfigError
+from pipeline.knn import knn_search
+from pipeline.metrics import per_class_precision, required_neighbors, retrieval_metrics, triplet_precision
+from pipeline.sampling.base import ClassLayout
+from pipeline.sampling.uniform import uniform_negatives, uniform_positives
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """``k`` = the course's 30; ``train_queries`` = seeded training sample for the
+    training accuracy; ``figure_*`` = queries (from distinct classes) and neighbours
+    kept for the figures; ``triplets`` = seeded validation triplets."""
+
+    k: int = 30
+    train_queries: int = 1000
+    figure_queries: int = 5
+    figure_k: int = 10
+    triplets: int = 2000
+    seed: int = 0
+    backend: str = "auto"
+
+
+def _rng(seed: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, stream]))
+
+
+def retrieval_scores(queries: Embeddings, database: Embeddings, *, k: int, backend: str,
+                     exclude: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """Retrieval metrics of ``queries`` against ``database`` and the label matrix of neighbours."""
+    self_excluded = exclude is not None
+    ks = tuple(sorted({1, 10, k}))
+    need = required_neighbors(queries.labels, database.labels, ks=ks, self_excluded=self_excluded)
+    _, idx = knn_search(queries.vectors, database.vectors, need, exclude=exclude, backend=backend)
+    neighbor_labels = database.labels[idx]
+    return retrieval_metrics(neighbor_labels, queries.labels, database.labels, ks=ks,
+                             self_excluded=self_excluded), neighbor_labels
+
+
+def figure_queries(val: Embeddings, n: int, seed: int) -> np.ndarray:
+    """Rows of ``n`` validation images from ``n`` different classes (seeded)."""
+    classes = np.unique(val.labels)
+    rng = _rng(seed, 3)
+    chosen = np.sort(rng.choice(classes, size=min(n, classes.size), replace=False))
+    return np.array([rng.choice(np.flatnonzero(val.labels == c)) for c in chosen], dtype=np.int64)
+
+
+def validate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Compute the epoch's metrics.
+
+    Returns ``(metrics, per_class, neighbors)``: the metric dict (keys
+    ``precision_at_30_val``, ``precision_at_30_train``, ...), per-class
+    precision@k on validation, and the nearest/farthest training images of
+    the figure queries (columns ``query_id``, ``kind``, ``rank``, ``image_id``,
+    ``distance``).
+    """
+    if len(train.vectors) <= settings.k or len(val.vectors) == 0:
+        raise ConfigError(f"validation needs more than k={settings.k} training vectors and some validation "
+                          f"vectors; got {len(train.vectors)} and {len(val.vectors)}")
+    k = settings.k
+    val_scores, val_neighbors = retrieval_scores(val, train, k=k, backend=settings.backend)
+    metrics = {f"{name}_val": value for name, value in val_scores.items()}
+
+    n_train = min(settings.train_queries, len(train.vectors))
+    rows = np.sort(_rng(settings.seed, 1).choice(len(train.vectors), size=n_train, replace=False))
+    sample = Embeddings(train.image_ids[rows], train.labels[rows], train.vectors[rows])
+    train_scores, _ = retrieval_scores(sample, train, k=k, backend=settings.backend, exclude=rows)
+    metrics.update({f"{name}_train": value for name, value in train_scores.items()})
+
+    layout = ClassLayout.from_labels(val.labels)
+    rng = _rng(settings.seed, 2)
+    q = rng.integers(0, len(val.labels), settings.triplets)
+    q = q[layout.count[val.labels[q]] > 1]
+    p = uniform_positives(layout, q, rng)
+    n = uniform_negatives(layout, q, rng)
+    metrics["triplet_precision_val"] = triplet_precision(val.vectors[q], val.vectors[p], val.vectors[n])
+
+    per_class = per_class_precision(val_neighbors, val.labels, k)
+    per_class = per_class.rename(columns={"precision_at_k": f"precision_at_{k}"})
+
+    fq = figure_queries(val, settings.figure_queries, settings.seed)
+    frames = []
+    for kind, farthest in (("nearest", False), ("farthest", True)):
+        dist, idx = knn_search(val.vectors[fq], train.vectors, settings.figure_k, farthest=farthest,
+                               backend=settings.backend)
+        frames.append(pd.DataFrame({
+            "query_id": np.repeat(val.image_ids[fq], settings.figure_k),
+            "kind": kind,
+            "rank": np.tile(np.arange(settings.figure_k), len(fq)),
+            "image_id": train.image_ids[idx.reshape(-1)],
+            "distance": dist.reshape(-1),
+        }))
+    metrics = {k_: float(v) for k_, v in metrics.items()}
+    metrics["queries_val"] = int(len(val.vectors))
+    metrics["queries_train"] = int(n_train)
+    return metrics, per_class, pd.concat(frames, ignore_index=True)

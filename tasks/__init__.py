@@ -1,0 +1,32 @@
+"""Luigi tasks of the deep-ranking pipeline: thin wrappers over :mod:`pipeline`.
+
+    luigi --module tasks RunAll --local-scheduler   # the whole job
+
+Graph: IndexDataset -> TripletList(N) -> TrainEpoch(N) -> EmbedEpoch(N) ->
+ValidateEpoch(N) -> Report -> RunAll; TrainEpoch(N) also needs TrainEpoch(N-1),
+and a mined TripletList(N) needs EmbedEpoch(N-1).
+"""
+
+from tasks.compare import Compare, ExperimentEpochOutputs
+from tasks.embed_epoch import EmbedEpoch
+from tasks.index_dataset import IndexDataset
+from tasks.pixel_baseline import PixelBaseline
+from tasks.report import Report
+from tasks.run_all import RunAll
+from tasks.train_epoch import TrainEpoch
+from tasks.triplet_list import TripletList
+from tasks.validate_epoch import ValidateEpoch, ValidateEpochs
+
+__all__ = [
+    "Compare",
+    "EmbedEpoch",
+    "ExperimentEpochOutputs",
+    "IndexDataset",
+    "PixelBaseline",
+    "Report",
+    "RunAll",
+    "TrainEpoch",
+    "TripletList",
+    "ValidateEpoch",
+    "ValidateEpochs",
+]

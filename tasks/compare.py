@@ -1,0 +1,60 @@
+"""Side-by-side comparison of experiments that have already run.
+
+    luigi --module tasks Compare --experiments '["uniform","semihard"]' --epochs 5 --local-scheduler
+
+Reads each experiment's ``metrics/`` and ``train/`` artifacts (run each one
+first with its own settings, e.g. ``RunAll --experiment semihard
+--TripletList-strategy semihard``) and writes ``compare/<a>--<b>/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from pipeline import layout
+from pipeline.checkpoint import load_checkpoint
+from pipeline.figures import plot_compare
+from pipeline.report import write_compare
+from pipeline.report_inputs import metrics_table, stage_times
+from tasks.base import log, temporary_dir
+from tasks.config import artifacts
+from tasks.train_epoch import CHECKPOINT
+
+
+class ExperimentEpochOutputs(luigi.ExternalTask):
+    """An epoch's saved metrics and checkpoint; made by RunAll of that experiment."""
+
+    experiment = luigi.Parameter()
+    epoch = luigi.IntParameter()
+
+    def output(self) -> dict[str, luigi.LocalTarget]:
+        root = artifacts().root
+        return {"metrics": luigi.LocalTarget(str(layout.metrics_file(root, self.experiment, self.epoch))),
+                "train": luigi.LocalTarget(str(layout.train_dir(root, self.experiment, self.epoch)))}
+
+
+class Compare(luigi.Task):
+    """precision@30 by epoch, final metrics and time per epoch, side by side."""
+
+    experiments = luigi.ListParameter(description='experiment names, e.g. \'["uniform","semihard"]\'')
+    epochs = luigi.IntParameter(config_path=dict(section="experiment", name="epochs"))
+
+    def requires(self) -> dict[str, list[ExperimentEpochOutputs]]:
+        return {e: [ExperimentEpochOutputs(experiment=e, epoch=i) for i in range(self.epochs + 1)]
+                for e in self.experiments}
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(layout.compare_dir(artifacts().root, list(self.experiments))))
+
+    def run(self) -> None:
+        tables, times = {}, {}
+        for name, outs in self.input().items():
+            tables[name] = metrics_table([Path(o["metrics"].path) for o in outs])
+            times[name] = stage_times([(f"TrainEpoch({i})", load_checkpoint(Path(o["train"].path) / CHECKPOINT)
+                                        .get("seconds")) for i, o in enumerate(outs) if i > 0])
+        with temporary_dir(self.output()) as tmp:
+            fig = plot_compare(tables, tmp / "compare.png")
+            write_compare(tmp, tables, times, fig)
+        log.info("comparison: %s", Path(self.output().path) / "index.html")

@@ -1,0 +1,55 @@
+"""Shared configuration sections of ``luigi.cfg`` (``[artifacts]``,
+``[experiment]``, ``[dataset]``, ``[model]``).
+
+Settings that belong to one task live in that task's own section
+(``[TripletList]``, ``[TrainEpoch]``...), as Luigi task parameters.
+"""
+
+from __future__ import annotations
+
+import luigi
+
+from models.embedding_net import ModelSettings
+
+
+class artifacts(luigi.Config):  # noqa: N801  (section name in luigi.cfg)
+    """``[artifacts] root``: the folder every output goes under."""
+
+    root = luigi.Parameter(default="artifacts")
+
+
+class experiment(luigi.Config):  # noqa: N801
+    """``[experiment]``: name (the output folder), seed and number of epochs."""
+
+    name = luigi.Parameter(default="demo")
+    seed = luigi.IntParameter(default=0)
+    epochs = luigi.IntParameter(default=5)
+
+
+class model(luigi.Config):  # noqa: N801
+    """``[model]``: the embedding network (see :class:`models.ModelSettings`)."""
+
+    arch = luigi.Parameter(default="resnet18")
+    embedding_dim = luigi.IntParameter(default=128)
+    normalize = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    stem = luigi.Parameter(default="small")
+    input_size = luigi.IntParameter(default=0)
+    width = luigi.IntParameter(default=64)
+    weights = luigi.Parameter(default="none")
+    weights_path = luigi.Parameter(default="")
+
+    def settings(self, in_channels: int = 3) -> ModelSettings:
+        return ModelSettings(arch=self.arch, embedding_dim=self.embedding_dim, normalize=self.normalize,
+                             stem=self.stem, input_size=self.input_size, width=self.width,
+                             in_channels=in_channels)
+
+
+def experiment_param() -> luigi.Parameter:
+    """The ``experiment`` parameter of every per-experiment task (default: [experiment] name)."""
+    return luigi.Parameter(default="demo", config_path=dict(section="experiment", name="name"),
+                           description="experiment name: outputs go to <artifacts root>/<experiment>/")
+
+
+def device_param() -> luigi.Parameter:
+    return luigi.Parameter(default="auto", significant=False,
+                           description="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")

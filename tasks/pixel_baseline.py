@@ -1,0 +1,49 @@
+"""Raw-pixel kNN on the dataset: the baseline the learned embedding must beat.
+
+    luigi --module tasks PixelBaseline --local-scheduler
+
+Writes ``baselines/<dataset>.json`` with the same metric keys as ValidateEpoch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import luigi
+
+from pipeline import layout
+from pipeline.atomic import write_text_atomic
+from pipeline.baseline import pixel_embeddings
+from pipeline.pixel_store import open_store, read_index
+from pipeline.validation import ValidationSettings, validate
+from tasks.base import log
+from tasks.config import artifacts
+from tasks.index_dataset import IndexDataset
+
+
+class PixelBaseline(luigi.Task):
+    """precision@30 (and the other metrics) with raw pixels as embeddings."""
+
+    seed = luigi.IntParameter(default=0, config_path=dict(section="experiment", name="seed"))
+    k = luigi.IntParameter(default=30, config_path=dict(section="ValidateEpoch", name="k"))
+    max_size = luigi.IntParameter(default=32, description="pixels are area-downsampled to at most this size")
+    knn_backend = luigi.ChoiceParameter(choices=["auto", "faiss", "torch"], default="auto", significant=False)
+
+    def requires(self) -> IndexDataset:
+        return IndexDataset()
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(layout.baseline_file(artifacts().root, IndexDataset().key)))
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        ds = Path(self.input().path)
+        store, index = open_store(ds), read_index(ds, ["image_id", "split", "label"])
+        train = pixel_embeddings(store, index, "train", self.max_size)
+        val = pixel_embeddings(store, index, "val", self.max_size)
+        metrics, _, _ = validate(train, val, ValidationSettings(k=self.k, seed=self.seed, backend=self.knn_backend))
+        metrics = {**metrics, "max_size": self.max_size, "seconds": round(time.perf_counter() - started, 3)}
+        write_text_atomic(self.output().path, json.dumps(metrics, indent=2))
+        log.info("raw-pixel baseline: precision@%d val %.4f", self.k, metrics[f"precision_at_{self.k}_val"])

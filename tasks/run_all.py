@@ -1,0 +1,31 @@
+"""The whole job: index, sample, train, embed, validate and report.
+
+    luigi --module tasks RunAll --local-scheduler
+    luigi --module tasks RunAll --experiment other --epochs 8 --local-scheduler
+
+Reruns pick up where the last run stopped: finished epochs are not redone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from pipeline.report import HTML_NAME
+from tasks.config import experiment_param
+from tasks.report import Report
+
+
+class RunAll(luigi.WrapperTask):
+    """Everything for epochs 1..``epochs`` of the configured experiment."""
+
+    experiment = experiment_param()
+    epochs = luigi.IntParameter(config_path=dict(section="experiment", name="epochs"))
+
+    def requires(self) -> Report:
+        return Report(experiment=self.experiment, epochs=self.epochs)
+
+    def run(self) -> None:
+        report = Path(self.input().path) / HTML_NAME
+        print(f"\nReport: {report.resolve()}\n")

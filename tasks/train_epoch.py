@@ -1,0 +1,146 @@
+"""Train one epoch of the triplet network (epoch 0 saves the initial network).
+
+    luigi --module tasks TrainEpoch --epoch 2 --local-scheduler
+
+Settings: ``[TrainEpoch]`` (optimiser, lr, margin, batch size, augmentation)
+and ``[model]``. Uses CUDA when present (``--device`` is a run-only knob).
+Writes ``train/epoch=NNN/`` with ``checkpoint.pt`` and ``steps.parquet``; a
+crashed epoch leaves no folder, so rerunning resumes from the last complete one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import luigi
+import numpy as np
+import pandas as pd
+import torch
+
+from models.embedding_net import build_model
+from models.weights import apply_weights
+from pipeline import layout
+from pipeline.batches import AugmentSettings
+from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from pipeline.device import resolve_device
+from pipeline.experiment_config import record_or_check
+from pipeline.pixel_store import open_store
+from pipeline.training import STEP_LOG_COLUMNS, TrainSettings, make_optimizer, make_scheduler, train_one_epoch
+from pipeline.triplet_io import triplet_ids
+from tasks.base import log, progress_reporter, temporary_dir
+from tasks.config import artifacts, device_param, experiment_param, model
+from tasks.index_dataset import IndexDataset
+from tasks.triplet_list import TripletList
+
+CHECKPOINT = "checkpoint.pt"
+STEPS = "steps.parquet"
+
+
+class TrainEpoch(luigi.Task):
+    """Epoch N: load epoch N-1's checkpoint, train over TripletList(N), save."""
+
+    experiment = experiment_param()
+    epoch = luigi.IntParameter(description="0 = the initial (pretrained or random) network")
+    seed = luigi.IntParameter(default=0, config_path=dict(section="experiment", name="seed"))
+    batch_size = luigi.IntParameter(default=64)
+    optimizer = luigi.ChoiceParameter(choices=["sgd", "adam"], default="sgd")
+    lr = luigi.FloatParameter(default=1e-3)
+    momentum = luigi.FloatParameter(default=0.9)
+    weight_decay = luigi.FloatParameter(default=0.0)
+    lr_step = luigi.IntParameter(default=0, description="decay lr every N epochs (0 = never)")
+    lr_gamma = luigi.FloatParameter(default=0.1)
+    margin = luigi.FloatParameter(default=1.0, description="the gap g of max(0, g + D(q,p) - D(q,n))")
+    squared = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                                  description="squared instead of plain Euclidean distance")
+    augment = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    crop_padding = luigi.IntParameter(default=2)
+    flip = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
+    device = device_param()
+    threads = luigi.IntParameter(default=0, significant=False, description="CPU threads for torch (0 = torch's default)")
+
+    resources = {"gpu": 1}
+
+    def requires(self) -> dict[str, luigi.Task]:
+        deps: dict[str, luigi.Task] = {"index": IndexDataset()}
+        if self.epoch > 0:
+            deps["previous"] = TrainEpoch(experiment=self.experiment, epoch=self.epoch - 1)
+            deps["triplets"] = TripletList(experiment=self.experiment, epoch=self.epoch)
+        return deps
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(layout.train_dir(artifacts().root, self.experiment, self.epoch)))
+
+    def train_settings(self) -> TrainSettings:
+        return TrainSettings(batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
+                             momentum=self.momentum, weight_decay=self.weight_decay, lr_step=self.lr_step,
+                             lr_gamma=self.lr_gamma, margin=self.margin, squared=self.squared)
+
+    def resolved_config(self) -> dict:
+        m = model()
+        return {
+            "experiment": {"name": self.experiment, "seed": self.seed},
+            "dataset": {k: v for k, v in IndexDataset().param_kwargs.items() if k != "scheduler"},
+            "model": {**asdict(m.settings()), "weights": m.weights, "weights_path": m.weights_path},
+            "TrainEpoch": asdict(self.train_settings()) | {"augment": self.augment, "crop_padding": self.crop_padding,
+                                                           "flip": self.flip},
+        }
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        config = self.resolved_config()
+        record_or_check(layout.experiment_dir(artifacts().root, self.experiment) / "config.json", config,
+                        self.experiment)
+        device = resolve_device(self.device)
+        settings = self.train_settings()
+        settings.validate()
+        if self.epoch == 0:
+            state = self._initial_state(config)
+            steps = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+                STEP_LOG_COLUMNS, ("int64", "int64", "float64", "float64", "float64", "float64", "float64", "bool"))})
+        else:
+            state, steps = self._train(config, device, settings)
+        state["seconds"] = round(time.perf_counter() - started, 3)
+        with temporary_dir(self.output()) as tmp:
+            save_checkpoint(tmp / CHECKPOINT, state)
+            steps.to_parquet(tmp / STEPS, index=False)
+        if len(steps):
+            log.info("epoch %d: mean loss %.4f, active %.2f, %.1fs", self.epoch, steps["loss"].mean(),
+                     steps["active_fraction"].mean(), state["seconds"])
+
+    def _initial_state(self, config: dict) -> dict:
+        torch.manual_seed(self.seed)
+        m = model()
+        net = build_model(m.settings())
+        skipped = apply_weights(net, m.weights, m.weights_path)
+        optimizer = make_optimizer(net, self.train_settings())
+        scheduler = make_scheduler(optimizer, self.train_settings())
+        return {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "epoch": 0, "rng": rng_state(), "config": config, "model_settings": asdict(net.settings),
+                "initialised_keys": skipped}
+
+    def _train(self, config: dict, device: torch.device, settings: TrainSettings) -> tuple[dict, pd.DataFrame]:
+        prev = load_checkpoint(Path(self.input()["previous"].path) / CHECKPOINT)
+        torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        net = build_model(model().settings())
+        net.load_state_dict(prev["model"])
+        net = net.to(device, memory_format=torch.channels_last)
+        optimizer = make_optimizer(net, settings)
+        optimizer.load_state_dict(prev["optimizer"])
+        scheduler = make_scheduler(optimizer, settings)
+        scheduler.load_state_dict(prev["scheduler"])
+        store = open_store(self.input()["index"].path)
+        triplets = triplet_ids(self.input()["triplets"].path)
+        steps = train_one_epoch(
+            net, optimizer, triplets, store, settings, epoch=self.epoch, seed=self.seed, device=device,
+            augment_settings=AugmentSettings(crop_padding=self.crop_padding, flip=self.flip, enabled=self.augment),
+            progress=progress_reporter(self, f"epoch {self.epoch}"),
+        )
+        scheduler.step()
+        state = {"model": {k: v.cpu() for k, v in net.state_dict().items()}, "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "epoch": self.epoch, "rng": rng_state(), "config": config,
+                 "model_settings": asdict(net.settings), "device": str(device)}
+        return state, steps

@@ -1,0 +1,101 @@
+"""Sample one epoch's triplet list into Parquet.
+
+    luigi --module tasks TripletList --epoch 2 --local-scheduler
+
+Settings: ``[TripletList]`` (strategy, triplets_per_query, mining options);
+the seed comes from ``[experiment] seed``. Mined strategies read the previous
+epoch's embedding shards, so ``TripletList(N)`` then requires ``EmbedEpoch(N-1)``.
+Inspect the result with ``python -m pipeline.inspect triplets --epoch 2``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import luigi
+import numpy as np
+import pandas as pd
+
+from pipeline import layout
+from pipeline.pixel_store import read_index
+from pipeline.embedding import load_embeddings
+from pipeline.errors import ConfigError
+from pipeline.experiment_config import record_or_check
+from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
+from pipeline.triplet_io import write_triplet_list
+from tasks.base import log, temporary_dir
+from tasks.config import artifacts, experiment_param
+from tasks.index_dataset import IndexDataset
+
+
+class TripletList(luigi.Task):
+    """Every training image is the query ``triplets_per_query`` times, in a seeded shuffled order."""
+
+    experiment = experiment_param()
+    epoch = luigi.IntParameter(description="epoch (1-based) this list trains")
+    seed = luigi.IntParameter(default=0, config_path=dict(section="experiment", name="seed"))
+    strategy = luigi.Parameter(default="uniform", description="uniform, semihard, hard or mixed")
+    triplets_per_query = luigi.IntParameter(default=1)
+    positive = luigi.Parameter(default="uniform", description="uniform, farthest or relevance (mined strategies)")
+    candidates = luigi.Parameter(default="pool", description="pool or knn (mined strategies)")
+    pool_size = luigi.IntParameter(default=64)
+    knn_k = luigi.IntParameter(default=100)
+    mined_share = luigi.FloatParameter(default=0.5, description="share of mined rows for strategy = mixed")
+    mined_strategy = luigi.Parameter(default="semihard", description="inner strategy of mixed")
+    mine_first_epoch = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
+                                           description="epoch 1 mines from epoch 0's embeddings (else uniform)")
+    margin = luigi.FloatParameter(default=1.0, config_path=dict(section="TrainEpoch", name="margin"))
+    n_blocks = luigi.IntParameter(default=8, significant=False, description="class blocks sampled in parallel")
+    scheduler = luigi.Parameter(default="threads", significant=False, description="dask scheduler")
+
+    def _strategy_name(self) -> str:
+        if self.epoch == 1 and not self.mine_first_epoch:
+            return "uniform"
+        return self.strategy
+
+    def _strategy(self):
+        return get_strategy(self._strategy_name(), positive=self.positive, candidates=self.candidates,
+                            pool_size=self.pool_size, knn_k=self.knn_k, mined_share=self.mined_share,
+                            mined_strategy=self.mined_strategy)
+
+    def requires(self) -> dict[str, luigi.Task]:
+        if self.epoch < 1:
+            raise ConfigError(f"TripletList --epoch {self.epoch}: epochs that train start at 1")
+        deps: dict[str, luigi.Task] = {"index": IndexDataset()}
+        if self._strategy().needs_embeddings:
+            from tasks.embed_epoch import EmbedEpoch
+
+            deps["embeddings"] = EmbedEpoch(experiment=self.experiment, epoch=self.epoch - 1)
+        return deps
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(layout.triplets_dir(artifacts().root, self.experiment, self.epoch)))
+
+    def sampling_settings(self) -> dict:
+        return {k: v for k, v in self.param_kwargs.items() if k not in ("experiment", "epoch", "seed", "n_blocks",
+                                                                          "scheduler")}
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        record_or_check(layout.experiment_dir(artifacts().root, self.experiment) / "config.json",
+                        {"TripletList": self.sampling_settings(), "experiment": {"seed": self.seed}}, self.experiment)
+        index = read_index(self.input()["index"].path, columns=["image_id", "split", "label"])
+        train = index[index["split"] == "train"].sort_values("image_id")
+        embeddings = None
+        if "embeddings" in self.input():
+            emb = load_embeddings(self.input()["embeddings"].path, "train")
+            if not np.array_equal(emb.image_ids, train["image_id"].to_numpy()):
+                raise ConfigError(f"embeddings in {self.input()['embeddings'].path} do not match the dataset index; "
+                                  "delete that folder so EmbedEpoch rebuilds it")
+            embeddings = emb.vectors
+        ctx = SamplingContext(layout=ClassLayout.from_labels(train["label"].to_numpy()), epoch=self.epoch,
+                              seed=self.seed, margin=self.margin, embeddings=embeddings)
+        table = sample_triplets(ctx, self._strategy(), train["image_id"].to_numpy(),
+                                triplets_per_query=self.triplets_per_query, n_blocks=self.n_blocks,
+                                scheduler=self.scheduler)
+        meta = {"strategy": self._strategy_name(), "settings": self.sampling_settings(), "seed": self.seed,
+                "seconds": round(time.perf_counter() - started, 3), "rows": table.num_rows}
+        with temporary_dir(self.output()) as tmp:
+            write_triplet_list(tmp, table, meta)
+        log.info("triplet list for epoch %d: %d rows (%s) in %.1fs", self.epoch, table.num_rows,
+                 self._strategy_name(), meta["seconds"])

@@ -1,0 +1,79 @@
+"""Validate one epoch from its saved embedding shards (no network, no images).
+
+    luigi --module tasks ValidateEpoch --epoch 3 --local-scheduler
+    luigi --module tasks ValidateEpochs --epochs 1,2,3 --workers 3 --local-scheduler
+
+Writes ``metrics/epoch=NNN.json`` (precision@30 on validation and on a seeded
+training sample, precision@1/@10, R-precision, MAP@R, triplet precision) beside
+``epoch=NNN.per_class.parquet`` and ``epoch=NNN.neighbors.parquet`` (the figure
+queries' nearest and farthest training images). The JSON is written last, so
+its presence means the epoch's validation is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import luigi
+import pandas as pd
+
+from pipeline import layout
+from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.embedding import load_embeddings
+from pipeline.validation import ValidationSettings, validate
+from tasks.base import log
+from tasks.config import artifacts, experiment_param
+from tasks.embed_epoch import EmbedEpoch
+
+
+def _write_parquet(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+class ValidateEpoch(luigi.Task):
+    """Accuracy of epoch N's embedding on the validation split."""
+
+    experiment = experiment_param()
+    epoch = luigi.IntParameter()
+    seed = luigi.IntParameter(default=0, config_path=dict(section="experiment", name="seed"))
+    k = luigi.IntParameter(default=30, description="neighbours for the course's precision@k")
+    train_queries = luigi.IntParameter(default=1000, description="seeded training images used as queries")
+    figure_queries = luigi.IntParameter(default=5, description="validation queries (distinct classes) for figures")
+    figure_k = luigi.IntParameter(default=10, description="nearest/farthest images shown per figure query")
+    triplets = luigi.IntParameter(default=2000, description="seeded validation triplets for triplet precision")
+    knn_backend = luigi.ChoiceParameter(choices=["auto", "faiss", "torch"], default="auto", significant=False)
+
+    def requires(self) -> EmbedEpoch:
+        return EmbedEpoch(experiment=self.experiment, epoch=self.epoch)
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(layout.metrics_file(artifacts().root, self.experiment, self.epoch)))
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        emb_dir = self.input().path
+        settings = ValidationSettings(k=self.k, train_queries=self.train_queries, figure_queries=self.figure_queries,
+                                      figure_k=self.figure_k, triplets=self.triplets, seed=self.seed,
+                                      backend=self.knn_backend)
+        metrics, per_class, neighbors = validate(load_embeddings(emb_dir, "train"), load_embeddings(emb_dir, "val"),
+                                                 settings)
+        out = Path(self.output().path)
+        _write_parquet(per_class, layout.metrics_sidecar(out, "per_class"))
+        _write_parquet(neighbors, layout.metrics_sidecar(out, "neighbors"))
+        metrics = {"epoch": self.epoch, **metrics, "seconds": round(time.perf_counter() - started, 3)}
+        write_text_atomic(out, json.dumps(metrics, indent=2))
+        log.info("epoch %d: precision@%d val %.4f, train %.4f", self.epoch, self.k,
+                 metrics[f"precision_at_{self.k}_val"], metrics[f"precision_at_{self.k}_train"])
+
+
+class ValidateEpochs(luigi.WrapperTask):
+    """Validate several epochs; with ``--workers K`` they run in parallel."""
+
+    experiment = experiment_param()
+    epochs = luigi.ListParameter(description="epochs to validate, e.g. [1,2,3] or 1,2,3")
+
+    def requires(self) -> list[ValidateEpoch]:
+        return [ValidateEpoch(experiment=self.experiment, epoch=int(e)) for e in self.epochs]

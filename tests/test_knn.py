@@ -1,0 +1,166 @@
+"""Exact kNN search checked against a float64 brute-force reference."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+import pipeline.knn as knn
+from pipeline.errors import ConfigError
+from pipeline.knn import knn_search
+
+BACKENDS = [
+    pytest.param(
+        "faiss",
+        marks=pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="faiss not installed"),
+    ),
+    "torch",
+]
+
+
+def _data(n_queries: int = 53, n_database: int = 101, dim: int = 12, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((n_queries, dim)).astype(np.float32),
+        rng.standard_normal((n_database, dim)).astype(np.float32),
+    )
+
+
+def _reference(queries, database, k, farthest=False, exclude=None):
+    """Sorted true distances (float64) and the full distance matrix."""
+    d = np.sqrt(((queries[:, None, :].astype(np.float64) - database[None].astype(np.float64)) ** 2).sum(-1))
+    ranked = d.copy()
+    if exclude is not None:
+        rows = np.flatnonzero(exclude >= 0)
+        ranked[rows, exclude[rows]] = -np.inf if farthest else np.inf
+    order = np.argsort(-ranked if farthest else ranked, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, order, 1), order, d
+
+
+def _check(result, queries, database, k, farthest=False, exclude=None):
+    dist, idx = result
+    assert dist.shape == idx.shape == (len(queries), k)
+    assert dist.dtype == np.float32 and idx.dtype == np.int64
+    ref_dist, ref_idx, full = _reference(queries, database, k, farthest, exclude)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-5, atol=1e-5)
+    # Each reported distance belongs to the reported row, whatever the tie order.
+    np.testing.assert_allclose(dist, np.take_along_axis(full, idx, 1), rtol=1e-5, atol=1e-5)
+    assert (np.diff(dist, axis=1) <= 0 if farthest else np.diff(dist, axis=1) >= 0).all()
+    assert all(len(set(row)) == k for row in idx)
+    if exclude is not None:
+        assert not (idx == exclude[:, None]).any()
+    # Random Gaussian data has no near-ties, so the rows themselves must match too.
+    np.testing.assert_array_equal(idx, ref_idx)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("farthest", [False, True])
+@pytest.mark.parametrize("block_size", [7, 4096])
+def test_matches_brute_force(backend, farthest, block_size):
+    queries, database = _data()
+    result = knn_search(queries, database, 5, farthest=farthest, backend=backend, block_size=block_size)
+    _check(result, queries, database, 5, farthest)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("farthest", [False, True])
+def test_exclude_self_when_queries_are_database_rows(backend, farthest):
+    _, database = _data()
+    rows = np.array([0, 5, 17, 17, 100, 42, 3, 99, 64, 8, 1])
+    queries = database[rows]
+    exclude = rows.copy()
+    exclude[[2, 6]] = -1  # no exclusion for these: they must find themselves at distance 0
+    result = knn_search(queries, database, 6, farthest=farthest, exclude=exclude, backend=backend, block_size=4)
+    _check(result, queries, database, 6, farthest, exclude)
+    if not farthest:
+        assert result[1][2, 0] == 17 and result[1][6, 0] == 3
+        assert result[0][2, 0] == 0.0  # clamped, never NaN from a tiny negative
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exclude_with_k_equal_to_database_minus_one(backend):
+    queries, database = _data(n_queries=9, n_database=10)
+    exclude = np.arange(9, dtype=np.int64)
+    result = knn_search(queries, database, 9, exclude=exclude, backend=backend, block_size=4)
+    _check(result, queries, database, 9, exclude=exclude)
+
+
+@pytest.mark.parametrize("farthest", [False, True])
+def test_torch_merges_database_tiles(monkeypatch, farthest):
+    # Tiles of 20 columns over 101 rows: the top k is merged across six tiles, the last one short.
+    monkeypatch.setattr(knn, "_TORCH_TILE_ELEMENTS", 7 * 20)
+    queries, database = _data()
+    exclude = np.random.default_rng(1).integers(-1, len(database), len(queries))
+    result = knn_search(queries, database, 8, farthest=farthest, exclude=exclude, backend="torch", block_size=7)
+    _check(result, queries, database, 8, farthest, exclude)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ties_are_broken_by_index_and_backends_agree(backend):
+    base = np.random.default_rng(2).standard_normal((4, 3)).astype(np.float32)
+    database = np.repeat(base, 3, axis=0)  # every point three times
+    dist, idx = knn_search(base, database, 3, backend=backend, block_size=3)
+    np.testing.assert_array_equal(idx, np.arange(12).reshape(4, 3))
+    np.testing.assert_array_equal(dist, 0.0)
+
+
+def test_backends_agree_and_auto_works():
+    queries, database = _data(seed=3)
+    torch_result = knn_search(queries, database, 4, backend="torch", device="cpu")
+    auto_result = knn_search(queries, database, 4)
+    np.testing.assert_array_equal(torch_result[1], auto_result[1])
+    np.testing.assert_allclose(torch_result[0], auto_result[0], rtol=1e-5)
+
+
+def test_accepts_float64_and_no_queries():
+    queries, database = _data()
+    dist, idx = knn_search(queries.astype(np.float64), database.astype(np.float64), 3, backend="torch")
+    _check((dist, idx), queries, database, 3)
+    dist, idx = knn_search(queries[:0], database, 3)
+    assert dist.shape == idx.shape == (0, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"queries": np.zeros(4)}, "2-D"),
+        ({"database": np.zeros((5, 3))}, "dimension"),
+        ({"k": 11}, "at most 10"),
+        ({"k": 10, "exclude": np.full(4, -1)}, "at most 9"),
+        ({"k": 0}, "positive integer"),
+        ({"exclude": np.zeros(3, dtype=int)}, "shape"),
+        ({"exclude": np.full(4, 10)}, r"\[-1, 9\]"),
+        ({"backend": "annoy"}, "backend"),
+        ({"block_size": 0}, "block_size"),
+        ({"queries": np.full((4, 2), np.nan)}, "NaN"),
+    ],
+)
+def test_invalid_inputs_raise_config_error(kwargs, message):
+    args = {"queries": np.zeros((4, 2)), "database": np.ones((10, 2)), "k": 3} | kwargs
+    with pytest.raises(ConfigError, match=message):
+        knn_search(args.pop("queries"), args.pop("database"), args.pop("k"), **args)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_read_only_inputs_do_not_warn(backend, recwarn):
+    queries, database = _data()
+    queries.flags.writeable = False
+    database.flags.writeable = False
+    knn_search(queries, database, 3, backend=backend)
+    assert not [w for w in recwarn if "writable" in str(w.message)]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_small_distances_are_accurate_despite_large_norms(backend):
+    # ||q||^2 ~ 1e5 here, so the float32 expansion alone would be off by ~0.1 in squared distance.
+    rng = np.random.default_rng(4)
+    database = (50.0 + rng.standard_normal((200, 32))).astype(np.float32)
+    queries = database[:40].copy()
+    queries[20:] += np.float32(1e-3) * rng.standard_normal((20, 32)).astype(np.float32)
+    dist, idx = knn_search(queries, database, 2, backend=backend)
+    np.testing.assert_array_equal(idx[:, 0], np.arange(40))
+    np.testing.assert_array_equal(dist[:20, 0], 0.0)
+    true = np.linalg.norm(queries[20:].astype(np.float64) - database[20:40], axis=1)
+    np.testing.assert_allclose(dist[20:, 0], true, rtol=1e-4)
