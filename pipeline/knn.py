@@ -2,14 +2,18 @@
 
 Two interchangeable backends give the same answers up to float32 rounding:
 
-* ``"faiss"`` — ``faiss.IndexFlatL2`` (an exact, brute-force index). faiss is an
-  optional dependency, so it is imported only when this backend is used.
+* ``"faiss"`` — ``faiss.IndexFlatL2`` (exact brute force; farthest search uses an
+  ``IndexFlatIP`` over augmented vectors). faiss is an optional dependency, so it
+  is imported only when this backend is used. The index holds a copy of the
+  database (200 MB for 100k x 512 float32).
 * ``"torch"`` — a tiled ``||q||^2 - 2 q.x + ||x||^2`` expansion with ``topk``,
   which also runs on a GPU.
 
 Both process the queries in blocks, so memory stays bounded by the block size
 rather than growing with ``queries x database`` (at Tiny ImageNet scale the full
-matrix would be 10k x 100k floats = 4 GB).
+matrix would be 10k x 100k floats = 4 GB). Afterwards the few distances too
+small for the float32 expansion to be accurate are recomputed directly, and each
+row is put in a canonical (distance, index) order so results are reproducible.
 """
 
 from __future__ import annotations
@@ -137,7 +141,7 @@ def _validate(
     database = np.ascontiguousarray(database, dtype=np.float32)
     # NaN rows would silently sort anywhere; they usually mean a diverged model.
     for name, array in (("queries", queries), ("database", database)):
-        # A row sum is finite iff the row is (barring overflow), without an (n, dim) temporary.
+        # A float64 row sum of float32 values is finite iff the row is; it needs no (n, dim) temporary.
         if np.isfinite(array.sum(axis=1, dtype=np.float64)).all():
             continue
         finite = np.isfinite(array).all(axis=1)

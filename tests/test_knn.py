@@ -164,3 +164,8 @@ def test_small_distances_are_accurate_despite_large_norms(backend):
     np.testing.assert_array_equal(dist[:20, 0], 0.0)
     true = np.linalg.norm(queries[20:].astype(np.float64) - database[20:40], axis=1)
     np.testing.assert_allclose(dist[20:, 0], true, rtol=1e-4)
+
+
+def test_unknown_torch_device_raises_config_error():
+    with pytest.raises(ConfigError, match="device"):
+        knn_search(np.zeros((3, 2)), np.ones((5, 2)), 2, backend="torch", device="tpu9")

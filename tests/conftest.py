@@ -1,0 +1,88 @@
+"""Shared fixtures: a clean Luigi registry and config per test, tiny datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import luigi
+import luigi.configuration
+import pytest
+
+from tests.datagen import make_image_folder, make_tiny_imagenet
+
+os.environ.setdefault("DASK_SCHEDULER", "synchronous")
+
+
+def fast_config(tmp_path: Path, dataset_root: Path, source: str = "tiny-imagenet") -> dict[str, dict[str, object]]:
+    """A configuration that runs the whole graph in seconds on tiny data."""
+    return {
+        "artifacts": {"root": tmp_path / "artifacts"},
+        "experiment": {"name": "test", "seed": 0, "epochs": 2},
+        "dataset": {"source": source, "root": dataset_root, "stored_size": 16, "scheduler": "synchronous"},
+        "model": {"arch": "resnet18", "width": 8, "embedding_dim": 8, "stem": "small-s2"},
+        "TripletList": {"scheduler": "synchronous", "n_blocks": 2},
+        "TrainEpoch": {"batch_size": 8, "lr": 0.01, "threads": 1},
+        "EmbedEpoch": {"batch_size": 32, "threads": 1},
+        "ValidateEpoch": {"train_queries": 12, "figure_queries": 2, "figure_k": 3, "triplets": 30},
+    }
+
+
+@pytest.fixture
+def luigi_registry():
+    """Forget cached task instances before and after the test."""
+    luigi.task_register.Register.clear_instance_cache()
+    yield
+    luigi.task_register.Register.clear_instance_cache()
+
+
+@pytest.fixture
+def configure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, luigi_registry) -> Callable[..., Path]:
+    """``configure(sections)`` writes a luigi.cfg under tmp_path, makes it the only
+    config Luigi reads, and returns its path (for subprocesses: LUIGI_CONFIG_PATH)."""
+    monkeypatch.chdir(tmp_path)
+    parser = luigi.configuration.get_config()
+
+    def apply(sections: dict[str, dict[str, object]]) -> Path:
+        path = tmp_path / "luigi.cfg"
+        lines = []
+        for section, values in sections.items():
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {v}" for k, v in values.items()]
+            lines.append("")
+        path.write_text("\n".join(lines))
+        for s in parser.sections():
+            parser.remove_section(s)
+        parser.read([str(path)])
+        monkeypatch.setenv("LUIGI_CONFIG_PATH", str(path))
+        luigi.task_register.Register.clear_instance_cache()
+        return path
+
+    yield apply
+    for s in parser.sections():
+        parser.remove_section(s)
+    luigi.task_register.Register.clear_instance_cache()
+
+
+@pytest.fixture
+def tiny_imagenet(tmp_path: Path) -> Path:
+    """A 3-class Tiny ImageNet layout (with grayscale and CMYK JPEGs)."""
+    return make_tiny_imagenet(tmp_path / "tiny-imagenet-200", n_classes=3, train_per_class=12, val_per_class=4)
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A 3-class ImageFolder tree of JPEGs and PNGs."""
+    return make_image_folder(tmp_path / "folder", train_per_class=10, val_per_class=4)
+
+
+@pytest.fixture
+def fast_pipeline(configure, tmp_path: Path, tiny_imagenet: Path) -> Path:
+    """The fast configuration on the Tiny ImageNet fixture; returns the config path."""
+    return configure(fast_config(tmp_path, tiny_imagenet))
+
+
+def build(tasks: list[luigi.Task], workers: int = 1) -> luigi.execution_summary.LuigiRunResult:
+    """Run tasks in-process as the tests' single entry point into Luigi."""
+    return luigi.build(tasks, local_scheduler=True, detailed_summary=True, workers=workers)
