@@ -11,12 +11,12 @@ from __future__ import annotations
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from pipeline.errors import ConfigError
 from pipeline.pixel_store import gather
 
 
@@ -30,39 +30,81 @@ class AugmentSettings:
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, H, W, C)`` -> float ``(B, C, H, W)`` in [0, 1] (channels_last memory)."""
+    """uint8 ``(B, H, W, C)`` -> float ``(B, C, H, W)`` in [0, 1].
+
+    The permuted view keeps NHWC memory order, i.e. the result is already in
+    ``channels_last`` format, which is what the convolutions prefer.
+    """
     return batch.permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def _reflect_index(n: int, pad: int, device: torch.device) -> torch.Tensor:
+    """Source rows of a reflect-padded axis: pad..1, 0..n-1, n-2..n-1-pad."""
+    i = torch.arange(-pad, n + pad, device=device).abs()
+    return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+
 def augment(x: torch.Tensor, settings: AugmentSettings, generator: torch.Generator) -> torch.Tensor:
-    """Random-crop and flip a float ``(B, C, H, W)`` batch on its own device, per sample."""
+    """Random crop (of a reflect-padded image) and horizontal flip, per sample.
+
+    Works on uint8 ``(B, H, W, C)`` batches, before the float conversion, so it
+    moves a quarter of the bytes. The random draws come from ``generator`` on
+    the batch's device; the copy is then done per sample with numpy slices on
+    the CPU (cheapest there) or per distinct crop offset on a GPU (at most
+    ``(2p+1)^2`` kernel launches). Both give the same result for the same draws.
+    """
     if not settings.enabled:
         return x
-    b, _, h, w = x.shape
+    b, h, w, _ = x.shape
     dev = x.device
     p = settings.crop_padding
-    if p > 0:
-        padded = F.pad(x, (p, p, p, p), mode="reflect" if p < min(h, w) else "constant")
-        oy = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=dev)
-        ox = torch.randint(0, 2 * p + 1, (b,), generator=generator, device=dev)
-        rows = (oy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
-        cols = (ox[:, None] + torch.arange(w, device=dev))[:, None, None, :]
-        bi = torch.arange(b, device=dev)[:, None, None, None]
-        ci = torch.arange(x.shape[1], device=dev)[None, :, None, None]
-        x = padded[bi, ci, rows, cols]
-    if settings.flip:
-        flip = torch.rand(b, generator=generator, device=dev) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    return x.contiguous(memory_format=torch.channels_last)
+    if p >= min(h, w):
+        raise ConfigError(f"[TrainEpoch] crop_padding = {p} must be smaller than the image size {min(h, w)}")
+    side = 2 * p + 1
+    offsets = torch.randint(0, side * side, (b,), generator=generator, device=dev)
+    flips = torch.rand(b, generator=generator, device=dev) < 0.5
+    if not settings.flip:
+        flips = torch.zeros_like(flips)
+    if dev.type == "cpu":
+        return torch.from_numpy(_augment_numpy(x.numpy(), p, offsets.tolist(), flips.tolist()))
+    padded = x[:, _reflect_index(h, p, dev)][:, :, _reflect_index(w, p, dev)] if p else x
+    out = torch.empty_like(x)
+    for code in torch.unique(offsets).tolist():
+        sel = (offsets == code).nonzero().squeeze(1)
+        oy, ox = divmod(code, side)
+        out[sel] = padded[sel, oy : oy + h, ox : ox + w]
+    idx = flips.nonzero().squeeze(1)
+    out[idx] = out[idx].flip(2)
+    return out
+
+
+def _augment_numpy(x: np.ndarray, p: int, offsets: list[int], flips: list[bool]) -> np.ndarray:
+    b, h, w, _ = x.shape
+    padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect") if p else x
+    out = np.empty_like(x)
+    for i, (code, flip) in enumerate(zip(offsets, flips)):
+        oy, ox = divmod(code, 2 * p + 1)
+        view = padded[i, oy : oy + h, ox : ox + w]
+        out[i] = view[:, ::-1] if flip else view
+    return out
 
 
 def iterate_batches(
-    store: np.ndarray, id_batches: Sequence[np.ndarray], *, pin: bool = False, prefetch: int = 2
+    store: np.ndarray, id_batches: Sequence[np.ndarray], *, pin: bool = False, prefetch: int = 2,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield uint8 ``(B, H, W, C)`` tensors for each array of image ids, prefetched."""
+    """Yield uint8 ``(B, H, W, C)`` tensors for each array of image ids, prefetched.
+
+    ``transform`` (e.g. CPU augmentation) runs in the prefetch thread, in batch
+    order, so it overlaps with the model's work and stays deterministic.
+    """
+    def load(ids: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(gather(store, ids))
+        return transform(t) if transform is not None else t
+
     if prefetch <= 0:
         for ids in id_batches:
-            yield torch.from_numpy(gather(store, ids))
+            yield load(ids)
         return
     q: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
@@ -70,7 +112,7 @@ def iterate_batches(
     def work() -> None:
         try:
             for ids in id_batches:
-                t = torch.from_numpy(gather(store, ids))
+                t = load(ids)
                 if pin:
                     t = t.pin_memory()
                 while not stop.is_set():

@@ -104,9 +104,14 @@ def train_one_epoch(
     bar = tqdm(total=n_steps, desc=f"train epoch {epoch}", unit="batch", disable=not show_bar, leave=False)
     lr = optimizer.param_groups[0]["lr"]
     tick = time.perf_counter()
-    for step, pixels in enumerate(iterate_batches(store, [b.reshape(-1) for b in batches], pin=device.type == "cuda")):
-        x = to_float(pixels.to(device, non_blocking=True))
-        x = augment(x, augment_settings, gen)
+    # On the CPU, augmentation runs in the prefetch thread, overlapping the model;
+    # on a GPU it runs on the device after the uint8 copy.
+    on_cpu = device.type == "cpu"
+    cpu_aug = (lambda t: augment(t, augment_settings, gen)) if on_cpu else None
+    id_batches = [b.reshape(-1) for b in batches]
+    for step, pixels in enumerate(iterate_batches(store, id_batches, pin=not on_cpu, transform=cpu_aug)):
+        pixels = pixels.to(device, non_blocking=True)
+        x = to_float(pixels if on_cpu else augment(pixels, augment_settings, gen))
         with autocast(device):
             z = model(x).float()
         b = z.shape[0] // 3

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dask
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from pipeline.sampling.base import ClassLayout, SamplingContext, TripletBlock, TripletStrategy
@@ -89,7 +88,7 @@ def assemble_table(results: list[TripletBlock], ctx: SamplingContext, image_ids:
     q, p, n, s, dqp, dqn = q[perm], p[perm], n[perm], s[perm], dqp[perm], dqn[perm]
     labels = ctx.layout.labels
     ids = np.asarray(image_ids, dtype=np.int64)
-    strategy = pa.DictionaryArray.from_pandas(pd.Categorical(s)).cast(TRIPLET_SCHEMA.field("strategy").type)
+    strategy = pa.array(s, type=pa.string()).dictionary_encode().cast(TRIPLET_SCHEMA.field("strategy").type)
     return pa.table(
         {
             "epoch": pa.array(np.full(q.size, ctx.epoch, np.int32)),
