@@ -42,7 +42,7 @@ def embed_images(
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
     out: list[np.ndarray] = []
     for pixels in tqdm(iterate_batches(store, batches, pin=device.type == "cuda"), total=len(batches),
-                       desc="embed", unit="batch", disable=not show_bar, leave=False):
+                       desc="embed", unit="batch", disable=not show_bar, leave=False, mininterval=2.0):
         x = to_float(pixels.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
         with autocast(device):
             z = model(x)

@@ -47,7 +47,7 @@ def record_or_check(path: str | Path, settings: Mapping[str, Mapping[str, Any]],
     if diffs:
         raise ConfigError(
             f"experiment {experiment!r} was created with other settings ({path}):\n  " + "\n  ".join(diffs)
-            + "\nUse a new experiment name (--experiment NAME or [experiment] name), "
+            + "\nUse a new experiment name (--experiment NAME or [run] experiment), "
             f"or delete {path.parent} to start this one over"
         )
     if merged != old:

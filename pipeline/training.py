@@ -101,7 +101,8 @@ def train_one_epoch(
     gen = epoch_generator(seed, epoch, device)
     model.train()
     rows = []
-    bar = tqdm(total=n_steps, desc=f"train epoch {epoch}", unit="batch", disable=not show_bar, leave=False)
+    bar = tqdm(total=n_steps, desc=f"train epoch {epoch}", unit="batch", disable=not show_bar, leave=False,
+               mininterval=2.0)
     lr = optimizer.param_groups[0]["lr"]
     tick = time.perf_counter()
     # On the CPU, augmentation runs in the prefetch thread, overlapping the model;

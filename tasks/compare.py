@@ -39,7 +39,7 @@ class Compare(luigi.Task):
     """precision@30 by epoch, final metrics and time per epoch, side by side."""
 
     experiments = luigi.ListParameter(description='experiment names, e.g. \'["uniform","semihard"]\'')
-    epochs = luigi.IntParameter(config_path=dict(section="experiment", name="epochs"))
+    epochs = luigi.IntParameter(config_path=dict(section="run", name="epochs"))
 
     def requires(self) -> dict[str, list[ExperimentEpochOutputs]]:
         return {e: [ExperimentEpochOutputs(experiment=e, epoch=i) for i in range(self.epochs + 1)]

@@ -1,5 +1,5 @@
 """Shared configuration sections of ``luigi.cfg`` (``[artifacts]``,
-``[experiment]``, ``[dataset]``, ``[model]``).
+``[run]``, ``[dataset]``, ``[model]``).
 
 Settings that belong to one task live in that task's own section
 (``[TripletList]``, ``[TrainEpoch]``...), as Luigi task parameters.
@@ -18,12 +18,16 @@ class artifacts(luigi.Config):  # noqa: N801  (section name in luigi.cfg)
     root = luigi.Parameter(default="artifacts")
 
 
-class experiment(luigi.Config):  # noqa: N801
-    """``[experiment]``: name (the output folder), seed and number of epochs."""
+class run(luigi.Config):  # noqa: N801
+    """``[run]``: experiment name (the output folder), seed and number of epochs.
 
-    name = luigi.Parameter(default="demo")
+    (Not called ``[experiment]``: Luigi would then read ``--experiment`` as an
+    ambiguous abbreviation of ``--experiment-name``.)
+    """
+
+    experiment = luigi.Parameter(default="demo")
     seed = luigi.IntParameter(default=0)
-    epochs = luigi.IntParameter(default=5)
+    epochs = luigi.IntParameter(default=6)
 
 
 class model(luigi.Config):  # noqa: N801
@@ -45,8 +49,8 @@ class model(luigi.Config):  # noqa: N801
 
 
 def experiment_param() -> luigi.Parameter:
-    """The ``experiment`` parameter of every per-experiment task (default: [experiment] name)."""
-    return luigi.Parameter(default="demo", config_path=dict(section="experiment", name="name"),
+    """The ``experiment`` parameter of every per-experiment task (default: [run] experiment)."""
+    return luigi.Parameter(default="demo", config_path=dict(section="run", name="experiment"),
                            description="experiment name: outputs go to <artifacts root>/<experiment>/")
 
 

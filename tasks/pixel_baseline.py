@@ -26,7 +26,7 @@ from tasks.index_dataset import IndexDataset
 class PixelBaseline(luigi.Task):
     """precision@30 (and the other metrics) with raw pixels as embeddings."""
 
-    seed = luigi.IntParameter(default=0, config_path=dict(section="experiment", name="seed"))
+    seed = luigi.IntParameter(default=0, config_path=dict(section="run", name="seed"))
     k = luigi.IntParameter(default=30, config_path=dict(section="ValidateEpoch", name="k"))
     max_size = luigi.IntParameter(default=32, description="pixels are area-downsampled to at most this size")
     knn_backend = luigi.ChoiceParameter(choices=["auto", "faiss", "torch"], default="auto", significant=False)

@@ -35,7 +35,7 @@ class Report(luigi.Task):
     """HTML + Markdown report over epochs 0..``epochs`` of one experiment."""
 
     experiment = experiment_param()
-    epochs = luigi.IntParameter(config_path=dict(section="experiment", name="epochs"))
+    epochs = luigi.IntParameter(config_path=dict(section="run", name="epochs"))
 
     def requires(self) -> dict:
         e = range(self.epochs + 1)

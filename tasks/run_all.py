@@ -21,7 +21,7 @@ class RunAll(luigi.WrapperTask):
     """Everything for epochs 1..``epochs`` of the configured experiment."""
 
     experiment = experiment_param()
-    epochs = luigi.IntParameter(config_path=dict(section="experiment", name="epochs"))
+    epochs = luigi.IntParameter(config_path=dict(section="run", name="epochs"))
 
     def requires(self) -> Report:
         return Report(experiment=self.experiment, epochs=self.epochs)

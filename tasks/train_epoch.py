@@ -43,7 +43,7 @@ class TrainEpoch(luigi.Task):
 
     experiment = experiment_param()
     epoch = luigi.IntParameter(description="0 = the initial (pretrained or random) network")
-    seed = luigi.IntParameter(default=0, config_path=dict(section="experiment", name="seed"))
+    seed = luigi.IntParameter(default=0, config_path=dict(section="run", name="seed"))
     batch_size = luigi.IntParameter(default=64)
     optimizer = luigi.ChoiceParameter(choices=["sgd", "adam"], default="sgd")
     lr = luigi.FloatParameter(default=1e-3)
@@ -80,7 +80,7 @@ class TrainEpoch(luigi.Task):
     def resolved_config(self) -> dict:
         m = model()
         return {
-            "experiment": {"name": self.experiment, "seed": self.seed},
+            "run": {"experiment": self.experiment, "seed": self.seed},
             "dataset": {k: v for k, v in IndexDataset().param_kwargs.items() if k != "scheduler"},
             "model": {**asdict(m.settings()), "weights": m.weights, "weights_path": m.weights_path},
             "TrainEpoch": asdict(self.train_settings()) | {"augment": self.augment, "crop_padding": self.crop_padding,

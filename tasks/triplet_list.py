@@ -3,7 +3,7 @@
     luigi --module tasks TripletList --epoch 2 --local-scheduler
 
 Settings: ``[TripletList]`` (strategy, triplets_per_query, mining options);
-the seed comes from ``[experiment] seed``. Mined strategies read the previous
+the seed comes from ``[run] seed``. Mined strategies read the previous
 epoch's embedding shards, so ``TripletList(N)`` then requires ``EmbedEpoch(N-1)``.
 Inspect the result with ``python -m pipeline.inspect triplets --epoch 2``.
 """
@@ -33,7 +33,7 @@ class TripletList(luigi.Task):
 
     experiment = experiment_param()
     epoch = luigi.IntParameter(description="epoch (1-based) this list trains")
-    seed = luigi.IntParameter(default=0, config_path=dict(section="experiment", name="seed"))
+    seed = luigi.IntParameter(default=0, config_path=dict(section="run", name="seed"))
     strategy = luigi.Parameter(default="uniform", description="uniform, semihard, hard or mixed")
     triplets_per_query = luigi.IntParameter(default=1)
     positive = luigi.Parameter(default="uniform", description="uniform, farthest or relevance (mined strategies)")
@@ -42,6 +42,7 @@ class TripletList(luigi.Task):
     knn_k = luigi.IntParameter(default=100)
     mined_share = luigi.FloatParameter(default=0.5, description="share of mined rows for strategy = mixed")
     mined_strategy = luigi.Parameter(default="semihard", description="inner strategy of mixed")
+    relevance_cap = luigi.FloatParameter(default=0.9, description="positive = relevance: weight cap quantile")
     mine_first_epoch = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                            description="epoch 1 mines from epoch 0's embeddings (else uniform)")
     margin = luigi.FloatParameter(default=1.0, config_path=dict(section="TrainEpoch", name="margin"))
@@ -56,7 +57,7 @@ class TripletList(luigi.Task):
     def _strategy(self):
         return get_strategy(self._strategy_name(), positive=self.positive, candidates=self.candidates,
                             pool_size=self.pool_size, knn_k=self.knn_k, mined_share=self.mined_share,
-                            mined_strategy=self.mined_strategy)
+                            mined_strategy=self.mined_strategy, relevance_cap=self.relevance_cap)
 
     def requires(self) -> dict[str, luigi.Task]:
         if self.epoch < 1:
@@ -78,7 +79,7 @@ class TripletList(luigi.Task):
     def run(self) -> None:
         started = time.perf_counter()
         record_or_check(layout.experiment_dir(artifacts().root, self.experiment) / "config.json",
-                        {"TripletList": self.sampling_settings(), "experiment": {"seed": self.seed}}, self.experiment)
+                        {"TripletList": self.sampling_settings(), "run": {"seed": self.seed}}, self.experiment)
         index = read_index(self.input()["index"].path, columns=["image_id", "split", "label"])
         train = index[index["split"] == "train"].sort_values("image_id")
         embeddings = None

@@ -38,7 +38,7 @@ class ValidateEpoch(luigi.Task):
 
     experiment = experiment_param()
     epoch = luigi.IntParameter()
-    seed = luigi.IntParameter(default=0, config_path=dict(section="experiment", name="seed"))
+    seed = luigi.IntParameter(default=0, config_path=dict(section="run", name="seed"))
     k = luigi.IntParameter(default=30, description="neighbours for the course's precision@k")
     train_queries = luigi.IntParameter(default=1000, description="seeded training images used as queries")
     figure_queries = luigi.IntParameter(default=5, description="validation queries (distinct classes) for figures")

@@ -19,7 +19,7 @@ def fast_config(tmp_path: Path, dataset_root: Path, source: str = "tiny-imagenet
     """A configuration that runs the whole graph in seconds on tiny data."""
     return {
         "artifacts": {"root": tmp_path / "artifacts"},
-        "experiment": {"name": "test", "seed": 0, "epochs": 2},
+        "run": {"experiment": "test", "seed": 0, "epochs": 2},
         "dataset": {"source": source, "root": dataset_root, "stored_size": 16, "scheduler": "synchronous"},
         "model": {"arch": "resnet18", "width": 8, "embedding_dim": 8, "stem": "small-s2"},
         "TripletList": {"scheduler": "synchronous", "n_blocks": 2},

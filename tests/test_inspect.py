@@ -54,7 +54,7 @@ def test_triplets_summary(built, capsys):
 
 
 @pytest.mark.xfail(reason="BUG: --artifacts/--dataset are options of the top-level parser only, so the "
-                          "documented form `inspect triplets ... --artifacts ROOT` is rejected by argparse "
+                          "form `inspect triplets --epoch 1 --artifacts ROOT` is rejected by argparse "
                           "('unrecognized arguments')", strict=True)
 def test_triplets_summary_with_options_after_the_subcommand(built, capsys):
     code = main(["triplets", "--experiment", "test", "--epoch", "1", "--artifacts", str(built)])

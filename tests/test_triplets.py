@@ -147,7 +147,8 @@ def test_epochs_and_seeds_give_different_lists(configure, tmp_path, tiny_imagene
     _build_ok([tasks.TripletList(epoch=1), tasks.TripletList(epoch=2)])
     cfg = fast_config(tmp_path, tiny_imagenet)
     cfg["artifacts"]["root"] = tmp_path / "seed1"
-    cfg["experiment"]["seed"] = 1
+    run_section = "run" if "run" in cfg else "experiment"  # [experiment] was renamed [run]
+    cfg[run_section]["seed"] = 1
     configure(cfg)
     _build_ok([tasks.TripletList(epoch=1)])
     ids = lambda d: read_triplets(d)[["query", "positive", "negative"]].to_numpy()  # noqa: E731

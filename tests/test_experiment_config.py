@@ -1,0 +1,203 @@
+"""One experiment folder, one set of settings: ``<experiment>/config.json``.
+
+A rerun of an experiment with a changed setting must fail loudly (naming the
+setting, both values and the folder) instead of mixing outputs; identical
+settings rerun fine, and a new experiment name starts afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import luigi
+import pytest
+from luigi.execution_summary import LuigiStatusCode
+
+import tasks
+from pipeline.errors import ConfigError
+from pipeline.experiment_config import record_or_check
+from tests.conftest import build, fast_config
+
+# --------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def task_errors():
+    """Exceptions raised inside tasks' run() or requires() during build(), as (task, exception)."""
+    seen: list[tuple[luigi.Task, BaseException]] = []
+
+    def on_error(task, exc):
+        seen.append((task, exc))
+
+    events = (luigi.Event.FAILURE, luigi.Event.BROKEN_TASK)
+    for event in events:
+        luigi.Task.event_handler(event)(on_error)
+    yield seen
+    for event in events:
+        luigi.Task._event_callbacks.get(luigi.Task, {}).get(event, set()).discard(on_error)
+
+
+def _configure(configure, tmp_path: Path, root: Path, **sections: dict) -> Path:
+    cfg = fast_config(tmp_path, root)
+    for section, values in sections.items():
+        cfg.setdefault(section, {}).update(values)
+    configure(cfg)
+    return tmp_path / "artifacts"
+
+
+def _run_keys() -> tuple[str, str]:
+    """Section holding the experiment name and seed, and the name's key ([experiment] name, now [run] experiment)."""
+    cfg = fast_config(Path("."), Path("."))
+    return ("run", "experiment") if "run" in cfg else ("experiment", "name")
+
+
+def _status(task_list: list[luigi.Task]) -> LuigiStatusCode:
+    return build(task_list).status
+
+
+def _config_error(task_errors, task_type) -> ConfigError:
+    errors = [exc for t, exc in task_errors if isinstance(t, task_type)]
+    assert len(errors) == 1, errors
+    assert isinstance(errors[0], ConfigError), repr(errors[0])
+    return errors[0]
+
+
+# --------------------------------------------------------------------------- TripletList settings
+
+
+def test_changed_triplet_setting_is_rejected(configure, tmp_path, tiny_imagenet, task_errors):
+    artifacts = _configure(configure, tmp_path, tiny_imagenet)
+    assert _status([tasks.TripletList(epoch=1)]) == LuigiStatusCode.SUCCESS
+    config_file = artifacts / "test" / "config.json"
+    recorded = config_file.read_text()
+    assert json.loads(recorded)["TripletList"]["triplets_per_query"] == 1
+
+    _configure(configure, tmp_path, tiny_imagenet, TripletList={"triplets_per_query": 2})
+    assert _status([tasks.TripletList(epoch=2)]) == LuigiStatusCode.FAILED
+    msg = str(_config_error(task_errors, tasks.TripletList))
+    assert "[TripletList] triplets_per_query: was 1, now 2" in msg
+    assert "'test'" in msg and str(artifacts / "test") in msg
+    assert not (artifacts / "test" / "triplets" / "epoch=002").exists()
+    assert config_file.read_text() == recorded  # a rejected run changes nothing
+
+
+def test_changed_strategy_is_rejected(configure, tmp_path, tiny_imagenet, task_errors):
+    artifacts = _configure(configure, tmp_path, tiny_imagenet)
+    assert _status([tasks.TripletList(epoch=1)]) == LuigiStatusCode.SUCCESS
+    # Delete the list and ask for it again with another strategy (epoch 1 may stay
+    # uniform, so nothing needs embeddings): the experiment still says uniform.
+    shutil.rmtree(artifacts / "test" / "triplets" / "epoch=001")
+    _configure(configure, tmp_path, tiny_imagenet, TripletList={"strategy": "semihard", "mine_first_epoch": "false"})
+    assert _status([tasks.TripletList(epoch=1)]) == LuigiStatusCode.FAILED
+    msg = str(_config_error(task_errors, tasks.TripletList))
+    assert "[TripletList] strategy: was 'uniform', now 'semihard'" in msg
+    assert "[TripletList] mine_first_epoch: was True, now False" in msg
+    assert str(artifacts / "test") in msg
+    assert not (artifacts / "test" / "triplets" / "epoch=001").exists()
+
+
+def test_changed_seed_is_rejected(configure, tmp_path, tiny_imagenet, task_errors):
+    _configure(configure, tmp_path, tiny_imagenet)
+    assert _status([tasks.TripletList(epoch=1)]) == LuigiStatusCode.SUCCESS
+    section, _ = _run_keys()
+    _configure(configure, tmp_path, tiny_imagenet, **{section: {"seed": 5}})
+    assert _status([tasks.TripletList(epoch=2)]) == LuigiStatusCode.FAILED
+    assert f"[{section}] seed: was 0, now 5" in str(_config_error(task_errors, tasks.TripletList))
+
+
+def test_identical_settings_rerun_fine(configure, tmp_path, tiny_imagenet):
+    artifacts = _configure(configure, tmp_path, tiny_imagenet, TripletList={"triplets_per_query": 2})
+    assert _status([tasks.TripletList(epoch=1)]) == LuigiStatusCode.SUCCESS
+    recorded = (artifacts / "test" / "config.json").read_text()
+    # A new process would build fresh task instances from the same luigi.cfg.
+    _configure(configure, tmp_path, tiny_imagenet, TripletList={"triplets_per_query": 2})
+    assert _status([tasks.TripletList(epoch=2), tasks.TripletList(epoch=3)]) == LuigiStatusCode.SUCCESS
+    assert (artifacts / "test" / "config.json").read_text() == recorded
+    # Run-only knobs (dask scheduler, Luigi workers) are not settings of the experiment.
+    _configure(configure, tmp_path, tiny_imagenet, TripletList={"triplets_per_query": 2, "scheduler": "threads"})
+    assert _status([tasks.TripletList(epoch=4)]) == LuigiStatusCode.SUCCESS
+
+
+def test_new_experiment_name_starts_afresh(configure, tmp_path, tiny_imagenet):
+    artifacts = _configure(configure, tmp_path, tiny_imagenet)
+    assert _status([tasks.TripletList(epoch=1)]) == LuigiStatusCode.SUCCESS
+    section, name_key = _run_keys()
+    _configure(configure, tmp_path, tiny_imagenet, TripletList={"triplets_per_query": 2},
+               **{section: {name_key: "more-triplets"}})
+    assert _status([tasks.TripletList(epoch=1)]) == LuigiStatusCode.SUCCESS
+    assert json.loads((artifacts / "more-triplets" / "config.json").read_text())["TripletList"][
+        "triplets_per_query"] == 2
+    assert json.loads((artifacts / "test" / "config.json").read_text())["TripletList"]["triplets_per_query"] == 1
+    # ... and --experiment on the task works the same way.
+    assert _status([tasks.TripletList(experiment="third", epoch=1)]) == LuigiStatusCode.SUCCESS
+    assert (artifacts / "third" / "triplets" / "epoch=001").is_dir()
+
+
+# --------------------------------------------------------------------------- TrainEpoch settings
+
+
+def test_changed_learning_rate_is_rejected(configure, tmp_path, tiny_imagenet, task_errors):
+    artifacts = _configure(configure, tmp_path, tiny_imagenet)
+    assert _status([tasks.TrainEpoch(epoch=0)]) == LuigiStatusCode.SUCCESS
+    assert json.loads((artifacts / "test" / "config.json").read_text())["TrainEpoch"]["lr"] == 0.01
+
+    _configure(configure, tmp_path, tiny_imagenet, TrainEpoch={"lr": 0.05})
+    assert _status([tasks.TrainEpoch(epoch=1)]) == LuigiStatusCode.FAILED
+    msg = str(_config_error(task_errors, tasks.TrainEpoch))
+    assert "[TrainEpoch] lr: was 0.01, now 0.05" in msg
+    assert "'test'" in msg and str(artifacts / "test") in msg
+    assert "new experiment name" in msg
+    assert not (artifacts / "test" / "train" / "epoch=001").exists()
+
+    # Back to the recorded value, the same epoch trains.
+    _configure(configure, tmp_path, tiny_imagenet)
+    assert _status([tasks.TrainEpoch(epoch=1)]) == LuigiStatusCode.SUCCESS
+    assert (artifacts / "test" / "train" / "epoch=001" / "checkpoint.pt").is_file()
+
+
+def test_changed_model_setting_is_rejected(configure, tmp_path, tiny_imagenet, task_errors):
+    _configure(configure, tmp_path, tiny_imagenet)
+    assert _status([tasks.TrainEpoch(epoch=0)]) == LuigiStatusCode.SUCCESS
+    _configure(configure, tmp_path, tiny_imagenet, model={"embedding_dim": 16})
+    assert _status([tasks.TrainEpoch(epoch=1)]) == LuigiStatusCode.FAILED
+    assert "[model] embedding_dim: was 8, now 16" in str(_config_error(task_errors, tasks.TrainEpoch))
+
+
+@pytest.mark.xfail(reason="BUG: TrainEpoch.run records config.json before TrainSettings.validate(), so an "
+                          "invalid first value (lr = 0) is recorded and fixing it is then rejected as a "
+                          "changed setting", strict=True)
+def test_fixing_an_invalid_setting_is_not_a_change(configure, tmp_path, tiny_imagenet, task_errors):
+    _configure(configure, tmp_path, tiny_imagenet, TrainEpoch={"lr": 0})
+    assert _status([tasks.TrainEpoch(epoch=0)]) == LuigiStatusCode.FAILED
+    assert "must be positive" in str(_config_error(task_errors, tasks.TrainEpoch))
+    task_errors.clear()
+    _configure(configure, tmp_path, tiny_imagenet)  # lr back to 0.01; nothing was ever trained
+    assert _status([tasks.TrainEpoch(epoch=0)]) == LuigiStatusCode.SUCCESS, [str(e) for _, e in task_errors]
+
+
+# --------------------------------------------------------------------------- record_or_check itself
+
+
+def test_record_or_check_records_merges_and_compares(tmp_path):
+    path = tmp_path / "exp" / "config.json"
+    record_or_check(path, {"A": {"x": 1, "nested": {"y": 2.5}}}, "exp")
+    assert json.loads(path.read_text()) == {"A": {"x": 1, "nested": {"y": 2.5}}}
+    # Same values: fine. New keys and sections are added.
+    record_or_check(path, {"A": {"x": 1, "z": "new"}, "B": {"w": True}}, "exp")
+    assert json.loads(path.read_text()) == {"A": {"x": 1, "nested": {"y": 2.5}, "z": "new"}, "B": {"w": True}}
+    before = path.read_text()
+    with pytest.raises(ConfigError) as info:
+        record_or_check(path, {"A": {"x": 2, "nested": {"y": 3.0}}, "B": {"w": True}}, "exp")
+    msg = str(info.value)
+    assert "[A] x: was 1, now 2" in msg and "[A] nested.y: was 2.5, now 3.0" in msg
+    assert "'exp'" in msg and str(path) in msg and str(path.parent) in msg
+    assert path.read_text() == before
+
+
+def test_record_or_check_accepts_values_that_round_trip_through_json(tmp_path):
+    path = tmp_path / "config.json"
+    settings = {"S": {"root": tmp_path / "data", "t": (1, 2), "f": 0.1 + 0.2}}
+    record_or_check(path, settings, "e")
+    record_or_check(path, settings, "e")  # Path and tuple values compare equal to what was stored

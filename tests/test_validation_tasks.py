@@ -1,0 +1,121 @@
+"""Validation tasks: parallel ValidateEpochs equals a one-worker run, the metric
+files hold the documented keys, and the raw-pixel baseline beats chance."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from luigi.execution_summary import LuigiStatusCode
+
+import tasks
+from pipeline.pixel_store import read_index
+from tests.conftest import build, fast_config
+
+
+def run_section(cfg: dict) -> dict:
+    """The section of ``cfg`` holding experiment name, seed and epochs (whatever it is called)."""
+    return next(values for values in cfg.values() if "epochs" in values)
+
+METRIC_KEYS = ("precision_at_30_val", "precision_at_30_train", "precision_at_1_val", "r_precision_val",
+               "map_at_r_val", "triplet_precision_val")
+EPOCHS = (1, 2, 3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def trained(configure, tmp_path: Path, tiny_imagenet: Path) -> Path:
+    """Three trained and embedded epochs (no validation yet); returns the experiment folder."""
+    cfg = fast_config(tmp_path, tiny_imagenet)
+    run_section(cfg)["epochs"] = 3
+    configure(cfg)
+    result = build([tasks.EmbedEpoch(epoch=e) for e in EPOCHS])
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    exp = tmp_path / "artifacts" / "test"
+    assert not (exp / "metrics").exists()
+    return exp
+
+
+def read_metrics(exp: Path) -> dict[int, tuple[dict, pd.DataFrame, pd.DataFrame]]:
+    out = {}
+    for e in EPOCHS:
+        base = exp / "metrics" / f"epoch={e:03d}"
+        metrics = json.loads(base.with_suffix(".json").read_text())
+        out[e] = (metrics, pd.read_parquet(f"{base}.per_class.parquet"), pd.read_parquet(f"{base}.neighbors.parquet"))
+    return out
+
+
+def test_parallel_validate_epochs_equals_one_worker(trained: Path):
+    result = build([tasks.ValidateEpochs(epochs=list(EPOCHS))], workers=3)
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    parallel = read_metrics(trained)
+    assert sorted(p.name for p in (trained / "metrics").iterdir() if p.suffix == ".json") == [
+        "epoch=001.json", "epoch=002.json", "epoch=003.json"]
+
+    shutil.rmtree(trained / "metrics")
+    result = build([tasks.ValidateEpochs(epochs=list(EPOCHS))], workers=1)
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    serial = read_metrics(trained)
+
+    for e in EPOCHS:
+        (pm, pc, pn), (sm, sc, sn) = parallel[e], serial[e]
+        assert pm["epoch"] == e
+        assert {k: v for k, v in pm.items() if k != "seconds"} == {k: v for k, v in sm.items() if k != "seconds"}
+        pd.testing.assert_frame_equal(pc, sc)
+        pd.testing.assert_frame_equal(pn, sn)
+    # Different epochs give different numbers (each task read its own epoch's embeddings).
+    assert parallel[1][2]["distance"].tolist() != parallel[3][2]["distance"].tolist()
+
+
+def test_validate_epoch_writes_the_documented_metrics(trained: Path, tmp_path: Path):
+    result = build([tasks.ValidateEpoch(epoch=3)])
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    metrics = json.loads((trained / "metrics" / "epoch=003.json").read_text())
+    for key in METRIC_KEYS:
+        assert key in metrics, key
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["epoch"] == 3
+    assert metrics["queries_val"] == 12  # every validation image is a query
+    assert metrics["queries_train"] == 12  # [ValidateEpoch] train_queries
+
+    per_class = pd.read_parquet(trained / "metrics" / "epoch=003.per_class.parquet")
+    assert list(per_class.columns) == ["label", "n_queries", "precision_at_30"]
+    assert per_class["label"].tolist() == [0, 1, 2]  # one row per class
+    assert per_class["n_queries"].tolist() == [4, 4, 4]
+    assert per_class["precision_at_30"].mean() == pytest.approx(metrics["precision_at_30_val"])
+
+    neighbors = pd.read_parquet(trained / "metrics" / "epoch=003.neighbors.parquet")
+    assert set(neighbors["kind"]) == {"nearest", "farthest"}
+    assert len(neighbors) == 2 * 2 * 3  # figure_queries x figure_k, nearest and farthest
+    train_ids = set(read_index(next((tmp_path / "artifacts" / "datasets").iterdir()))
+                    .query("split == 'train'")["image_id"])
+    assert set(neighbors["image_id"]) <= train_ids
+
+
+def test_pixel_baseline_beats_chance(fast_pipeline, tmp_path: Path):
+    result = build([tasks.PixelBaseline()])
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    (path,) = (tmp_path / "artifacts" / "baselines").iterdir()
+    assert path.name == "tiny-imagenet-16px.json"
+    metrics = json.loads(path.read_text())
+    for key in METRIC_KEYS:
+        assert key in metrics, key
+    # 3 balanced classes: chance is 1/3 for every precision. The generated classes differ in hue,
+    # so raw pixels find the right class almost always.
+    assert metrics["precision_at_1_val"] >= 0.9
+    assert metrics["r_precision_val"] >= 0.7
+    assert metrics["map_at_r_val"] >= 0.7
+    assert metrics["triplet_precision_val"] >= 0.8
+    # precision@30 is capped at 12/30 here (12 training images per class), chance ~1/3.
+    assert metrics["precision_at_30_val"] > 0.36
