@@ -16,6 +16,14 @@ from typing import Iterator
 
 
 def _umask() -> int:
+    # /proc reads the umask without changing it; os.umask can only read it by
+    # setting it, which would briefly affect files other threads create.
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

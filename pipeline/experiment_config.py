@@ -7,6 +7,7 @@ later run is checked against it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,6 +34,14 @@ def record_or_check(path: str | Path, settings: Mapping[str, Mapping[str, Any]],
     stage records its own settings when it first runs.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Stages of one experiment may run at once (--workers N): serialise read-merge-write.
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _record_or_check(path, settings, experiment)
+
+
+def _record_or_check(path: Path, settings: Mapping[str, Mapping[str, Any]], experiment: str) -> None:
     new = json.loads(json.dumps(settings, default=str))
     if not path.is_file():
         write_text_atomic(path, json.dumps(new, indent=2, sort_keys=True))

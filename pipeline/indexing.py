@@ -51,7 +51,7 @@ class IndexSettings:
             raise ConfigError(f"[dataset] source = {self.source!r} is not one of {', '.join(SOURCES)}")
         if self.on_bad_image not in ("fail", "skip"):
             raise ConfigError(f"[dataset] on_bad_image = {self.on_bad_image!r}; use 'fail' or 'skip'")
-        if self.stored_size < 0 or self.stored_size > 1024:
+        if self.stored_size < 0 or 0 < self.stored_size < 8 or self.stored_size > 1024:
             raise ConfigError(f"[dataset] stored_size = {self.stored_size}; use 0 (native) or 8..1024 pixels")
         if self.source in ("tiny-imagenet", "image-folder") and not self.root:
             raise ConfigError(f"[dataset] root is empty; source {self.source!r} needs the dataset folder")

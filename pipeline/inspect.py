@@ -86,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--experiment", default="demo")
     t.add_argument("--epoch", type=int, required=True)
     t.add_argument("--sample", type=int, default=8, help="rows to show")
-    sub.add_parser("dataset", help="summarise the dataset index and skipped files")
+    d = sub.add_parser("dataset", help="summarise the dataset index and skipped files")
+    for p in (t, d):  # accept the common options after the subcommand too
+        p.add_argument("--artifacts", default=argparse.SUPPRESS)
+        p.add_argument("--dataset", default=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         ds = _dataset_dir(args.artifacts, args.dataset)

@@ -91,12 +91,13 @@ class TrainEpoch(luigi.Task):
         started = time.perf_counter()
         if self.threads:
             torch.set_num_threads(self.threads)
+        settings = self.train_settings()
+        settings.validate()
+        model().settings().validate()
+        device = resolve_device(self.device)
         config = self.resolved_config()
         record_or_check(layout.experiment_dir(artifacts().root, self.experiment) / "config.json", config,
                         self.experiment)
-        device = resolve_device(self.device)
-        settings = self.train_settings()
-        settings.validate()
         if self.epoch == 0:
             state = self._initial_state(config)
             steps = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(

@@ -28,6 +28,20 @@ from tasks.config import artifacts, experiment_param
 from tasks.index_dataset import IndexDataset
 
 
+def check_classes(train: pd.DataFrame) -> None:
+    """Every class needs two training images (a query and a different positive)."""
+    counts = train.groupby("class_id")["image_id"].count()
+    lone = counts[counts < 2]
+    if len(lone):
+        cls = lone.index[0]
+        where = train.loc[train["class_id"] == cls, "path"].iloc[0]
+        raise ConfigError(
+            f"class {cls!r} has a single training image ({where}); a triplet needs a different image of the "
+            f"same class as positive, so every class needs at least 2 training images. Add images to that class or "
+            f"remove it ({len(lone)} such class(es))"
+        )
+
+
 class TripletList(luigi.Task):
     """Every training image is the query ``triplets_per_query`` times, in a seeded shuffled order."""
 
@@ -80,8 +94,9 @@ class TripletList(luigi.Task):
         started = time.perf_counter()
         record_or_check(layout.experiment_dir(artifacts().root, self.experiment) / "config.json",
                         {"TripletList": self.sampling_settings(), "run": {"seed": self.seed}}, self.experiment)
-        index = read_index(self.input()["index"].path, columns=["image_id", "split", "label"])
+        index = read_index(self.input()["index"].path, columns=["image_id", "split", "label", "class_id", "path"])
         train = index[index["split"] == "train"].sort_values("image_id")
+        check_classes(train)
         embeddings = None
         if "embeddings" in self.input():
             emb = load_embeddings(self.input()["embeddings"].path, "train")

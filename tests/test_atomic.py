@@ -18,8 +18,7 @@ class Boom(Exception):
 @pytest.fixture
 def umask():
     """``umask(mask)`` sets the process umask for the test; the old one comes back after."""
-    old = os.umask(0o022)
-    os.umask(old)
+    old = os.umask(0o022)  # os.umask returns the previous mask; it is restored below
 
     def set_mask(mask: int) -> None:
         os.umask(mask)

@@ -165,9 +165,6 @@ def test_changed_model_setting_is_rejected(configure, tmp_path, tiny_imagenet, t
     assert "[model] embedding_dim: was 8, now 16" in str(_config_error(task_errors, tasks.TrainEpoch))
 
 
-@pytest.mark.xfail(reason="BUG: TrainEpoch.run records config.json before TrainSettings.validate(), so an "
-                          "invalid first value (lr = 0) is recorded and fixing it is then rejected as a "
-                          "changed setting", strict=True)
 def test_fixing_an_invalid_setting_is_not_a_change(configure, tmp_path, tiny_imagenet, task_errors):
     _configure(configure, tmp_path, tiny_imagenet, TrainEpoch={"lr": 0})
     assert _status([tasks.TrainEpoch(epoch=0)]) == LuigiStatusCode.FAILED

@@ -53,9 +53,6 @@ def test_triplets_summary(built, capsys):
     assert "epoch=001" in captured.out and "seed 0" in captured.out
 
 
-@pytest.mark.xfail(reason="BUG: --artifacts/--dataset are options of the top-level parser only, so the "
-                          "form `inspect triplets --epoch 1 --artifacts ROOT` is rejected by argparse "
-                          "('unrecognized arguments')", strict=True)
 def test_triplets_summary_with_options_after_the_subcommand(built, capsys):
     code = main(["triplets", "--experiment", "test", "--epoch", "1", "--artifacts", str(built)])
     captured = capsys.readouterr()

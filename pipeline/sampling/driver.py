@@ -1,9 +1,9 @@
 """Build one epoch's triplet list: blocks of classes sampled in parallel with dask.
 
-Determinism: the split into blocks depends only on the labels and ``n_blocks``,
-and each block's RNG is seeded from ``(seed, epoch, block)``; the final shuffle
-from ``(seed, epoch)``. So the same inputs give identical rows whatever the dask
-scheduler, worker count or Luigi worker process.
+Determinism: each class is sampled with an RNG seeded from ``(seed, epoch,
+class)`` and the final shuffle from ``(seed, epoch)``. Blocks only group classes
+into dask tasks, so the same inputs give identical rows whatever ``n_blocks``,
+the dask scheduler, worker count or Luigi worker process.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ TRIPLET_SCHEMA = pa.schema(
 _SHUFFLE_STREAM = 1 << 30  # keeps the shuffle RNG apart from every block's RNG
 
 
-def block_rng(seed: int, epoch: int, block: int) -> np.random.Generator:
-    """The RNG of one block: a pure function of (seed, epoch, block)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, epoch, block]))
+def block_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
+    """The RNG of one class (``stream`` = its label): a pure function of (seed, epoch, stream)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, stream]))
 
 
 def class_blocks(layout: ClassLayout, n_blocks: int, triplets_per_query: int) -> list[np.ndarray]:
@@ -49,8 +49,27 @@ def class_blocks(layout: ClassLayout, n_blocks: int, triplets_per_query: int) ->
     return blocks
 
 
-def _run_block(strategy: TripletStrategy, ctx: SamplingContext, queries: np.ndarray, block: int) -> TripletBlock:
-    return strategy.sample(ctx, queries, block_rng(ctx.seed, ctx.epoch, block))
+def _run_block(strategy: TripletStrategy, ctx: SamplingContext, queries: np.ndarray) -> TripletBlock:
+    """Sample a block class by class, each class with its own RNG, so the rows do
+    not depend on how classes are grouped into blocks (``n_blocks``)."""
+    labels = ctx.layout.labels[queries]
+    parts = [strategy.sample(ctx, queries[labels == c], block_rng(ctx.seed, ctx.epoch, int(c)))
+             for c in np.unique(labels)]
+    return concat_blocks(parts)
+
+
+def concat_blocks(parts: list[TripletBlock]) -> TripletBlock:
+    """One block from several (distances stay ``None`` only if absent everywhere)."""
+
+    def cat(name: str) -> np.ndarray | None:
+        arrays = [getattr(p, name) for p in parts]
+        if all(a is None for a in arrays):
+            return None
+        return np.concatenate([a if a is not None else np.full(p.queries.size, np.nan, np.float32)
+                               for a, p in zip(arrays, parts)])
+
+    return TripletBlock(queries=cat("queries"), positives=cat("positives"), negatives=cat("negatives"),
+                        strategy=cat("strategy"), d_qp=cat("d_qp"), d_qn=cat("d_qn"))
 
 
 def sample_triplets(
@@ -70,7 +89,7 @@ def sample_triplets(
     ``scheduler`` is any dask scheduler name (``"synchronous"`` in tests).
     """
     blocks = class_blocks(ctx.layout, n_blocks, triplets_per_query)
-    tasks = [dask.delayed(_run_block)(strategy, ctx, q, b) for b, q in enumerate(blocks)]
+    tasks = [dask.delayed(_run_block)(strategy, ctx, q) for q in blocks]
     results: list[TripletBlock] = list(dask.compute(*tasks, scheduler=scheduler))
     return assemble_table(results, ctx, image_ids)
 
