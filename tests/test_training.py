@@ -219,3 +219,19 @@ def test_changing_lr_inside_an_experiment_is_refused_and_keeps_epoch_1(configure
     assert not (train / "epoch=002").exists()
     assert digest(train / "epoch=001" / "checkpoint.pt") == before
     assert load_checkpoint(train / "epoch=001" / "checkpoint.pt")["epoch"] == 1
+
+
+def test_lr_decays_by_epoch_through_the_checkpoints(configure, tmp_path, tiny_imagenet):
+    cfg = fast_config(tmp_path, tiny_imagenet)
+    cfg["TrainEpoch"] = {**cfg["TrainEpoch"], "lr": 0.04, "lr_step": 1, "lr_gamma": 0.5}
+    configure(cfg)
+    result = build([tasks.TrainEpoch(epoch=2)])
+    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    train = tmp_path / "artifacts" / "test" / "train"
+    for epoch, lr in ((1, 0.04), (2, 0.02)):
+        steps = pd.read_parquet(train / f"epoch={epoch:03d}" / "steps.parquet")
+        assert steps["lr"].tolist() == pytest.approx([lr] * 5), epoch
+        assert steps["epoch"].unique().tolist() == [epoch]
+    state = load_checkpoint(train / "epoch=002" / "checkpoint.pt")
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01)  # what epoch 3 will use
+    assert state["epoch"] == 2
