@@ -28,7 +28,12 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     """ImageNet weights for ``arch`` from the torch cache, downloading when possible."""
     url, cache = cached_weights_file(arch)
     if cache.is_file():
-        return torch.load(cache, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(cache, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises several types for a damaged file
+            raise WeightsUnavailableError(
+                f"the cached ImageNet weights {cache} cannot be read ({exc}); delete or replace that file"
+            ) from exc
     try:
         return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, check_hash=False)
     except (URLError, OSError, RuntimeError) as exc:
@@ -66,10 +71,14 @@ def load_pretrained(model: EmbeddingNet, state: dict[str, torch.Tensor], source:
         state = {f"backbone.{k}": v for k, v in state.items() if not k.startswith("fc.")}
     own = model.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not any(k.startswith("backbone.layer") for k in usable):
+    # Residual stages must match exactly; only the stem and head may differ.
+    mismatched = [k for k, v in state.items() if k.startswith("backbone.layer") and k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k.startswith("backbone.layer") and own[k].dim() > 0 and k not in usable]
+    if mismatched or missing or not any(v.dim() > 0 for k, v in usable.items() if k.startswith("backbone.layer")):
+        example = (mismatched or missing or ["no residual-stage tensor"])[0]
         raise WeightsUnavailableError(
-            f"{source} does not fit [model] arch = {model.settings.arch} with width {model.settings.width}: "
-            "no backbone tensor matched; use weights made for that architecture"
+            f"{source} does not fit [model] arch = {model.settings.arch} with width {model.settings.width} "
+            f"(e.g. {example}); use weights made for that architecture"
         )
     model.load_state_dict(usable, strict=False)
     skipped = sorted(k for k in own if k not in usable)

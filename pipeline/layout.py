@@ -2,7 +2,7 @@
 (dataset key, experiment name, epoch), so a path names exactly one result.
 
     <root>/datasets/<dataset>/            index.parquet, pixels.npy, skipped.parquet, summary.json
-    <root>/baselines/<dataset>.json       raw-pixel kNN metrics on that dataset
+    <root>/baselines/<dataset>-k<k>-px<size>-seed<seed>.json   raw-pixel kNN metrics
     <root>/<experiment>/config.json       settings the experiment was created with
     <root>/<experiment>/triplets/epoch=NNN/part-00000.parquet
     <root>/<experiment>/train/epoch=NNN/  checkpoint.pt, steps.parquet
@@ -41,8 +41,8 @@ def dataset_dir(root: str | Path, key: str) -> Path:
     return Path(root) / "datasets" / key
 
 
-def baseline_file(root: str | Path, key: str) -> Path:
-    return Path(root) / "baselines" / f"{key}.json"
+def baseline_file(root: str | Path, key: str, k: int, max_size: int, seed: int) -> Path:
+    return Path(root) / "baselines" / f"{key}-k{k}-px{max_size}-seed{seed}.json"
 
 
 def experiment_dir(root: str | Path, experiment: str) -> Path:

@@ -14,7 +14,7 @@ from pipeline.pixel_store import gather
 
 def metrics_table(files: list[Path]) -> pd.DataFrame:
     """One row per epoch from ``metrics/epoch=NNN.json`` files."""
-    rows = [json.loads(Path(f).read_text()) for f in files]
+    rows = [{k: v for k, v in json.loads(Path(f).read_text()).items() if k != "settings"} for f in files]
     return pd.DataFrame(rows).sort_values("epoch").reset_index(drop=True)
 
 

@@ -2,7 +2,8 @@
 
     luigi --module tasks PixelBaseline --local-scheduler
 
-Writes ``baselines/<dataset>.json`` with the same metric keys as ValidateEpoch.
+Writes ``baselines/<dataset>-k<k>-px<max_size>-seed<seed>.json`` with the same
+metric keys as ValidateEpoch.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class PixelBaseline(luigi.Task):
         return IndexDataset()
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(layout.baseline_file(artifacts().root, IndexDataset().key)))
+        return luigi.LocalTarget(str(layout.baseline_file(artifacts().root, IndexDataset().key, self.k,
+                                                          self.max_size, self.seed)))
 
     def run(self) -> None:
         started = time.perf_counter()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import luigi
@@ -52,18 +53,36 @@ class ValidateEpoch(luigi.Task):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(layout.metrics_file(artifacts().root, self.experiment, self.epoch)))
 
+    def settings(self) -> ValidationSettings:
+        return ValidationSettings(k=self.k, train_queries=self.train_queries, figure_queries=self.figure_queries,
+                                  figure_k=self.figure_k, triplets=self.triplets, seed=self.seed,
+                                  backend=self.knn_backend)
+
+    def recorded_settings(self) -> dict:
+        return {k: v for k, v in asdict(self.settings()).items() if k != "backend"}
+
+    def complete(self) -> bool:
+        """Complete only if the metrics were computed with the current settings,
+        so changing ``[ValidateEpoch] k`` revalidates instead of reusing old numbers."""
+        path = Path(self.output().path)
+        if not path.is_file():
+            return False
+        try:
+            return json.loads(path.read_text()).get("settings") == self.recorded_settings()
+        except (OSError, ValueError):
+            return False
+
     def run(self) -> None:
         started = time.perf_counter()
         emb_dir = self.input().path
-        settings = ValidationSettings(k=self.k, train_queries=self.train_queries, figure_queries=self.figure_queries,
-                                      figure_k=self.figure_k, triplets=self.triplets, seed=self.seed,
-                                      backend=self.knn_backend)
+        settings = self.settings()
         metrics, per_class, neighbors = validate(load_embeddings(emb_dir, "train"), load_embeddings(emb_dir, "val"),
                                                  settings)
         out = Path(self.output().path)
         _write_parquet(per_class, layout.metrics_sidecar(out, "per_class"))
         _write_parquet(neighbors, layout.metrics_sidecar(out, "neighbors"))
-        metrics = {"epoch": self.epoch, **metrics, "seconds": round(time.perf_counter() - started, 3)}
+        metrics = {"epoch": self.epoch, **metrics, "settings": self.recorded_settings(),
+                   "seconds": round(time.perf_counter() - started, 3)}
         write_text_atomic(out, json.dumps(metrics, indent=2))
         log.info("epoch %d: precision@%d val %.4f, train %.4f", self.epoch, self.k,
                  metrics[f"precision_at_{self.k}_val"], metrics[f"precision_at_{self.k}_train"])

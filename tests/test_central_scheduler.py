@@ -183,17 +183,6 @@ def check_shared_run_completed(run: SharedRun) -> None:
     assert run.state_file.is_file()  # luigid saved its state where it was told, on shutdown
 
 
-def test_two_workers_share_one_central_scheduler(configure, tmp_path, tiny_imagenet):
-    run = run_two_workers(configure, tmp_path, tiny_imagenet, retcodes=None)
-    assert run.codes == [0, 0], f"exit codes {run.codes}:\n" + "\n\n".join(t[-3000:] for t in run.logs)
-    check_shared_run_completed(run)
-
-
-@pytest.mark.xfail(
-    reason="BUG: luigi.cfg's [retcode] (already_running = 10, not_run = 25) makes a successful run with two "
-           "workers on a central scheduler exit non-zero: the worker that did not run RunAll itself exits 25 "
-           "and the one that saw tasks run by the other exits 10",
-    raises=AssertionError, strict=True)
 def test_shared_run_with_the_shipped_retcodes_exits_0(configure, tmp_path, tiny_imagenet):
     retcodes = shipped_retcodes()
     assert retcodes, "luigi.cfg has no [retcode] section"

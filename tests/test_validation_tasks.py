@@ -107,7 +107,7 @@ def test_pixel_baseline_beats_chance(fast_pipeline, tmp_path: Path):
     result = build([tasks.PixelBaseline()])
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     (path,) = (tmp_path / "artifacts" / "baselines").iterdir()
-    assert path.name == "tiny-imagenet-16px.json"
+    assert path.name == "tiny-imagenet-16px-k30-px32-seed0.json"
     metrics = json.loads(path.read_text())
     for key in METRIC_KEYS:
         assert key in metrics, key
@@ -121,10 +121,6 @@ def test_pixel_baseline_beats_chance(fast_pipeline, tmp_path: Path):
     assert metrics["precision_at_30_val"] > 0.36
 
 
-@pytest.mark.xfail(
-    reason="BUG: PixelBaseline's output baselines/<dataset>.json does not depend on its significant parameters "
-           "(max_size, k, seed), so asking for other settings reuses the old file as complete",
-    raises=AssertionError, strict=True)
 def test_pixel_baseline_with_other_settings_is_recomputed(fast_pipeline, tmp_path: Path):
     result = build([tasks.PixelBaseline()])
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
@@ -134,11 +130,6 @@ def test_pixel_baseline_with_other_settings_is_recomputed(fast_pipeline, tmp_pat
     assert 8 in [m["max_size"] for m in files.values()], f"max_size recorded: {[m['max_size'] for m in files.values()]}"
 
 
-@pytest.mark.xfail(
-    reason="BUG: ValidateEpoch's output metrics/epoch=NNN.json does not depend on its significant parameters "
-           "(k, train_queries, triplets, seed...), and they are not recorded in config.json, so changing "
-           "[ValidateEpoch] k silently keeps the metrics computed with the old k",
-    raises=AssertionError, strict=True)
 def test_validate_epoch_with_another_k_is_recomputed(fast_pipeline, tmp_path: Path):
     result = build([tasks.ValidateEpoch(epoch=0)])
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
