@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import luigi
-import pandas as pd
 import torch
 
 from models.embedding_net import build_model

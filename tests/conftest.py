@@ -9,6 +9,7 @@ from typing import Callable
 import luigi
 import luigi.configuration
 import pytest
+import torch
 
 from tests.datagen import make_image_folder, make_tiny_imagenet
 
@@ -27,6 +28,31 @@ def fast_config(tmp_path: Path, dataset_root: Path, source: str = "tiny-imagenet
         "EmbedEpoch": {"batch_size": 32, "threads": 1},
         "ValidateEpoch": {"train_queries": 12, "figure_queries": 2, "figure_k": 3, "triplets": 30},
     }
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread per test: on two cores, tiny models run faster without OpenMP contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def task_errors():
+    """Exceptions raised inside tasks' run() or requires() during build(), as (task, exception)."""
+    seen: list[tuple[luigi.Task, BaseException]] = []
+
+    def on_error(task, exc):
+        seen.append((task, exc))
+
+    events = (luigi.Event.FAILURE, luigi.Event.BROKEN_TASK)
+    for event in events:
+        luigi.Task.event_handler(event)(on_error)
+    yield seen
+    for event in events:
+        luigi.Task._event_callbacks.get(luigi.Task, {}).get(event, set()).discard(on_error)
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 from tests.conftest import fast_config
 

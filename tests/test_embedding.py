@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from luigi.execution_summary import LuigiStatusCode
 
@@ -20,14 +19,6 @@ from pipeline.pixel_store import open_store, read_index
 from tests.conftest import build
 
 MODEL = ModelSettings(arch="resnet18", width=8, embedding_dim=8, stem="small-s2")  # fast_config's [model]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def plain_forward(net: torch.nn.Module, store: np.ndarray, ids: np.ndarray) -> np.ndarray:

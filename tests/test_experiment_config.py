@@ -23,22 +23,6 @@ from tests.conftest import build, fast_config
 # --------------------------------------------------------------------------- helpers
 
 
-@pytest.fixture
-def task_errors():
-    """Exceptions raised inside tasks' run() or requires() during build(), as (task, exception)."""
-    seen: list[tuple[luigi.Task, BaseException]] = []
-
-    def on_error(task, exc):
-        seen.append((task, exc))
-
-    events = (luigi.Event.FAILURE, luigi.Event.BROKEN_TASK)
-    for event in events:
-        luigi.Task.event_handler(event)(on_error)
-    yield seen
-    for event in events:
-        luigi.Task._event_callbacks.get(luigi.Task, {}).get(event, set()).discard(on_error)
-
-
 def _configure(configure, tmp_path: Path, root: Path, **sections: dict) -> Path:
     cfg = fast_config(tmp_path, root)
     for section, values in sections.items():

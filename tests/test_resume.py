@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import torch
 from luigi.execution_summary import LuigiStatusCode
 
@@ -29,14 +28,6 @@ def run_section(cfg: dict) -> dict:
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
 TMP_DIR = re.compile(r"^epoch=\d{3}-luigi-tmp-\d+$")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def slow_config(tmp_path: Path, dataset_root: Path, root: Path) -> dict:
@@ -63,6 +54,7 @@ def kill_inside_epoch(proc: subprocess.Popen, log: Path, epoch: int, timeout: fl
     started = re.compile(rf"running   TrainEpoch\(experiment=test, epoch={epoch},")
     in_loop = f"train epoch {epoch}"
     deadline = time.monotonic() + timeout
+    loop_deadline = deadline
     seen = False
     while time.monotonic() < deadline and proc.poll() is None:
         text = log.read_text(errors="replace")

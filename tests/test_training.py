@@ -33,15 +33,6 @@ SMALL = ModelSettings(width=8, embedding_dim=16, stem="small-s2")
 
 # --------------------------------------------------------------------------- helpers
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the tests share two slow cores, and threads would only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory) -> tuple[np.ndarray, pd.DataFrame]:
     """The embedded Fashion-MNIST subset indexed once: (pixel store, train index)."""

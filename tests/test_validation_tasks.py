@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
@@ -24,14 +23,6 @@ def run_section(cfg: dict) -> dict:
 METRIC_KEYS = ("precision_at_30_val", "precision_at_30_train", "precision_at_1_val", "r_precision_val",
                "map_at_r_val", "triplet_precision_val")
 EPOCHS = (1, 2, 3)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
