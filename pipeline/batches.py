@@ -60,18 +60,23 @@ def augment(x: torch.Tensor, settings: AugmentSettings, generator: torch.Generat
     p = settings.crop_padding
     if p >= min(h, w):
         raise ConfigError(f"[TrainEpoch] crop_padding = {p} must be smaller than the image size {min(h, w)}")
-    side = 2 * p + 1
-    offsets = torch.randint(0, side * side, (b,), generator=generator, device=dev)
+    offsets = torch.randint(0, (2 * p + 1) ** 2, (b,), generator=generator, device=dev)
     flips = torch.rand(b, generator=generator, device=dev) < 0.5
     if not settings.flip:
         flips = torch.zeros_like(flips)
     if dev.type == "cpu":
         return torch.from_numpy(_augment_numpy(x.numpy(), p, offsets.tolist(), flips.tolist()))
+    return _augment_grouped(x, p, offsets, flips)
+
+
+def _augment_grouped(x: torch.Tensor, p: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    _, h, w, _ = x.shape
+    dev = x.device
     padded = x[:, _reflect_index(h, p, dev)][:, :, _reflect_index(w, p, dev)] if p else x
     out = torch.empty_like(x)
     for code in torch.unique(offsets).tolist():
         sel = (offsets == code).nonzero().squeeze(1)
-        oy, ox = divmod(code, side)
+        oy, ox = divmod(code, 2 * p + 1)
         out[sel] = padded[sel, oy : oy + h, ox : ox + w]
     idx = flips.nonzero().squeeze(1)
     out[idx] = out[idx].flip(2)
