@@ -305,8 +305,9 @@ def _caption(key: str) -> str:
         return ("Triplet loss: mean per epoch (bold), per step (faint) and the share of "
                 "triplets with non-zero loss (dashed, right axis).")
     if "neighb" in k or "neighbour" in k:
-        return ("Nearest neighbours of sample validation queries; green frame: same class "
-                "as the query, red: another class.")
+        which = "Farthest" if "far" in k else "Nearest"
+        return (f"{which} training images to sample validation queries (one query per class), with their "
+                "Euclidean distance; green frame: same class as the query, red: another class.")
     if "acc" in k or "precision" in k:
         return "Precision@30 on validation and training images by epoch; dotted: raw-pixel kNN."
     if "compar" in k:

@@ -12,9 +12,15 @@ import pandas as pd
 from pipeline.pixel_store import gather
 
 
+def metric_values(record: dict) -> dict:
+    """Just the metrics of a metrics/baseline JSON (drops counts, timings and settings)."""
+    return {k: v for k, v in record.items()
+            if k == "epoch" or (k.endswith(("_val", "_train")) and not k.startswith("queries_"))}
+
+
 def metrics_table(files: list[Path]) -> pd.DataFrame:
     """One row per epoch from ``metrics/epoch=NNN.json`` files."""
-    rows = [{k: v for k, v in json.loads(Path(f).read_text()).items() if k != "settings"} for f in files]
+    rows = [metric_values(json.loads(Path(f).read_text())) for f in files]
     return pd.DataFrame(rows).sort_values("epoch").reset_index(drop=True)
 
 

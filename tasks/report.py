@@ -20,7 +20,8 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.embedding import read_manifest
 from pipeline.pixel_store import SUMMARY_FILE, open_store, read_index
 from pipeline.report import write_report
-from pipeline.report_inputs import collapse_notes, metrics_table, neighbor_grid_inputs, stage_times, step_logs
+from pipeline.report_inputs import (collapse_notes, metric_values, metrics_table, neighbor_grid_inputs, stage_times,
+                                    step_logs)
 from pipeline.triplet_io import read_triplet_meta
 from tasks.base import log, temporary_dir
 from tasks.config import artifacts, experiment_param
@@ -69,7 +70,7 @@ class Report(luigi.Task):
         inp = self.input()
         metrics = metrics_table([Path(t.path) for t in inp["metrics"]])
         steps = step_logs([Path(t.path) / STEPS for t in inp["train"]])
-        baseline = json.loads(Path(inp["baseline"].path).read_text())
+        baseline = metric_values(json.loads(Path(inp["baseline"].path).read_text()))
         config = json.loads((layout.experiment_dir(artifacts().root, self.experiment) / "config.json").read_text())
         ds = Path(inp["index"].path)
         store, index = open_store(ds), read_index(ds, ["image_id", "class_name"])
