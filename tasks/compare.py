@@ -9,6 +9,7 @@ first with its own settings, e.g. ``RunAll --experiment semihard
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import luigi
@@ -52,8 +53,13 @@ class Compare(luigi.Task):
         tables, times = {}, {}
         for name, outs in self.input().items():
             tables[name] = metrics_table([Path(o["metrics"].path) for o in outs])
-            times[name] = stage_times([(f"TrainEpoch({i})", load_checkpoint(Path(o["train"].path) / CHECKPOINT)
-                                        .get("seconds")) for i, o in enumerate(outs) if i > 0])
+            entries = []
+            for i, o in enumerate(outs):
+                if i > 0:
+                    entries.append((f"TrainEpoch({i})", load_checkpoint(Path(o["train"].path) / CHECKPOINT)
+                                    .get("seconds")))
+                entries.append((f"ValidateEpoch({i})", json.loads(Path(o["metrics"].path).read_text()).get("seconds")))
+            times[name] = stage_times(entries)
         with temporary_dir(self.output()) as tmp:
             fig = plot_compare(tables, tmp / "compare.png")
             write_compare(tmp, tables, times, fig)
