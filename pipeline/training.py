@@ -137,7 +137,7 @@ def train_one_epoch(
         )
         tick = now
         bar.update(1)
-        bar.set_postfix(loss=f"{loss_v:.4f}")
+        bar.set_postfix(loss=f"{loss_v:.4f}", refresh=False)
         if progress is not None:
             progress(step + 1, n_steps, loss_v)
     bar.close()
