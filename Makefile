@@ -8,10 +8,13 @@ ARGS   ?=
 
 .PHONY: run test bench clean-artifacts
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	# Put this checkout on the venv's path (like an editable install, without a build
+	# step), so `luigi --module tasks ...` works from any directory.
+	echo "$(CURDIR)" > "$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/deep_ranking.pth"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
