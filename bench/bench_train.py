@@ -45,7 +45,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=28)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--stem", default="small-s2")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
     if a.quick:

@@ -84,13 +84,17 @@ def _augment_grouped(x: torch.Tensor, p: int, offsets: torch.Tensor, flips: torc
 
 
 def _augment_numpy(x: np.ndarray, p: int, offsets: list[int], flips: list[bool]) -> np.ndarray:
-    b, h, w, _ = x.shape
+    _, h, w, _ = x.shape
     padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect") if p else x
+    offsets_a = np.asarray(offsets, dtype=np.int64)
     out = np.empty_like(x)
-    for i, (code, flip) in enumerate(zip(offsets, flips)):
+    # One vectorised copy per distinct offset: at most (2p+1)^2 of them per batch.
+    for code in np.unique(offsets_a).tolist():
+        sel = np.flatnonzero(offsets_a == code)
         oy, ox = divmod(code, 2 * p + 1)
-        view = padded[i, oy : oy + h, ox : ox + w]
-        out[i] = view[:, ::-1] if flip else view
+        out[sel] = padded[sel, oy : oy + h, ox : ox + w]
+    flip = np.flatnonzero(np.asarray(flips, dtype=bool))
+    out[flip] = out[flip, :, ::-1]
     return out
 
 

@@ -40,16 +40,24 @@ def embed_images(
     model.eval()
     ids = np.asarray(image_ids, dtype=np.int64)
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
-    out: list[np.ndarray] = []
-    for pixels in tqdm(iterate_batches(store, batches, pin=device.type == "cuda"), total=len(batches),
-                       desc="embed", unit="batch", disable=not show_bar, leave=False, mininterval=2.0):
-        x = to_float(pixels.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+    on_cpu = device.type == "cpu"
+    # On the CPU the float conversion runs in the prefetch thread, overlapping the
+    # model; on a GPU uint8 crosses the bus (4x fewer bytes) and converts there.
+    loader = iterate_batches(store, batches, pin=not on_cpu, transform=to_float if on_cpu else None)
+    dim = None
+    out = None
+    row = 0
+    for pixels in tqdm(loader, total=len(batches), desc="embed", unit="batch", disable=not show_bar, leave=False,
+                       mininterval=2.0):
+        x = pixels if on_cpu else to_float(pixels.to(device, non_blocking=True))
         with autocast(device):
-            z = model(x)
-        out.append(z.float().cpu().numpy())
-    if not out:
-        return np.zeros((0, 0), np.float32)
-    return np.concatenate(out).astype(np.float32, copy=False)
+            z = model(x).float().cpu().numpy()
+        if out is None:
+            dim = z.shape[1]
+            out = np.empty((len(ids), dim), np.float32)
+        out[row : row + len(z)] = z
+        row += len(z)
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 def write_shards(out_dir: str | Path, index: pd.DataFrame, vectors: np.ndarray, *,
