@@ -19,10 +19,22 @@ def rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 
 
+def to_cpu(obj: Any) -> Any:
+    """Every tensor in a nested dict/list moved to the CPU (so a checkpoint written
+    on a GPU loads with a plain ``torch.load`` anywhere)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """``torch.save`` through a temporary file renamed into place."""
+    """``torch.save`` of the state (tensors on the CPU) through a temporary file renamed into place."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(to_cpu(state), tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

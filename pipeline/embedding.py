@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from pipeline.batches import iterate_batches, to_float
 from pipeline.device import autocast
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 
 MANIFEST = "manifest.json"
 
@@ -37,6 +37,8 @@ def embed_images(
     device: torch.device = torch.device("cpu"), show_bar: bool = True,
 ) -> np.ndarray:
     """Float32 ``(len(image_ids), D)`` embeddings in eval mode, without augmentation."""
+    if batch_size < 1:
+        raise ConfigError(f"[EmbedEpoch] batch_size = {batch_size}; it must be at least 1")
     model.eval()
     ids = np.asarray(image_ids, dtype=np.int64)
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]

@@ -9,7 +9,7 @@
     <root>/<experiment>/embeddings/epoch=NNN/  part-*.parquet, manifest.json
     <root>/<experiment>/metrics/epoch=NNN.json (+ .per_class.parquet, .neighbors.parquet)
     <root>/<experiment>/report/epochs=NNN/ index.html, summary.md, *.png
-    <root>/compare/<a>--<b>/              index.html, summary.md, compare.png
+    <root>/compare/<a>--<b>/epochs=NNN/   index.html, summary.md, compare.png
 """
 
 from __future__ import annotations
@@ -74,5 +74,6 @@ def report_dir(root: str | Path, experiment: str, epochs: int) -> Path:
     return experiment_dir(root, experiment) / "report" / f"epochs={epochs:03d}"
 
 
-def compare_dir(root: str | Path, experiments: list[str]) -> Path:
-    return Path(root) / "compare" / "--".join(check_name(e, "experiment name") for e in experiments)
+def compare_dir(root: str | Path, experiments: list[str], epochs: int) -> Path:
+    names = "--".join(check_name(e, "experiment name") for e in experiments)
+    return Path(root) / "compare" / names / f"epochs={epochs:03d}"

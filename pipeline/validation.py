@@ -40,7 +40,8 @@ def retrieval_scores(queries: Embeddings, database: Embeddings, *, k: int, backe
                      exclude: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray]:
     """Retrieval metrics of ``queries`` against ``database`` and the label matrix of neighbours."""
     self_excluded = exclude is not None
-    ks = tuple(sorted({1, 10, k}))
+    # 30 is always reported: it is the course metric the report and figures show.
+    ks = tuple(sorted({1, 10, 30, k}))
     need = required_neighbors(queries.labels, database.labels, ks=ks, self_excluded=self_excluded)
     _, idx = knn_search(queries.vectors, database.vectors, need, exclude=exclude, backend=backend)
     neighbor_labels = database.labels[idx]
@@ -65,8 +66,11 @@ def validate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -
     the figure queries (columns ``query_id``, ``kind``, ``rank``, ``image_id``,
     ``distance``).
     """
-    if len(train.vectors) <= settings.k or len(val.vectors) == 0:
-        raise ConfigError(f"validation needs more than k={settings.k} training vectors and some validation "
+    for name in ("k", "train_queries", "figure_queries", "figure_k", "triplets"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"[ValidateEpoch] {name} = {getattr(settings, name)}; it must be at least 1")
+    if len(train.vectors) <= max(settings.k, 30) or len(val.vectors) == 0:
+        raise ConfigError(f"validation needs more than max(k={settings.k}, 30) training vectors and some validation "
                           f"vectors; got {len(train.vectors)} and {len(val.vectors)}")
     k = settings.k
     val_scores, val_neighbors = retrieval_scores(val, train, k=k, backend=settings.backend)

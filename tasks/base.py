@@ -4,27 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 from pathlib import Path
 from typing import Iterator
 
 import luigi
+
+from pipeline.atomic import atomic_path
 
 log = logging.getLogger("luigi-interface")
 
 
 @contextlib.contextmanager
 def temporary_dir(target: luigi.LocalTarget) -> Iterator[Path]:
-    """``target.temporary_path()`` for a folder target: the folder appears only
-    complete (Luigi renames it into place on success) and a failure removes it."""
-    with target.temporary_path() as tmp:
-        tmp_path = Path(tmp)
-        try:
-            tmp_path.mkdir(parents=True)
-            yield tmp_path
-        except BaseException:
-            shutil.rmtree(tmp_path, ignore_errors=True)
-            raise
+    """A temporary folder renamed to ``target`` on success and removed on failure.
+
+    The folder is a hidden sibling (``.tmp-<name>-*``), so after a ``kill -9``
+    the leftover is neither taken for a complete output nor read by pyarrow or
+    pandas when a user reads a parent folder.
+    """
+    with atomic_path(target.path, is_dir=True) as tmp:
+        yield tmp
 
 
 def progress_reporter(task: luigi.Task, label: str, every: int = 10):

@@ -47,7 +47,7 @@ class Compare(luigi.Task):
                 for e in self.experiments}
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(layout.compare_dir(artifacts().root, list(self.experiments))))
+        return luigi.LocalTarget(str(layout.compare_dir(artifacts().root, list(self.experiments), self.epochs)))
 
     def run(self) -> None:
         tables, times = {}, {}

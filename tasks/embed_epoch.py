@@ -15,11 +15,12 @@ from pathlib import Path
 import luigi
 import torch
 
-from models.embedding_net import build_model
+from models.embedding_net import ModelSettings, build_model
 from pipeline import layout
 from pipeline.pixel_store import read_index
 from pipeline.checkpoint import load_checkpoint
 from pipeline.device import resolve_device
+from pipeline.errors import ConfigError
 from pipeline.embedding import embed_images, write_shards
 from pipeline.pixel_store import open_store
 from tasks.base import log, temporary_dir
@@ -52,7 +53,13 @@ class EmbedEpoch(luigi.Task):
             torch.set_num_threads(self.threads)
         device = resolve_device(self.device)
         state = load_checkpoint(Path(self.input()["train"].path) / CHECKPOINT)
-        net = build_model(model().settings())
+        settings = ModelSettings(**state["model_settings"])
+        if settings != model().settings():
+            raise ConfigError(
+                f"[model] settings differ from those epoch {self.epoch} of experiment {self.experiment!r} was "
+                f"trained with ({state['model_settings']}); restore them or use a new --experiment name"
+            )
+        net = build_model(settings)
         net.load_state_dict(state["model"])
         net = net.to(device, memory_format=torch.channels_last)
         index = read_index(self.input()["index"].path, columns=["image_id", "split", "label"])

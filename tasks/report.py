@@ -42,7 +42,7 @@ class Report(luigi.Task):
         e = range(self.epochs + 1)
         return {
             "index": IndexDataset(),
-            "baseline": PixelBaseline(),
+            "baseline": PixelBaseline(k=ValidateEpoch(experiment=self.experiment, epoch=0).k),
             "metrics": [ValidateEpoch(experiment=self.experiment, epoch=i) for i in e],
             "train": [TrainEpoch(experiment=self.experiment, epoch=i) for i in e],
             "embed": [EmbedEpoch(experiment=self.experiment, epoch=i) for i in e],
@@ -57,9 +57,9 @@ class Report(luigi.Task):
         entries = [("IndexDataset", json.loads((Path(inp["index"].path) / SUMMARY_FILE).read_text())["seconds"]),
                    ("PixelBaseline", json.loads(Path(inp["baseline"].path).read_text()).get("seconds"))]
         for i in range(self.epochs + 1):
-            if i > 0:
-                entries.append((f"TripletList({i})", read_triplet_meta(layout.triplets_dir(root, self.experiment, i))
-                                .get("seconds")))
+            triplets = layout.triplets_dir(root, self.experiment, i)
+            if i > 0 and triplets.is_dir():  # lists may have been deleted to save space
+                entries.append((f"TripletList({i})", read_triplet_meta(triplets).get("seconds")))
             entries.append((f"TrainEpoch({i})", load_checkpoint(Path(inp["train"][i].path) / CHECKPOINT).get("seconds")))
             entries.append((f"EmbedEpoch({i})", read_manifest(inp["embed"][i].path).get("seconds")))
             entries.append((f"ValidateEpoch({i})", json.loads(Path(inp["metrics"][i].path).read_text()).get("seconds")))

@@ -30,7 +30,7 @@ from pipeline.pixel_store import open_store
 from pipeline.training import STEP_LOG_COLUMNS, TrainSettings, make_optimizer, make_scheduler, train_one_epoch
 from pipeline.triplet_io import triplet_ids
 from tasks.base import log, progress_reporter, temporary_dir
-from tasks.config import artifacts, device_param, experiment_param, model
+from tasks.config import artifacts, device_param, experiment_param, model, run
 from tasks.index_dataset import IndexDataset
 from tasks.triplet_list import TripletList
 
@@ -43,7 +43,6 @@ class TrainEpoch(luigi.Task):
 
     experiment = experiment_param()
     epoch = luigi.IntParameter(description="0 = the initial (pretrained or random) network")
-    seed = luigi.IntParameter(default=0, config_path=dict(section="run", name="seed"))
     batch_size = luigi.IntParameter(default=64)
     optimizer = luigi.ChoiceParameter(choices=["sgd", "adam"], default="sgd")
     lr = luigi.FloatParameter(default=1e-3)
@@ -61,6 +60,11 @@ class TrainEpoch(luigi.Task):
     threads = luigi.IntParameter(default=0, significant=False, description="CPU threads for torch (0 = torch's default)")
 
     resources = {"gpu": 1}
+
+    @property
+    def seed(self) -> int:
+        """``[run] seed`` (``--run-seed N`` on the command line)."""
+        return run().seed
 
     def requires(self) -> dict[str, luigi.Task]:
         deps: dict[str, luigi.Task] = {"index": IndexDataset()}

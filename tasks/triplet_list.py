@@ -24,7 +24,7 @@ from pipeline.experiment_config import record_or_check
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
 from pipeline.triplet_io import write_triplet_list
 from tasks.base import log, temporary_dir
-from tasks.config import artifacts, experiment_param
+from tasks.config import artifacts, experiment_param, run
 from tasks.index_dataset import IndexDataset
 
 
@@ -47,7 +47,6 @@ class TripletList(luigi.Task):
 
     experiment = experiment_param()
     epoch = luigi.IntParameter(description="epoch (1-based) this list trains")
-    seed = luigi.IntParameter(default=0, config_path=dict(section="run", name="seed"))
     strategy = luigi.Parameter(default="uniform", description="uniform, semihard, hard or mixed")
     triplets_per_query = luigi.IntParameter(default=1)
     positive = luigi.Parameter(default="uniform", description="uniform, farthest or relevance (mined strategies)")
@@ -59,9 +58,20 @@ class TripletList(luigi.Task):
     relevance_cap = luigi.FloatParameter(default=0.9, description="positive = relevance: weight cap quantile")
     mine_first_epoch = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                            description="epoch 1 mines from epoch 0's embeddings (else uniform)")
-    margin = luigi.FloatParameter(default=1.0, config_path=dict(section="TrainEpoch", name="margin"))
     n_blocks = luigi.IntParameter(default=8, significant=False, description="class blocks sampled in parallel")
     scheduler = luigi.Parameter(default="threads", significant=False, description="dask scheduler")
+
+    @property
+    def seed(self) -> int:
+        """``[run] seed`` (``--run-seed N`` on the command line)."""
+        return run().seed
+
+    @property
+    def margin(self) -> float:
+        """The loss margin of the epoch this list trains (``[TrainEpoch] margin``)."""
+        from tasks.train_epoch import TrainEpoch
+
+        return TrainEpoch(experiment=self.experiment, epoch=self.epoch).margin
 
     def _strategy_name(self) -> str:
         if self.epoch == 1 and not self.mine_first_epoch:
@@ -87,8 +97,9 @@ class TripletList(luigi.Task):
         return luigi.LocalTarget(str(layout.triplets_dir(artifacts().root, self.experiment, self.epoch)))
 
     def sampling_settings(self) -> dict:
-        return {k: v for k, v in self.param_kwargs.items() if k not in ("experiment", "epoch", "seed", "n_blocks",
-                                                                          "scheduler")}
+        settings = {k: v for k, v in self.param_kwargs.items() if k not in ("experiment", "epoch", "n_blocks",
+                                                                              "scheduler")}
+        return {**settings, "margin": self.margin}
 
     def run(self) -> None:
         started = time.perf_counter()

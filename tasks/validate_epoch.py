@@ -1,7 +1,7 @@
 """Validate one epoch from its saved embedding shards (no network, no images).
 
     luigi --module tasks ValidateEpoch --epoch 3 --local-scheduler
-    luigi --module tasks ValidateEpochs --epochs 1,2,3 --workers 3 --local-scheduler
+    luigi --module tasks ValidateEpochs --epochs '[1,2,3]' --workers 3 --local-scheduler
 
 Writes ``metrics/epoch=NNN.json`` (precision@30 on validation and on a seeded
 training sample, precision@1/@10, R-precision, MAP@R, triplet precision) beside
@@ -25,7 +25,7 @@ from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.embedding import load_embeddings
 from pipeline.validation import ValidationSettings, validate
 from tasks.base import log
-from tasks.config import artifacts, experiment_param
+from tasks.config import artifacts, experiment_param, run
 from tasks.embed_epoch import EmbedEpoch
 
 
@@ -39,13 +39,17 @@ class ValidateEpoch(luigi.Task):
 
     experiment = experiment_param()
     epoch = luigi.IntParameter()
-    seed = luigi.IntParameter(default=0, config_path=dict(section="run", name="seed"))
     k = luigi.IntParameter(default=30, description="neighbours for the course's precision@k")
     train_queries = luigi.IntParameter(default=1000, description="seeded training images used as queries")
     figure_queries = luigi.IntParameter(default=5, description="validation queries (distinct classes) for figures")
     figure_k = luigi.IntParameter(default=10, description="nearest/farthest images shown per figure query")
     triplets = luigi.IntParameter(default=2000, description="seeded validation triplets for triplet precision")
     knn_backend = luigi.ChoiceParameter(choices=["auto", "faiss", "torch"], default="auto", significant=False)
+
+    @property
+    def seed(self) -> int:
+        """``[run] seed`` (``--run-seed N`` on the command line)."""
+        return run().seed
 
     def requires(self) -> EmbedEpoch:
         return EmbedEpoch(experiment=self.experiment, epoch=self.epoch)
@@ -92,7 +96,7 @@ class ValidateEpochs(luigi.WrapperTask):
     """Validate several epochs; with ``--workers K`` they run in parallel."""
 
     experiment = experiment_param()
-    epochs = luigi.ListParameter(description="epochs to validate, e.g. [1,2,3] or 1,2,3")
+    epochs = luigi.ListParameter(description="epochs to validate, as JSON: '[1,2,3]'")
 
     def requires(self) -> list[ValidateEpoch]:
         return [ValidateEpoch(experiment=self.experiment, epoch=int(e)) for e in self.epochs]

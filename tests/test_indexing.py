@@ -40,7 +40,7 @@ def _dataset_dirs(artifacts: Path) -> list[Path]:
     base = artifacts / "datasets"
     if not base.is_dir():
         return []
-    return sorted(p for p in base.iterdir() if "-luigi-tmp-" not in p.name)
+    return sorted(p for p in base.iterdir() if not p.name.startswith(".tmp-"))
 
 
 def _index_task(configure, tmp_path: Path, root: Path, source: str, **dataset) -> tasks.IndexDataset:

@@ -55,7 +55,7 @@ def test_compare_two_experiments(configure, tmp_path, tiny_imagenet):
     assert build([tasks.RunAll(experiment="semi")]).status == LuigiStatusCode.SUCCESS
     result = build([tasks.Compare(experiments=["uni", "semi"])])
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
-    out = Path(tmp_path / "artifacts" / "compare" / "uni--semi")
+    out = Path(tmp_path / "artifacts" / "compare" / "uni--semi" / "epochs=002")
     html = (out / "index.html").read_text()
     assert "uni" in html and "semi" in html and "data:image/png;base64" in html
     assert (out / "compare.png").stat().st_size > 1000

@@ -27,7 +27,7 @@ def run_section(cfg: dict) -> dict:
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
-TMP_DIR = re.compile(r"^epoch=\d{3}-luigi-tmp-\d+$")
+TMP_DIR = re.compile(r"^\.tmp-epoch=\d{3}-\w+$")
 
 
 def slow_config(tmp_path: Path, dataset_root: Path, root: Path) -> dict:
@@ -92,7 +92,7 @@ def test_kill_9_mid_epoch_then_rerun_gives_bit_identical_weights(configure, tmp_
     assert proc.returncode == -signal.SIGKILL, f"the run ended by itself before the kill:\n{text[-3000:]}"
     assert seen, f"epoch 2 never started training:\n{text[-3000:]}"
 
-    # What the kill left: complete epoch folders, or luigi temporary folders -- never a partial epoch=NNN.
+    # What the kill left: complete epoch folders, or hidden temporary folders -- never a partial epoch=NNN.
     train = killed_root / "test" / "train"
     left = sorted(p.name for p in train.iterdir())
     assert {"epoch=000", "epoch=001"} <= set(left), left
@@ -115,7 +115,7 @@ def test_kill_9_mid_epoch_then_rerun_gives_bit_identical_weights(configure, tmp_
     # A kill during the save would leave a temporary folder with a half-written checkpoint: put one
     # there too, so the rerun has to ignore it.
     victim = 2 if "epoch=002" not in left else 3
-    partial = train / f"epoch={victim:03d}-luigi-tmp-0123456789"
+    partial = train / f".tmp-epoch={victim:03d}-0123456789"
     partial.mkdir()
     (partial / "checkpoint.pt").write_bytes(b"PK\x03\x04 half a checkpoint")
     assert not tasks.TrainEpoch(epoch=victim).complete()

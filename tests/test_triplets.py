@@ -49,7 +49,7 @@ def _epoch_dir(artifacts: Path, epoch: int, experiment: str = "test") -> Path:
 
 
 def _index(artifacts: Path) -> pd.DataFrame:
-    (ds,) = [p for p in (artifacts / "datasets").iterdir() if "-luigi-tmp-" not in p.name]
+    (ds,) = [p for p in (artifacts / "datasets").iterdir() if not p.name.startswith(".tmp-")]
     return pd.read_parquet(ds / "index.parquet")
 
 
