@@ -51,6 +51,10 @@ class Report(luigi.Task):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(layout.report_dir(artifacts().root, self.experiment, self.epochs)))
 
+    def complete(self) -> bool:
+        """Also stale when an epoch's metrics must be recomputed (changed [ValidateEpoch] settings)."""
+        return super().complete() and all(task.complete() for task in self.requires()["metrics"])
+
     def _stage_times(self) -> list[tuple[str, float | None]]:
         inp = self.input()
         root = artifacts().root

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import luigi
 import pandas as pd
 import pytest
 from luigi.execution_summary import LuigiStatusCode
@@ -128,3 +129,16 @@ def test_validate_epoch_with_another_k_is_recomputed(fast_pipeline, tmp_path: Pa
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     metrics = json.loads((tmp_path / "artifacts" / "test" / "metrics" / "epoch=000.json").read_text())
     assert "precision_at_5_val" in metrics, sorted(metrics)
+
+
+def test_report_is_rebuilt_when_validation_settings_change(fast_pipeline, tmp_path: Path):
+    assert build([tasks.RunAll()]).status == LuigiStatusCode.SUCCESS
+    report = tmp_path / "artifacts" / "test" / "report" / "epochs=002" / "summary.md"
+    before = report.stat().st_mtime_ns
+    luigi.configuration.get_config().set("ValidateEpoch", "train_queries", "6")
+    luigi.task_register.Register.clear_instance_cache()
+    assert not tasks.RunAll().complete()
+    assert build([tasks.RunAll()]).status == LuigiStatusCode.SUCCESS
+    assert report.stat().st_mtime_ns != before
+    metrics = json.loads((tmp_path / "artifacts" / "test" / "metrics" / "epoch=002.json").read_text())
+    assert metrics["queries_train"] == 6
