@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+import common  # noqa: F401,E402  (puts the repo on sys.path)
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
 from pipeline.triplet_io import write_triplet_list
 

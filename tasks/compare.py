@@ -15,13 +15,12 @@ from pathlib import Path
 import luigi
 
 from pipeline import layout
-from pipeline.checkpoint import load_checkpoint
 from pipeline.figures import plot_compare
 from pipeline.report import write_compare
 from pipeline.report_inputs import metrics_table, stage_times
 from tasks.base import log, temporary_dir
 from tasks.config import artifacts
-from tasks.train_epoch import CHECKPOINT
+from tasks.train_epoch import train_seconds
 
 
 class ExperimentEpochOutputs(luigi.ExternalTask):
@@ -56,8 +55,7 @@ class Compare(luigi.Task):
             entries = []
             for i, o in enumerate(outs):
                 if i > 0:
-                    entries.append((f"TrainEpoch({i})", load_checkpoint(Path(o["train"].path) / CHECKPOINT)
-                                    .get("seconds")))
+                    entries.append((f"TrainEpoch({i})", train_seconds(o["train"].path)))
                 entries.append((f"ValidateEpoch({i})", json.loads(Path(o["metrics"].path).read_text()).get("seconds")))
             times[name] = stage_times(entries)
         with temporary_dir(self.output()) as tmp:

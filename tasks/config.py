@@ -48,6 +48,18 @@ class model(luigi.Config):  # noqa: N801
                              in_channels=in_channels)
 
 
+class RunSeed:
+    """Mixin: ``self.seed`` is ``[run] seed`` (``--run-seed N`` on the command line).
+
+    Read from the Config section rather than through a parameter's
+    ``config_path``, which Luigi resolves from the file only, not the command line.
+    """
+
+    @property
+    def seed(self) -> int:
+        return run().seed
+
+
 def experiment_param() -> luigi.Parameter:
     """The ``experiment`` parameter of every per-experiment task (default: [run] experiment)."""
     return luigi.Parameter(default="demo", config_path=dict(section="run", name="experiment"),

@@ -20,21 +20,16 @@ from pipeline.baseline import pixel_embeddings
 from pipeline.pixel_store import open_store, read_index
 from pipeline.validation import ValidationSettings, validate
 from tasks.base import log
-from tasks.config import artifacts, run
+from tasks.config import artifacts, RunSeed
 from tasks.index_dataset import IndexDataset
 
 
-class PixelBaseline(luigi.Task):
+class PixelBaseline(RunSeed, luigi.Task):
     """precision@30 (and the other metrics) with raw pixels as embeddings."""
 
     k = luigi.IntParameter(default=30, description="neighbours (Report passes [ValidateEpoch] k)")
     max_size = luigi.IntParameter(default=32, description="pixels are area-downsampled to at most this size")
     knn_backend = luigi.ChoiceParameter(choices=["auto", "faiss", "torch"], default="auto", significant=False)
-
-    @property
-    def seed(self) -> int:
-        """``[run] seed`` (``--run-seed N`` on the command line)."""
-        return run().seed
 
     def requires(self) -> IndexDataset:
         return IndexDataset()

@@ -16,7 +16,6 @@ import luigi
 import pandas as pd
 
 from pipeline import figures, layout
-from pipeline.checkpoint import load_checkpoint
 from pipeline.embedding import read_manifest
 from pipeline.pixel_store import SUMMARY_FILE, open_store, read_index
 from pipeline.report import write_report
@@ -28,7 +27,7 @@ from tasks.config import artifacts, experiment_param
 from tasks.embed_epoch import EmbedEpoch
 from tasks.index_dataset import IndexDataset
 from tasks.pixel_baseline import PixelBaseline
-from tasks.train_epoch import CHECKPOINT, STEPS, TrainEpoch
+from tasks.train_epoch import STEPS, TrainEpoch, train_seconds
 from tasks.validate_epoch import ValidateEpoch
 
 
@@ -64,7 +63,7 @@ class Report(luigi.Task):
             triplets = layout.triplets_dir(root, self.experiment, i)
             if i > 0 and triplets.is_dir():  # lists may have been deleted to save space
                 entries.append((f"TripletList({i})", read_triplet_meta(triplets).get("seconds")))
-            entries.append((f"TrainEpoch({i})", load_checkpoint(Path(inp["train"][i].path) / CHECKPOINT).get("seconds")))
+            entries.append((f"TrainEpoch({i})", train_seconds(inp["train"][i].path)))
             entries.append((f"EmbedEpoch({i})", read_manifest(inp["embed"][i].path).get("seconds")))
             entries.append((f"ValidateEpoch({i})", json.loads(Path(inp["metrics"][i].path).read_text()).get("seconds")))
         return entries

@@ -10,6 +10,7 @@ crashed epoch leaves no folder, so rerunning resumes from the last complete one.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -30,15 +31,22 @@ from pipeline.pixel_store import open_store
 from pipeline.training import STEP_LOG_COLUMNS, TrainSettings, make_optimizer, make_scheduler, train_one_epoch
 from pipeline.triplet_io import triplet_ids
 from tasks.base import log, progress_reporter, temporary_dir
-from tasks.config import artifacts, device_param, experiment_param, model, run
+from tasks.config import artifacts, device_param, experiment_param, model, RunSeed
 from tasks.index_dataset import IndexDataset
 from tasks.triplet_list import TripletList
 
 CHECKPOINT = "checkpoint.pt"
 STEPS = "steps.parquet"
+SUMMARY = "summary.json"
 
 
-class TrainEpoch(luigi.Task):
+def train_seconds(train_dir: str | Path) -> float | None:
+    """Seconds an epoch took, from its small summary (no need to load the checkpoint)."""
+    path = Path(train_dir) / SUMMARY
+    return json.loads(path.read_text()).get("seconds") if path.is_file() else None
+
+
+class TrainEpoch(RunSeed, luigi.Task):
     """Epoch N: load epoch N-1's checkpoint, train over TripletList(N), save."""
 
     experiment = experiment_param()
@@ -60,11 +68,6 @@ class TrainEpoch(luigi.Task):
     threads = luigi.IntParameter(default=0, significant=False, description="CPU threads for torch (0 = torch's default)")
 
     resources = {"gpu": 1}
-
-    @property
-    def seed(self) -> int:
-        """``[run] seed`` (``--run-seed N`` on the command line)."""
-        return run().seed
 
     def requires(self) -> dict[str, luigi.Task]:
         deps: dict[str, luigi.Task] = {"index": IndexDataset()}
@@ -112,6 +115,8 @@ class TrainEpoch(luigi.Task):
         with temporary_dir(self.output()) as tmp:
             save_checkpoint(tmp / CHECKPOINT, state)
             steps.to_parquet(tmp / STEPS, index=False)
+            (tmp / SUMMARY).write_text(json.dumps({"epoch": self.epoch, "seconds": state["seconds"],
+                                                   "steps": len(steps)}))
         if len(steps):
             log.info("epoch %d: mean loss %.4f, active %.2f, %.1fs", self.epoch, steps["loss"].mean(),
                      steps["active_fraction"].mean(), state["seconds"])

@@ -24,7 +24,7 @@ from pipeline.experiment_config import record_or_check
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
 from pipeline.triplet_io import write_triplet_list
 from tasks.base import log, temporary_dir
-from tasks.config import artifacts, experiment_param, run
+from tasks.config import artifacts, experiment_param, RunSeed
 from tasks.index_dataset import IndexDataset
 
 
@@ -42,7 +42,7 @@ def check_classes(train: pd.DataFrame) -> None:
         )
 
 
-class TripletList(luigi.Task):
+class TripletList(RunSeed, luigi.Task):
     """Every training image is the query ``triplets_per_query`` times, in a seeded shuffled order."""
 
     experiment = experiment_param()
@@ -60,11 +60,6 @@ class TripletList(luigi.Task):
                                            description="epoch 1 mines from epoch 0's embeddings (else uniform)")
     n_blocks = luigi.IntParameter(default=8, significant=False, description="class blocks sampled in parallel")
     scheduler = luigi.Parameter(default="threads", significant=False, description="dask scheduler")
-
-    @property
-    def seed(self) -> int:
-        """``[run] seed`` (``--run-seed N`` on the command line)."""
-        return run().seed
 
     @property
     def margin(self) -> float:

@@ -25,7 +25,7 @@ from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.embedding import load_embeddings
 from pipeline.validation import ValidationSettings, validate
 from tasks.base import log
-from tasks.config import artifacts, experiment_param, run
+from tasks.config import artifacts, experiment_param, RunSeed
 from tasks.embed_epoch import EmbedEpoch
 
 
@@ -34,7 +34,7 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
-class ValidateEpoch(luigi.Task):
+class ValidateEpoch(RunSeed, luigi.Task):
     """Accuracy of epoch N's embedding on the validation split."""
 
     experiment = experiment_param()
@@ -45,11 +45,6 @@ class ValidateEpoch(luigi.Task):
     figure_k = luigi.IntParameter(default=10, description="nearest/farthest images shown per figure query")
     triplets = luigi.IntParameter(default=2000, description="seeded validation triplets for triplet precision")
     knn_backend = luigi.ChoiceParameter(choices=["auto", "faiss", "torch"], default="auto", significant=False)
-
-    @property
-    def seed(self) -> int:
-        """``[run] seed`` (``--run-seed N`` on the command line)."""
-        return run().seed
 
     def requires(self) -> EmbedEpoch:
         return EmbedEpoch(experiment=self.experiment, epoch=self.epoch)
