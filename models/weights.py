@@ -12,7 +12,8 @@ import torch
 import torchvision
 
 from models.embedding_net import EmbeddingNet
-from pipeline.errors import ConfigError, WeightsUnavailableError
+from pipeline.checkpoint import safe_load
+from pipeline.errors import ConfigError, PipelineError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsUnavailableError(f"[model] weights_path = {path} does not exist; point it at a state-dict file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many types for a bad file
-        raise WeightsUnavailableError(f"[model] weights_path = {path} is not a readable torch file: {exc}") from exc
+        obj = safe_load(path, "[model] weights_path =", "point it at a readable state-dict file")
+    except PipelineError as exc:
+        raise WeightsUnavailableError(str(exc)) from exc
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict):

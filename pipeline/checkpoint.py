@@ -1,22 +1,26 @@
 """Checkpoints in torchvision's reference style: one dict with model, optimizer,
-scheduler, epoch, RNG states and the resolved config, written atomically."""
+scheduler, epoch and the resolved config, written atomically.
+
+A checkpoint holds only tensors and plain containers (dict, list, tuple, str,
+int, float, bool, None), so it loads with ``torch.load(..., weights_only=True)``:
+reading a checkpoint from a shared artifacts folder, or a weights file someone
+sent, never unpickles (and so never runs) arbitrary code.
+"""
 
 from __future__ import annotations
 
-import random
+import io
+import pickle
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
+from pipeline.layout import corrupt_artifact, rebuild_hint
 
-
-def rng_state() -> dict[str, Any]:
-    """The process's RNG states, saved so a resumed run can inspect or restore them."""
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+_PLAIN = (str, int, float, bool, type(None))
 
 
 def to_cpu(obj: Any) -> Any:
@@ -31,16 +35,75 @@ def to_cpu(obj: Any) -> Any:
     return obj
 
 
+def check_plain(obj: Any, where: str = "checkpoint") -> None:
+    """Raise ``TypeError`` naming the first value that is neither a tensor nor a plain container.
+
+    Saving such a value would make the file need full unpickling to load.
+    """
+    if isinstance(obj, (torch.Tensor, *_PLAIN)):
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, _PLAIN):
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}, not a plain value")
+            check_plain(v, f"{where}[{k!r}]")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_plain(v, f"{where}[{i}]")
+        return
+    raise TypeError(f"{where} is a {type(obj).__module__}.{type(obj).__name__}; checkpoints hold only tensors "
+                    "and plain containers so that they load with weights_only=True")
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """``torch.save`` of the state (tensors on the CPU) through a temporary file renamed into place."""
+    state = to_cpu(state)
+    check_plain(state)
+    # Serialised in memory first: torch's zip writer reports a full disk as a bare
+    # RuntimeError, a plain file write as an OSError that atomic_path can explain.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(to_cpu(state), tmp)
+        tmp.write_bytes(buffer.getbuffer())
+
+
+def safe_load(path: str | Path, what: str, fix: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors a user can act on.
+
+    ``what`` names the file's role in messages (e.g. "checkpoint"), ``fix`` says
+    what to do about a damaged one. A file that needs full unpickling (it holds
+    objects other than tensors and plain containers) is refused, not loaded.
+    """
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc):
+            raise PipelineError(
+                f"{what} {path} holds Python objects other than tensors and plain containers; loading it would "
+                "run arbitrary code from the file, so it is refused. If you trust it, re-save just the tensors: "
+                "torch.save(torch.load(path, weights_only=False)['model'], new_path) (or the state dict itself)"
+            ) from exc
+        raise PipelineError(f"{what} {path} is damaged ({exc}); {fix}") from exc
+    except FileNotFoundError as exc:
+        raise PipelineError(f"{what} {path} does not exist; {fix}") from exc
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise PipelineError(f"{what} {path} cannot be read ({exc}); {fix}") from exc
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint on the CPU (tensors are moved by the caller)."""
+    """Load one of the pipeline's checkpoints on the CPU (tensors are moved by the caller).
+
+    A damaged file raises :class:`CorruptArtifactError` naming it and the task that rebuilds it.
+    """
     path = Path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise PipelineError(f"checkpoint {path} cannot be read ({exc}); delete it to retrain that epoch") from exc
+        state = safe_load(path, "checkpoint", rebuild_hint(path))
+    except PipelineError as exc:
+        if isinstance(exc.__cause__, pickle.UnpicklingError) and "weights_only" in str(exc.__cause__):
+            raise
+        raise corrupt_artifact(path, str(exc.__cause__ or exc)) from exc
+    if not isinstance(state, dict) or "model" not in state:
+        raise corrupt_artifact(path, "not one of this pipeline's checkpoints: no 'model' entry")
+    return state

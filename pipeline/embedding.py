@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,10 @@ from tqdm.auto import tqdm
 from pipeline.batches import iterate_batches, to_float
 from pipeline.device import autocast
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.layout import corrupt_artifact, is_damage
 
 MANIFEST = "manifest.json"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,9 @@ def write_shards(out_dir: str | Path, index: pd.DataFrame, vectors: np.ndarray, 
             "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
         })
         name = f"part-{k:05d}.parquet"
-        pq.write_table(table, out_dir / name)
+        # Page checksums let readers tell overwritten bytes from real vectors: floats do
+        # not compress, so they are stored as they are and damage would decode as numbers.
+        pq.write_table(table, out_dir / name, write_page_checksum=True)
         shards.append({"file": name, "rows": len(part)})
     manifest = {
         "dim": dim,
@@ -97,24 +102,98 @@ def write_shards(out_dir: str | Path, index: pd.DataFrame, vectors: np.ndarray, 
 
 
 def read_manifest(emb_dir: str | Path) -> dict:
-    """The manifest of an embedding folder."""
+    """The manifest of an embedding folder.
+
+    Raises :class:`~pipeline.errors.CorruptArtifactError` if it is not valid
+    JSON or does not describe a consistent set of shards.
+    """
     path = Path(emb_dir) / MANIFEST
     if not path.is_file():
         raise PipelineError(f"embedding manifest {path} is missing; run EmbedEpoch for that epoch first")
-    return json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise corrupt_artifact(path, f"not valid JSON: {exc}") from exc
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise corrupt_artifact(path, problem)
+    return manifest
+
+
+def _manifest_problem(manifest: object) -> str | None:
+    """What is inconsistent in a parsed manifest, or None."""
+    def count(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    if not isinstance(manifest, dict):
+        return "not a JSON object"
+    for key in ("dim", "rows", "shards"):
+        if key not in manifest:
+            return f"no {key!r} entry"
+    if not count(manifest["dim"]) or not count(manifest["rows"]) or not isinstance(manifest["shards"], list):
+        return "'dim' and 'rows' must be counts and 'shards' a list"
+    for shard in manifest["shards"]:
+        if not (isinstance(shard, dict) and isinstance(shard.get("file"), str) and count(shard.get("rows"))):
+            return f"shard entry {shard!r} needs a 'file' name and a 'rows' count"
+        if Path(shard["file"]).name != shard["file"]:  # a plain name inside the folder, never a path out of it
+            return f"shard file {shard['file']!r} is not a plain file name"
+    splits = manifest.get("splits", {})
+    if not (isinstance(splits, dict) and all(count(v) for v in splits.values())):
+        return "'splits' must map each split to a count"
+    listed = sum(s["rows"] for s in manifest["shards"])
+    if listed != manifest["rows"]:
+        return f"its shards list {listed} rows in total, but 'rows' says {manifest['rows']}"
+    return None
 
 
 def load_embeddings(emb_dir: str | Path, split: str | None = None) -> Embeddings:
-    """Load one split's shards (or all rows) into one float32 array, sorted by image id."""
+    """Load one split's shards (or all rows) into one float32 array, sorted by image id.
+
+    Raises :class:`~pipeline.errors.CorruptArtifactError` for a damaged manifest,
+    a shard that is missing, truncated or overwritten, or one whose rows or
+    vector size disagree with the manifest.
+    """
     emb_dir = Path(emb_dir)
     manifest = read_manifest(emb_dir)
+    dim = manifest["dim"]
     filters = [("split", "=", split)] if split else None
-    tables = [pq.read_table(emb_dir / s["file"], filters=filters) for s in manifest["shards"]]
+    tables = [_read_shard(emb_dir / s["file"], s["rows"], dim, filters) for s in manifest["shards"]]
     table = pa.concat_tables(tables) if tables else None
+    expected = manifest.get("splits", {}).get(split) if split else None
+    if expected is not None and (table.num_rows if table is not None else 0) != expected:
+        raise corrupt_artifact(emb_dir / MANIFEST, f"lists {expected} {split!r} rows, but the shards hold "
+                                                   f"{table.num_rows if table is not None else 0}")
     if table is None or table.num_rows == 0:
-        return Embeddings(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, manifest["dim"]), np.float32))
+        return Embeddings(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, dim), np.float32))
     ids = table["image_id"].to_numpy()
-    vec = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, manifest["dim"])
+    vec = table["vector"].combine_chunks().flatten().to_numpy().reshape(-1, dim)
     order = np.argsort(ids, kind="stable")
     return Embeddings(ids[order], table["label"].to_numpy().astype(np.int64)[order],
                       np.ascontiguousarray(vec[order], dtype=np.float32))
+
+
+def _read_shard(path: Path, rows: int, dim: int, filters: list | None) -> pa.Table:
+    """One shard's (filtered) rows, after checking it against its manifest entry."""
+    if not path.is_file():
+        raise corrupt_artifact(path, f"listed in {MANIFEST} but missing")
+    # The footer alone gives the row count, so this check reads no data.
+    found = _decode(path, lambda: pq.read_metadata(path).num_rows)
+    if found != rows:
+        raise corrupt_artifact(path, f"{found} rows, but {MANIFEST} lists {rows}")
+    table = _decode(path, lambda: pq.read_table(path, columns=["image_id", "split", "label", "vector"],
+                                                filters=filters, page_checksum_verification=True))
+    vtype = table.schema.field("vector").type
+    if not pa.types.is_fixed_size_list(vtype) or vtype.list_size != dim or table["vector"].null_count:
+        raise corrupt_artifact(path, f"vectors of type {vtype} (nulls: {table['vector'].null_count}); "
+                                     f"{MANIFEST} says {dim} floats per row")
+    return table
+
+
+def _decode(path: Path, read: Callable[[], T]) -> T:
+    """``read()``, with truncated or overwritten bytes in ``path`` raised as a CorruptArtifactError."""
+    try:
+        return read()
+    except Exception as exc:
+        if is_damage(exc):
+            raise corrupt_artifact(path, f"unreadable Parquet: {exc}") from exc
+        raise

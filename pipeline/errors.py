@@ -27,3 +27,13 @@ class TrainingError(PipelineError):
 
 class WeightsUnavailableError(PipelineError):
     """Pretrained weights were requested but cannot be found offline."""
+
+
+class ArtifactWriteError(PipelineError):
+    """An output cannot be written: disk full, quota exceeded, read-only file
+    system or no write permission under the artifacts root."""
+
+
+class CorruptArtifactError(PipelineError):
+    """An artifact is truncated, overwritten or inconsistent with its manifest:
+    the message names the file, the folder to delete and the task that rebuilds it."""

@@ -7,13 +7,13 @@ later run is checked against it.
 
 from __future__ import annotations
 
-import fcntl
 import json
 from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.atomic import write_text_atomic
 from pipeline.errors import ConfigError
+from pipeline.locks import exclusive_lock
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -36,28 +36,58 @@ def record_or_check(path: str | Path, settings: Mapping[str, Mapping[str, Any]],
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Stages of one experiment may run at once (--workers N): serialise read-merge-write.
-    with open(path.with_name(path.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(path.with_name(f".{path.name}.lock")):
         _record_or_check(path, settings, experiment)
 
 
-def _record_or_check(path: Path, settings: Mapping[str, Mapping[str, Any]], experiment: str) -> None:
-    new = json.loads(json.dumps(settings, default=str))
+def check_recorded(path: str | Path, settings: Mapping[str, Mapping[str, Any]], experiment: str) -> None:
+    """Raise :class:`ConfigError` if ``settings`` contradict those recorded in ``path`` (read only).
+
+    Tasks call this from ``complete()``, so a changed setting is refused before
+    anything runs, even when every output of the experiment already exists.
+    """
+    path = Path(path)
     if not path.is_file():
-        write_text_atomic(path, json.dumps(new, indent=2, sort_keys=True))
         return
-    old = json.loads(path.read_text())
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read ({exc}); restore it, or delete {path.parent} to start "
+                          f"experiment {experiment!r} over") from exc
+    _raise_on_differences(path, old, _plain(settings), experiment)
+
+
+def _plain(settings: Mapping[str, Any]) -> dict:
+    return json.loads(json.dumps(settings, default=str))
+
+
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     diffs = []
-    merged = dict(old)
     for section, values in new.items():
         a, b = _flatten(old.get(section, {})), _flatten(values)
         diffs += [f"[{section}] {k}: was {a[k]!r}, now {b[k]!r}" for k in sorted(set(a) & set(b)) if a[k] != b[k]]
-        merged[section] = {**old.get(section, {}), **values}
+    return diffs
+
+
+def _raise_on_differences(path: Path, old: Mapping[str, Any], new: Mapping[str, Any], experiment: str) -> None:
+    diffs = _differences(old, new)
     if diffs:
         raise ConfigError(
             f"experiment {experiment!r} was created with other settings ({path}):\n  " + "\n  ".join(diffs)
             + "\nUse a new experiment name (--experiment NAME or [run] experiment), "
             f"or delete {path.parent} to start this one over"
         )
+
+
+def _record_or_check(path: Path, settings: Mapping[str, Mapping[str, Any]], experiment: str) -> None:
+    new = _plain(settings)
+    if not path.is_file():
+        write_text_atomic(path, json.dumps(new, indent=2, sort_keys=True))
+        return
+    old = json.loads(path.read_text())
+    _raise_on_differences(path, old, new, experiment)
+    merged = dict(old)
+    for section, values in new.items():
+        merged[section] = {**old.get(section, {}), **values}
     if merged != old:
         write_text_atomic(path, json.dumps(merged, indent=2, sort_keys=True))

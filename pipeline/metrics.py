@@ -12,7 +12,9 @@ numbers are comparable with published deep-metric-learning results:
 
 Queries whose class has no other database item (R = 0, "lone" queries) have no
 defined R-precision or MAP@R; like pytorch-metric-learning we leave them out of
-every mean, precision@k included.
+every mean, precision@k included. :func:`lone_queries` marks them, so callers
+can count and report what was left out, and :func:`per_class_precision` gives
+their classes NaN rather than a misleading 0.
 
 Inputs are ``neighbor_labels`` ``(Q, K)``: the database labels of each query's
 neighbours, nearest first (``database_labels[indices]`` from
@@ -96,6 +98,18 @@ def relevant_counts(
     return r
 
 
+def lone_queries(
+    query_labels: np.ndarray, database_labels: np.ndarray, *, self_excluded: bool = False
+) -> np.ndarray:
+    """Boolean ``(Q,)``: is the query lone, i.e. has no relevant database item (R = 0)?
+
+    These are the queries :func:`retrieval_metrics` leaves out of its means:
+    for a separate query set, those whose class is absent from the database;
+    with ``self_excluded``, those that are the only database item of their class.
+    """
+    return relevant_counts(query_labels, database_labels, self_excluded=self_excluded) == 0
+
+
 def required_neighbors(
     query_labels: np.ndarray,
     database_labels: np.ndarray,
@@ -130,7 +144,9 @@ def retrieval_metrics(
     own neighbour lists (``knn_search(..., exclude=...)``), so R is one less.
 
     Returns ``{"precision_at_<k>": ..., "r_precision": ..., "map_at_r": ...}``;
-    values are NaN when every query is lone.
+    values are NaN when every query is lone. The means are over the queries
+    :func:`lone_queries` does not mark; count those to say how many the
+    numbers cover.
     """
     hits_width = _hits(neighbor_labels, query_labels).shape[1]
     r = relevant_counts(query_labels, database_labels, self_excluded=self_excluded)
@@ -141,6 +157,7 @@ def retrieval_metrics(
             f"(max of ks={tuple(ks)} and the largest class size R={int(r.max(initial=0))}); "
             f"run the kNN search with k=required_neighbors(...) = {needed}."
         )
+    # Same rule as lone_queries (R == 0), kept inline to reuse this r.
     keep = r > 0
     neighbor_labels = np.asarray(neighbor_labels)[keep]
     query_labels = np.asarray(query_labels)[keep]
@@ -151,13 +168,32 @@ def retrieval_metrics(
     return metrics
 
 
-def per_class_precision(neighbor_labels: np.ndarray, query_labels: np.ndarray, k: int = 30) -> pd.DataFrame:
+def per_class_precision(
+    neighbor_labels: np.ndarray,
+    query_labels: np.ndarray,
+    k: int = 30,
+    *,
+    database_labels: np.ndarray | None = None,
+    self_excluded: bool = False,
+) -> pd.DataFrame:
     """Mean precision@k per query class, to spot the classes the embedding confuses.
 
     Returns a DataFrame with columns ``label``, ``n_queries``, ``precision_at_k``,
-    one row per class in sorted label order.
+    one row per query class in sorted label order.
+
+    When ``database_labels`` is given, classes whose queries are lone (see
+    :func:`lone_queries`; e.g. a validation class with no training image) keep
+    their row, with ``n_queries`` counting their queries, but get NaN as
+    precision: they are left out of :func:`retrieval_metrics`' means, and a
+    0 would read as "the embedding failed" when nothing could be retrieved.
+    Keeping the row (rather than dropping it) makes the gap visible in the
+    table; pandas' ``mean()`` skips the NaN, as the overall means do. Without
+    ``database_labels`` every class gets a number, lone or not.
     """
     per_query = precision_at_k(neighbor_labels, query_labels, k)
+    if database_labels is not None:
+        lone = lone_queries(query_labels, database_labels, self_excluded=self_excluded)
+        per_query = np.where(lone, np.nan, per_query)
     frame = pd.DataFrame({"label": _labels(query_labels, "query_labels"), "precision_at_k": per_query})
     grouped = frame.groupby("label", sort=True)["precision_at_k"]
     return pd.DataFrame(

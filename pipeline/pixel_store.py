@@ -7,12 +7,16 @@ after indexing decodes a JPEG or opens a file per image.
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from pipeline.errors import DatasetLayoutError
+from pipeline.layout import corrupt_artifact, is_damage
 
 STORE_FILE = "pixels.npy"
 INDEX_FILE = "index.parquet"
@@ -21,27 +25,83 @@ SUMMARY_FILE = "summary.json"
 
 
 def create_store(path: str | Path, n: int, size: int, channels: int = 3) -> np.memmap:
-    """A writable, zero-filled store of ``n`` images of ``size`` x ``size``."""
-    return np.lib.format.open_memmap(Path(path), mode="w+", dtype=np.uint8, shape=(n, size, size, channels))
+    """A writable, zero-filled store of ``n`` images of ``size`` x ``size``.
 
-
-def open_store(dataset_dir: str | Path) -> np.ndarray:
-    """Memory-map a dataset's store read-only: an ``(N, H, W, C)`` uint8 array."""
-    path = Path(dataset_dir) / STORE_FILE
-    if not path.is_file():
-        raise DatasetLayoutError(f"pixel store {path} is missing; run the IndexDataset task first")
-    store = np.load(path, mmap_mode="r")
-    if store.dtype != np.uint8 or store.ndim != 4:
-        raise DatasetLayoutError(f"pixel store {path} has shape {store.shape} {store.dtype}; expected (N, H, W, C) uint8")
+    The file's blocks are reserved up front: a memory-mapped file is otherwise
+    sparse, and a full disk would surface as a SIGBUS that kills the process
+    halfway through indexing instead of an ``OSError`` (ENOSPC) here.
+    """
+    store = np.lib.format.open_memmap(Path(path), mode="w+", dtype=np.uint8, shape=(n, size, size, channels))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, store.offset + store.nbytes)
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # filesystems without it stay sparse
+            raise
+    finally:
+        os.close(fd)
     return store
 
 
+def open_store(dataset_dir: str | Path) -> np.ndarray:
+    """Memory-map a dataset's store read-only: an ``(N, H, W, C)`` uint8 array.
+
+    Raises :class:`~pipeline.errors.CorruptArtifactError` if the file is
+    truncated, longer than its header says, has a garbled header, or holds a
+    different number of images than the index lists. Only the header and the
+    index's Parquet footer are read, so opening stays instant on any size.
+    """
+    dataset_dir = Path(dataset_dir)
+    path = dataset_dir / STORE_FILE
+    if not path.is_file():
+        raise DatasetLayoutError(f"pixel store {path} is missing; run the IndexDataset task first")
+    try:
+        store = np.load(path, mmap_mode="r")
+    except Exception as exc:
+        if is_damage(exc):  # truncated ("mmap length is greater than file size") or a garbled header
+            raise corrupt_artifact(path, f"not a readable .npy array: {exc}") from exc
+        raise
+    if store.dtype != np.uint8 or store.ndim != 4:
+        raise corrupt_artifact(path, f"shape {store.shape} {store.dtype}; expected (N, H, W, C) uint8")
+    # np.load accepts a file longer than its header says; a mismatch means the
+    # header and the data no longer belong together.
+    size, expected = os.stat(path).st_size, store.offset + store.nbytes
+    if size != expected:
+        raise corrupt_artifact(path, f"{size} bytes, but its header {store.shape} needs {expected}")
+    rows = _index_rows(dataset_dir)
+    if rows is not None and rows != store.shape[0]:
+        raise corrupt_artifact(path, f"{store.shape[0]} images, but {dataset_dir / INDEX_FILE} lists {rows}")
+    return store
+
+
+def _index_rows(dataset_dir: Path) -> int | None:
+    """The index's row count from its Parquet footer (None if there is no index)."""
+    path = dataset_dir / INDEX_FILE
+    if not path.is_file():
+        return None
+    try:
+        return pq.read_metadata(path).num_rows
+    except Exception as exc:
+        if is_damage(exc):
+            raise corrupt_artifact(path, f"unreadable Parquet: {exc}") from exc
+        raise
+
+
 def read_index(dataset_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """A dataset's Parquet index (one row per image, row ``i`` = image id ``i``)."""
+    """A dataset's Parquet index (one row per image, row ``i`` = image id ``i``).
+
+    Raises :class:`~pipeline.errors.CorruptArtifactError` if the file is
+    truncated or overwritten, or lacks one of ``columns``.
+    """
     path = Path(dataset_dir) / INDEX_FILE
     if not path.is_file():
         raise DatasetLayoutError(f"dataset index {path} is missing; run the IndexDataset task first")
-    return pd.read_parquet(path, columns=columns)
+    try:
+        return pd.read_parquet(path, columns=columns)
+    except Exception as exc:
+        if is_damage(exc):
+            raise corrupt_artifact(path, f"unreadable Parquet: {exc}") from exc
+        raise
 
 
 def gather(store: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -26,6 +26,9 @@ from pipeline.losses import triplet_loss
 
 log = logging.getLogger(__name__)
 
+# Seed-stream tag of the augmentation RNG: [seed, epoch, AUGMENT_STREAM, step].
+AUGMENT_STREAM = 7
+
 STEP_LOG_COLUMNS = ("epoch", "step", "loss", "active_fraction", "lr", "seconds", "mean_distance", "collapsed")
 
 
@@ -68,11 +71,49 @@ def make_scheduler(optimizer: torch.optim.Optimizer, s: TrainSettings) -> torch.
     return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=s.lr_gamma)
 
 
-def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Generator:
-    """The augmentation RNG of one epoch: a pure function of (seed, epoch)."""
+def step_generator(seed: int, epoch: int, step: int, device: torch.device) -> torch.Generator:
+    """The augmentation RNG of one step: a pure function of (seed, epoch, step).
+
+    One stream per step (rather than one per epoch) lets an interrupted epoch
+    restart at any step with the very augmentations it would have drawn.
+    """
     g = torch.Generator(device=device)
-    g.manual_seed(int(np.random.SeedSequence([seed, epoch, 7]).generate_state(1)[0]))
+    g.manual_seed(int(np.random.SeedSequence([seed, epoch, AUGMENT_STREAM, step]).generate_state(1)[0]))
     return g
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    """How far an epoch got: the steps done and their step-log rows (plain values),
+    which together with the model and optimizer state restart it exactly."""
+
+    step: int
+    rows: tuple[tuple, ...] = ()
+
+
+@dataclass(frozen=True)
+class PartialSaves:
+    """When to hand the epoch's progress to ``save`` (which writes model, optimizer
+    and progress); a save is due after ``every_steps`` steps or ``every_seconds``
+    seconds since the last one, whichever comes first (0 turns a rule off)."""
+
+    save: Callable[[EpochProgress], None]
+    every_steps: int = 0
+    every_seconds: float = 0.0
+
+    def due(self, steps: int, seconds: float) -> bool:
+        return (self.every_steps > 0 and steps >= self.every_steps) or (
+            self.every_seconds > 0 and seconds >= self.every_seconds)
+
+
+def check_finite(model: nn.Module, epoch: int, step: int) -> None:
+    """Raise :class:`TrainingError` if a weight or buffer holds NaN or infinity."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise TrainingError(
+                f"epoch {epoch} step {step}: {name} holds non-finite values; training diverged. "
+                "Lower [TrainEpoch] lr, or check the input data; no checkpoint was written for this epoch"
+            )
 
 
 def train_one_epoch(
@@ -88,31 +129,45 @@ def train_one_epoch(
     augment_settings: AugmentSettings = AugmentSettings(),
     progress: Callable[[int, int, float], None] | None = None,
     show_bar: bool = True,
+    resume: EpochProgress | None = None,
+    saves: PartialSaves | None = None,
 ) -> pd.DataFrame:
     """Train over ``triplets`` (an ``(T, 3)`` array of query/positive/negative image
     ids, in the order given) and return the per-step log.
 
-    Raises :class:`TrainingError` naming epoch and step on a non-finite loss.
+    ``resume`` continues an interrupted epoch after its ``step`` first steps
+    (``model`` and ``optimizer`` must hold the state saved with it); on the CPU the
+    result is then bit-identical to an uninterrupted epoch. ``saves`` says when
+    to save progress for such a restart.
+
+    Raises :class:`TrainingError` naming epoch and step on a non-finite loss, or
+    on non-finite weights at the end of the epoch.
     """
     settings.validate()
     triplets = np.asarray(triplets, dtype=np.int64)
     n_steps = math.ceil(len(triplets) / settings.batch_size)
     batches = [triplets[i * settings.batch_size : (i + 1) * settings.batch_size] for i in range(n_steps)]
-    gen = epoch_generator(seed, epoch, device)
+    start = resume.step if resume is not None else 0
+    if not 0 <= start <= n_steps:
+        raise TrainingError(f"epoch {epoch}: cannot resume at step {start} of {n_steps}")
     model.train()
-    rows = []
-    bar = tqdm(total=n_steps, desc=f"train epoch {epoch}", unit="batch", disable=not show_bar, leave=False,
-               mininterval=2.0)
+    rows = [tuple(r) for r in resume.rows] if resume is not None else []
+    bar = tqdm(total=n_steps, initial=start, desc=f"train epoch {epoch}", unit="batch", disable=not show_bar,
+               leave=False, mininterval=2.0)
     lr = optimizer.param_groups[0]["lr"]
-    tick = time.perf_counter()
+    tick = last_save = time.perf_counter()
+    saved_step = start
     # On the CPU, augmentation runs in the prefetch thread, overlapping the model;
-    # on a GPU it runs on the device after the uint8 copy.
+    # on a GPU it runs on the device after the uint8 copy. The prefetch thread
+    # transforms batches one at a time in order, so it can walk the step generators.
     on_cpu = device.type == "cpu"
-    cpu_aug = (lambda t: augment(t, augment_settings, gen)) if on_cpu else None
-    id_batches = [b.reshape(-1) for b in batches]
-    for step, pixels in enumerate(iterate_batches(store, id_batches, pin=not on_cpu, transform=cpu_aug)):
+    generators = (step_generator(seed, epoch, step, device) for step in range(start, n_steps))
+    cpu_aug = (lambda t: augment(t, augment_settings, next(generators))) if on_cpu else None
+    id_batches = [b.reshape(-1) for b in batches[start:]]
+    loader = iterate_batches(store, id_batches, pin=not on_cpu, transform=cpu_aug)
+    for step, pixels in enumerate(loader, start=start):
         pixels = pixels.to(device, non_blocking=True)
-        x = to_float(pixels if on_cpu else augment(pixels, augment_settings, gen))
+        x = to_float(pixels if on_cpu else augment(pixels, augment_settings, next(generators)))
         with autocast(device):
             z = model(x).float()
         b = z.shape[0] // 3
@@ -140,7 +195,12 @@ def train_one_epoch(
         bar.set_postfix(loss=f"{loss_v:.4f}", refresh=False)
         if progress is not None:
             progress(step + 1, n_steps, loss_v)
+        if saves is not None and step + 1 < n_steps and saves.due(step + 1 - saved_step, now - last_save):
+            check_finite(model, epoch, step)
+            saves.save(EpochProgress(step=step + 1, rows=tuple(rows)))
+            saved_step, last_save = step + 1, time.perf_counter()
     bar.close()
+    check_finite(model, epoch, n_steps - 1)
     log_df = pd.DataFrame(rows, columns=list(STEP_LOG_COLUMNS))
     warn_if_collapsed(log_df, epoch)
     return log_df

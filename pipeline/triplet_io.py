@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
+from pipeline.layout import corrupt_artifact, is_damage
 
 PART = "part-00000.parquet"
 META_KEY = b"deep_ranking"
@@ -28,25 +29,60 @@ def write_triplet_list(out_dir: str | Path, table: pa.Table, meta: dict) -> Path
     schema_meta = dict(table.schema.metadata or {})
     schema_meta[META_KEY] = json.dumps(meta, default=str).encode()
     path = out_dir / PART
-    pq.write_table(table.replace_schema_metadata(schema_meta), path, row_group_size=1 << 20)
+    # Page checksums let readers tell overwritten bytes from real ids (see _read).
+    pq.write_table(table.replace_schema_metadata(schema_meta), path, row_group_size=1 << 20,
+                   write_page_checksum=True)
     return path
+
+
+def _part(triplet_dir: str | Path) -> Path:
+    path = Path(triplet_dir) / PART
+    if not path.is_file():
+        raise PipelineError(f"triplet list {path} is missing; run the TripletList task for that epoch")
+    return path
+
+
+def _read(path: Path, columns: list[str] | None) -> pa.Table:
+    """Read the list, turning truncated or overwritten bytes into a CorruptArtifactError."""
+    try:
+        return pq.read_table(path, columns=columns, page_checksum_verification=True)
+    except Exception as exc:
+        if is_damage(exc):
+            raise corrupt_artifact(path, f"unreadable Parquet: {exc}") from exc
+        raise
 
 
 def read_triplet_meta(triplet_dir: str | Path) -> dict:
     """The metadata (strategy, seconds, settings) stored in a triplet list's schema."""
-    meta = pq.read_schema(Path(triplet_dir) / PART).metadata or {}
-    return json.loads(meta.get(META_KEY, b"{}"))
+    path = _part(triplet_dir)
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta.get(META_KEY, b"{}"))
+    except Exception as exc:
+        if is_damage(exc):  # includes metadata that is not valid JSON
+            raise corrupt_artifact(path, f"unreadable Parquet footer: {exc}") from exc
+        raise
 
 
 def read_triplets(triplet_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """One epoch's triplet list as a DataFrame."""
-    path = Path(triplet_dir) / PART
-    if not path.is_file():
-        raise PipelineError(f"triplet list {path} is missing; run the TripletList task for that epoch")
-    return pq.read_table(path, columns=columns).to_pandas()
+    """One epoch's triplet list as a DataFrame.
+
+    Raises :class:`~pipeline.errors.CorruptArtifactError` if the file is
+    truncated or overwritten.
+    """
+    return _read(_part(triplet_dir), columns).to_pandas()
 
 
 def triplet_ids(triplet_dir: str | Path) -> np.ndarray:
-    """``(T, 3)`` int64 array of (query, positive, negative) image ids, in file order."""
-    t = pq.read_table(Path(triplet_dir) / PART, columns=["query", "positive", "negative"])
-    return np.stack([t[c].to_numpy() for c in ("query", "positive", "negative")], axis=1)
+    """``(T, 3)`` int64 array of (query, positive, negative) image ids, in file order.
+
+    Raises :class:`~pipeline.errors.CorruptArtifactError` if the file is
+    truncated or overwritten, or its id columns are not non-null integers.
+    """
+    path = _part(triplet_dir)
+    t = _read(path, ["query", "positive", "negative"])
+    cols = ("query", "positive", "negative")
+    bad = [c for c in cols if not pa.types.is_integer(t.schema.field(c).type) or t[c].null_count]
+    if bad:
+        raise corrupt_artifact(path, f"columns {bad} are not non-null integer image ids")
+    return np.stack([t[c].to_numpy() for c in cols], axis=1).astype(np.int64, copy=False)

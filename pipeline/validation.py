@@ -4,6 +4,7 @@ computed from saved vectors only (no network, no images).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,9 +13,20 @@ import pandas as pd
 from pipeline.embedding import Embeddings
 from pipeline.errors import ConfigError
 from pipeline.knn import knn_search
-from pipeline.metrics import per_class_precision, required_neighbors, retrieval_metrics, triplet_precision
+from pipeline.metrics import (
+    lone_queries,
+    per_class_precision,
+    required_neighbors,
+    retrieval_metrics,
+    triplet_precision,
+)
 from pipeline.sampling.base import ClassLayout
 from pipeline.sampling.uniform import uniform_negatives, uniform_positives
+
+log = logging.getLogger(__name__)
+
+# Classes named in the lone-query warning; Tiny ImageNet has 200, too many for one line.
+_MAX_CLASSES_NAMED = 20
 
 
 @dataclass(frozen=True)
@@ -49,6 +61,31 @@ def retrieval_scores(queries: Embeddings, database: Embeddings, *, k: int, backe
                              self_excluded=self_excluded), neighbor_labels
 
 
+def query_counts(split: str, queries: np.ndarray, database: np.ndarray, *, self_excluded: bool = False) -> dict[str, int]:
+    """How many ``split`` queries the retrieval means cover, and how many were left out.
+
+    Returns ``{"queries_<split>": ..., "queries_<split>_excluded": ...}``. A query
+    is left out (see :func:`pipeline.metrics.lone_queries`) when its class has
+    no training image to retrieve -- none at all for validation queries, none
+    besides itself for training queries (``self_excluded``). The means keep
+    pytorch-metric-learning's definition; this makes the exclusion visible,
+    with a warning naming the classes, instead of silent.
+    """
+    lone = lone_queries(queries, database, self_excluded=self_excluded)
+    if lone.any():
+        classes = np.unique(np.asarray(queries)[lone])
+        named = ", ".join(str(c) for c in classes[:_MAX_CLASSES_NAMED])
+        if classes.size > _MAX_CLASSES_NAMED:
+            named += f", ... ({classes.size - _MAX_CLASSES_NAMED} more)"
+        why = "no other training image" if self_excluded else "no training image"
+        log.warning(
+            "%d of %d %s queries left out of the retrieval means: their class has %s (labels %s); "
+            "give every class at least %s in the training split to measure them",
+            int(lone.sum()), len(lone), split, why, named, "two images" if self_excluded else "one image",
+        )
+    return {f"queries_{split}": int((~lone).sum()), f"queries_{split}_excluded": int(lone.sum())}
+
+
 def figure_queries(val: Embeddings, n: int, seed: int) -> np.ndarray:
     """Rows of ``n`` validation images from ``n`` different classes (seeded)."""
     classes = np.unique(val.labels)
@@ -61,10 +98,14 @@ def validate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -
     """Compute the epoch's metrics.
 
     Returns ``(metrics, per_class, neighbors)``: the metric dict (keys
-    ``precision_at_30_val``, ``precision_at_30_train``, ...), per-class
-    precision@k on validation, and the nearest/farthest training images of
-    the figure queries (columns ``query_id``, ``kind``, ``rank``, ``image_id``,
-    ``distance``).
+    ``precision_at_30_val``, ``precision_at_30_train``, ..., plus the counts
+    of :func:`query_counts`: ``queries_val``/``queries_train`` are the queries
+    the means are over, ``queries_val_excluded``/``queries_train_excluded``
+    those left out because their class has no training image to find),
+    per-class precision@k on validation (classes with no training image keep
+    their row with NaN precision, see :func:`pipeline.metrics.per_class_precision`),
+    and the nearest/farthest training images of the figure queries (columns
+    ``query_id``, ``kind``, ``rank``, ``image_id``, ``distance``).
     """
     for name in ("k", "train_queries", "figure_queries", "figure_k", "triplets"):
         if getattr(settings, name) < 1:
@@ -90,7 +131,7 @@ def validate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -
     n = uniform_negatives(layout, q, rng)
     metrics["triplet_precision_val"] = triplet_precision(val.vectors[q], val.vectors[p], val.vectors[n])
 
-    per_class = per_class_precision(val_neighbors, val.labels, k)
+    per_class = per_class_precision(val_neighbors, val.labels, k, database_labels=train.labels)
     per_class = per_class.rename(columns={"precision_at_k": f"precision_at_{k}"})
 
     fq = figure_queries(val, settings.figure_queries, settings.seed)
@@ -106,6 +147,6 @@ def validate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -
             "distance": dist.reshape(-1),
         }))
     metrics = {k_: float(v) for k_, v in metrics.items()}
-    metrics["queries_val"] = int(len(val.vectors))
-    metrics["queries_train"] = int(n_train)
+    metrics.update(query_counts("val", val.labels, train.labels))
+    metrics.update(query_counts("train", sample.labels, train.labels, self_excluded=True))
     return metrics, per_class, pd.concat(frames, ignore_index=True)

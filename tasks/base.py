@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import luigi
 
-from pipeline.atomic import atomic_path
+from pipeline.atomic import atomic_path, remove_stale_temporaries
+from pipeline.locks import exclusive_lock, lock_file
+from tasks.config import artifacts
 
 log = logging.getLogger("luigi-interface")
 
@@ -24,6 +27,29 @@ def temporary_dir(target: luigi.LocalTarget) -> Iterator[Path]:
     """
     with atomic_path(target.path, is_dir=True) as tmp:
         yield tmp
+
+
+def single_writer(run: Callable[[luigi.Task], None]) -> Callable[[luigi.Task], None]:
+    """Decorate a task's ``run()`` so one process at a time builds its output.
+
+    Two runs of one experiment with separate (local) schedulers would otherwise
+    build the same outputs side by side. The second now waits for the first,
+    then finds the output complete and does nothing. (A central ``luigid`` never
+    hands one task to two workers, so there the lock is never contended.)
+    """
+
+    @functools.wraps(run)
+    def locked(task: luigi.Task) -> None:
+        with exclusive_lock(lock_file(task.output().path, artifacts().root), what=str(task)) as waited:
+            if waited and task.complete():
+                log.info("%s was completed by another process meanwhile", task)
+                return
+            # Under the lock no one else writes this output: what temporaries are left
+            # were abandoned by a killed run.
+            remove_stale_temporaries(task.output().path)
+            run(task)
+
+    return locked
 
 
 def progress_reporter(task: luigi.Task, label: str, every: int = 10):

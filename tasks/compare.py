@@ -18,7 +18,7 @@ from pipeline import layout
 from pipeline.figures import plot_compare
 from pipeline.report import write_compare
 from pipeline.report_inputs import metrics_table, stage_times
-from tasks.base import log, temporary_dir
+from tasks.base import log, single_writer, temporary_dir
 from tasks.config import artifacts
 from tasks.train_epoch import train_seconds
 
@@ -48,6 +48,7 @@ class Compare(luigi.Task):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(layout.compare_dir(artifacts().root, list(self.experiments), self.epochs)))
 
+    @single_writer
     def run(self) -> None:
         tables, times = {}, {}
         for name, outs in self.input().items():

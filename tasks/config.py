@@ -1,5 +1,5 @@
 """Shared configuration sections of ``luigi.cfg`` (``[artifacts]``,
-``[run]``, ``[dataset]``, ``[model]``).
+``[run]``, ``[model]``, ``[compute]``).
 
 Settings that belong to one task live in that task's own section
 (``[TripletList]``, ``[TrainEpoch]``...), as Luigi task parameters.
@@ -66,6 +66,12 @@ def experiment_param() -> luigi.Parameter:
                            description="experiment name: outputs go to <artifacts root>/<experiment>/")
 
 
-def device_param() -> luigi.Parameter:
-    return luigi.Parameter(default="auto", significant=False,
-                           description="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+class compute(luigi.Config):  # noqa: N801
+    """``[compute]``: where training and embedding run (run-only: not part of any output's identity).
+
+    One setting for both stages, so ``--compute-device cpu`` moves the whole run.
+    """
+
+    device = luigi.Parameter(default="auto", significant=False,
+                             description="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
+    threads = luigi.IntParameter(default=0, significant=False, description="CPU threads for torch (0 = torch's default)")

@@ -23,8 +23,8 @@ from pipeline.device import resolve_device
 from pipeline.errors import ConfigError
 from pipeline.embedding import embed_images, write_shards
 from pipeline.pixel_store import open_store
-from tasks.base import log, temporary_dir
-from tasks.config import artifacts, device_param, experiment_param, model
+from tasks.base import log, single_writer, temporary_dir
+from tasks.config import artifacts, compute, experiment_param, model
 from tasks.index_dataset import IndexDataset
 from tasks.train_epoch import CHECKPOINT, TrainEpoch
 
@@ -36,8 +36,6 @@ class EmbedEpoch(luigi.Task):
     epoch = luigi.IntParameter()
     batch_size = luigi.IntParameter(default=512, significant=False)
     rows_per_shard = luigi.IntParameter(default=50_000, significant=False)
-    device = device_param()
-    threads = luigi.IntParameter(default=0, significant=False, description="CPU threads for torch (0 = default)")
 
     resources = {"gpu": 1}
 
@@ -47,11 +45,12 @@ class EmbedEpoch(luigi.Task):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(layout.embeddings_dir(artifacts().root, self.experiment, self.epoch)))
 
+    @single_writer
     def run(self) -> None:
         started = time.perf_counter()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        device = resolve_device(self.device)
+        if compute().threads:
+            torch.set_num_threads(compute().threads)
+        device = resolve_device(compute().device)
         state = load_checkpoint(Path(self.input()["train"].path) / CHECKPOINT)
         settings = ModelSettings(**state["model_settings"])
         if settings != model().settings():

@@ -12,7 +12,7 @@ import luigi
 
 from pipeline import layout
 from pipeline.indexing import NATIVE_SIZE, IndexSettings, build_index, format_summary
-from tasks.base import log, temporary_dir
+from tasks.base import log, single_writer, temporary_dir
 from tasks.config import artifacts
 
 
@@ -44,6 +44,7 @@ class IndexDataset(luigi.Task):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(layout.dataset_dir(artifacts().root, self.key)))
 
+    @single_writer
     def run(self) -> None:
         with temporary_dir(self.output()) as tmp:
             summary = build_index(self.settings(), tmp)

@@ -19,7 +19,7 @@ from pipeline.atomic import write_text_atomic
 from pipeline.baseline import pixel_embeddings
 from pipeline.pixel_store import open_store, read_index
 from pipeline.validation import ValidationSettings, validate
-from tasks.base import log
+from tasks.base import log, single_writer
 from tasks.config import artifacts, RunSeed
 from tasks.index_dataset import IndexDataset
 
@@ -38,6 +38,7 @@ class PixelBaseline(RunSeed, luigi.Task):
         return luigi.LocalTarget(str(layout.baseline_file(artifacts().root, IndexDataset().key, self.k,
                                                           self.max_size, self.seed)))
 
+    @single_writer
     def run(self) -> None:
         started = time.perf_counter()
         ds = Path(self.input().path)

@@ -22,12 +22,13 @@ from pipeline.report import write_report
 from pipeline.report_inputs import (collapse_notes, metric_values, metrics_table, neighbor_grid_inputs, stage_times,
                                     step_logs)
 from pipeline.triplet_io import read_triplet_meta
-from tasks.base import log, temporary_dir
+from tasks.base import log, single_writer, temporary_dir
 from tasks.config import artifacts, experiment_param
 from tasks.embed_epoch import EmbedEpoch
 from tasks.index_dataset import IndexDataset
 from tasks.pixel_baseline import PixelBaseline
 from tasks.train_epoch import STEPS, TrainEpoch, train_seconds
+from tasks.triplet_list import TripletList
 from tasks.validate_epoch import ValidateEpoch
 
 
@@ -51,7 +52,14 @@ class Report(luigi.Task):
         return luigi.LocalTarget(str(layout.report_dir(artifacts().root, self.experiment, self.epochs)))
 
     def complete(self) -> bool:
-        """Also stale when an epoch's metrics must be recomputed (changed [ValidateEpoch] settings)."""
+        """Also stale when an epoch's metrics must be recomputed (changed [ValidateEpoch] settings).
+
+        Changed training or sampling settings are refused here too: Luigi does not
+        look below a complete task, so this is where a finished experiment sees them.
+        """
+        TrainEpoch(experiment=self.experiment, epoch=self.epochs).check_settings()
+        if self.epochs > 0:
+            TripletList(experiment=self.experiment, epoch=self.epochs).check_settings()
         return super().complete() and all(task.complete() for task in self.requires()["metrics"])
 
     def _stage_times(self) -> list[tuple[str, float | None]]:
@@ -68,6 +76,7 @@ class Report(luigi.Task):
             entries.append((f"ValidateEpoch({i})", json.loads(Path(inp["metrics"][i].path).read_text()).get("seconds")))
         return entries
 
+    @single_writer
     def run(self) -> None:
         started = time.perf_counter()
         inp = self.input()

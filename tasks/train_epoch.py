@@ -2,10 +2,12 @@
 
     luigi --module tasks TrainEpoch --epoch 2 --local-scheduler
 
-Settings: ``[TrainEpoch]`` (optimiser, lr, margin, batch size, augmentation)
-and ``[model]``. Uses CUDA when present (``--device`` is a run-only knob).
-Writes ``train/epoch=NNN/`` with ``checkpoint.pt`` and ``steps.parquet``; a
-crashed epoch leaves no folder, so rerunning resumes from the last complete one.
+Settings: ``[TrainEpoch]`` (optimiser, lr, margin, batch size, augmentation,
+partial checkpoints) and ``[model]``. Uses CUDA when present (``[compute] device``
+is a run-only knob). Writes ``train/epoch=NNN/`` with ``checkpoint.pt`` and
+``steps.parquet``. While it trains, progress is saved every
+``checkpoint_minutes`` (or ``checkpoint_every`` steps) to the hidden
+``train/.partial-epoch=NNN.pt``; a killed epoch's rerun continues from there.
 """
 
 from __future__ import annotations
@@ -24,14 +26,16 @@ from models.embedding_net import build_model
 from models.weights import apply_weights
 from pipeline import layout
 from pipeline.batches import AugmentSettings
-from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.device import resolve_device
-from pipeline.experiment_config import record_or_check
+from pipeline.experiment_config import check_recorded, record_or_check
 from pipeline.pixel_store import open_store
-from pipeline.training import STEP_LOG_COLUMNS, TrainSettings, make_optimizer, make_scheduler, train_one_epoch
+from pipeline.resume import fingerprint, load_partial, partial_path, remove_partial, save_partial
+from pipeline.training import (STEP_LOG_COLUMNS, PartialSaves, TrainSettings, make_optimizer, make_scheduler,
+                               train_one_epoch)
 from pipeline.triplet_io import triplet_ids
-from tasks.base import log, progress_reporter, temporary_dir
-from tasks.config import artifacts, device_param, experiment_param, model, RunSeed
+from tasks.base import log, progress_reporter, single_writer, temporary_dir
+from tasks.config import artifacts, compute, experiment_param, model, RunSeed
 from tasks.index_dataset import IndexDataset
 from tasks.triplet_list import TripletList
 
@@ -64,8 +68,10 @@ class TrainEpoch(RunSeed, luigi.Task):
     augment = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
     crop_padding = luigi.IntParameter(default=2)
     flip = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    device = device_param()
-    threads = luigi.IntParameter(default=0, significant=False, description="CPU threads for torch (0 = torch's default)")
+    checkpoint_minutes = luigi.FloatParameter(default=10.0, significant=False,
+                                              description="save the epoch's progress this often (0 = never)")
+    checkpoint_every = luigi.IntParameter(default=0, significant=False,
+                                          description="also save it every N steps (0 = only by time)")
 
     resources = {"gpu": 1}
 
@@ -78,6 +84,18 @@ class TrainEpoch(RunSeed, luigi.Task):
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(layout.train_dir(artifacts().root, self.experiment, self.epoch)))
+
+    def config_path(self) -> Path:
+        return layout.experiment_dir(artifacts().root, self.experiment) / "config.json"
+
+    def check_settings(self) -> None:
+        """Raise if the current settings contradict the experiment's record."""
+        check_recorded(self.config_path(), self.resolved_config(), self.experiment)
+
+    def complete(self) -> bool:
+        """Refuse changed settings even when the epoch is done (Luigi reports it before running anything)."""
+        self.check_settings()
+        return super().complete()
 
     def train_settings(self) -> TrainSettings:
         return TrainSettings(batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
@@ -94,17 +112,17 @@ class TrainEpoch(RunSeed, luigi.Task):
                                                            "flip": self.flip},
         }
 
+    @single_writer
     def run(self) -> None:
         started = time.perf_counter()
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        if compute().threads:
+            torch.set_num_threads(compute().threads)
         settings = self.train_settings()
         settings.validate()
         model().settings().validate()
-        device = resolve_device(self.device)
+        device = resolve_device(compute().device)
         config = self.resolved_config()
-        record_or_check(layout.experiment_dir(artifacts().root, self.experiment) / "config.json", config,
-                        self.experiment)
+        record_or_check(self.config_path(), config, self.experiment)
         if self.epoch == 0:
             state = self._initial_state(config)
             steps = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
@@ -117,6 +135,7 @@ class TrainEpoch(RunSeed, luigi.Task):
             steps.to_parquet(tmp / STEPS, index=False)
             (tmp / SUMMARY).write_text(json.dumps({"epoch": self.epoch, "seconds": state["seconds"],
                                                    "steps": len(steps)}))
+        remove_partial(partial_path(self.output().path))
         if len(steps):
             log.info("epoch %d: mean loss %.4f, active %.2f, %.1fs", self.epoch, steps["loss"].mean(),
                      steps["active_fraction"].mean(), state["seconds"])
@@ -129,28 +148,33 @@ class TrainEpoch(RunSeed, luigi.Task):
         optimizer = make_optimizer(net, self.train_settings())
         scheduler = make_scheduler(optimizer, self.train_settings())
         return {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "epoch": 0, "rng": rng_state(), "config": config, "model_settings": asdict(net.settings),
-                "initialised_keys": skipped}
+                "epoch": 0, "config": config, "model_settings": asdict(net.settings), "initialised_keys": skipped}
 
     def _train(self, config: dict, device: torch.device, settings: TrainSettings) -> tuple[dict, pd.DataFrame]:
         prev = load_checkpoint(Path(self.input()["previous"].path) / CHECKPOINT)
         torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+        triplets = triplet_ids(self.input()["triplets"].path)
+        augment = AugmentSettings(crop_padding=self.crop_padding, flip=self.flip, enabled=self.augment)
+        partial = partial_path(self.output().path)
+        digest = fingerprint(triplets, {"config": config, "epoch": self.epoch, "augment": asdict(augment)})
+        resumed = load_partial(partial, digest)
         net = build_model(model().settings())
-        net.load_state_dict(prev["model"])
+        net.load_state_dict(resumed[0]["model"] if resumed else prev["model"])
         net = net.to(device, memory_format=torch.channels_last)
         optimizer = make_optimizer(net, settings)
-        optimizer.load_state_dict(prev["optimizer"])
+        optimizer.load_state_dict(resumed[0]["optimizer"] if resumed else prev["optimizer"])
         scheduler = make_scheduler(optimizer, settings)
         scheduler.load_state_dict(prev["scheduler"])
         store = open_store(self.input()["index"].path)
-        triplets = triplet_ids(self.input()["triplets"].path)
+        saves = PartialSaves(save=lambda progress: save_partial(partial, net, optimizer, progress, digest),
+                             every_steps=self.checkpoint_every, every_seconds=60.0 * self.checkpoint_minutes)
         steps = train_one_epoch(
             net, optimizer, triplets, store, settings, epoch=self.epoch, seed=self.seed, device=device,
-            augment_settings=AugmentSettings(crop_padding=self.crop_padding, flip=self.flip, enabled=self.augment),
-            progress=progress_reporter(self, f"epoch {self.epoch}"),
+            augment_settings=augment, progress=progress_reporter(self, f"epoch {self.epoch}"),
+            resume=resumed[1] if resumed else None, saves=saves,
         )
         scheduler.step()
-        state = {"model": {k: v.cpu() for k, v in net.state_dict().items()}, "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "epoch": self.epoch, "rng": rng_state(), "config": config,
+        state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "epoch": self.epoch, "config": config,
                  "model_settings": asdict(net.settings), "device": str(device)}
         return state, steps

@@ -11,6 +11,7 @@ Inspect the result with ``python -m pipeline.inspect triplets --epoch 2``.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import luigi
 import numpy as np
@@ -20,10 +21,10 @@ from pipeline import layout
 from pipeline.pixel_store import read_index
 from pipeline.embedding import load_embeddings
 from pipeline.errors import ConfigError
-from pipeline.experiment_config import record_or_check
+from pipeline.experiment_config import check_recorded, record_or_check
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
 from pipeline.triplet_io import write_triplet_list
-from tasks.base import log, temporary_dir
+from tasks.base import log, single_writer, temporary_dir
 from tasks.config import artifacts, experiment_param, RunSeed
 from tasks.index_dataset import IndexDataset
 
@@ -96,10 +97,25 @@ class TripletList(RunSeed, luigi.Task):
                                                                               "scheduler")}
         return {**settings, "margin": self.margin}
 
+    def recorded_settings(self) -> dict:
+        return {"TripletList": self.sampling_settings(), "run": {"seed": self.seed}}
+
+    def config_path(self) -> Path:
+        return layout.experiment_dir(artifacts().root, self.experiment) / "config.json"
+
+    def check_settings(self) -> None:
+        """Raise if the current settings contradict the experiment's record."""
+        check_recorded(self.config_path(), self.recorded_settings(), self.experiment)
+
+    def complete(self) -> bool:
+        """Refuse changed settings even when the list exists (Luigi reports it before running anything)."""
+        self.check_settings()
+        return super().complete()
+
+    @single_writer
     def run(self) -> None:
         started = time.perf_counter()
-        record_or_check(layout.experiment_dir(artifacts().root, self.experiment) / "config.json",
-                        {"TripletList": self.sampling_settings(), "run": {"seed": self.seed}}, self.experiment)
+        record_or_check(self.config_path(), self.recorded_settings(), self.experiment)
         index = read_index(self.input()["index"].path, columns=["image_id", "split", "label", "class_id", "path"])
         train = index[index["split"] == "train"].sort_values("image_id")
         check_classes(train)

@@ -24,7 +24,7 @@ from pipeline import layout
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.embedding import load_embeddings
 from pipeline.validation import ValidationSettings, validate
-from tasks.base import log
+from tasks.base import log, single_writer
 from tasks.config import artifacts, experiment_param, RunSeed
 from tasks.embed_epoch import EmbedEpoch
 
@@ -71,6 +71,7 @@ class ValidateEpoch(RunSeed, luigi.Task):
         except (OSError, ValueError):
             return False
 
+    @single_writer
     def run(self) -> None:
         started = time.perf_counter()
         emb_dir = self.input().path

@@ -24,8 +24,9 @@ def fast_config(tmp_path: Path, dataset_root: Path, source: str = "tiny-imagenet
         "dataset": {"source": source, "root": dataset_root, "stored_size": 16, "scheduler": "synchronous"},
         "model": {"arch": "resnet18", "width": 8, "embedding_dim": 8, "stem": "small-s2"},
         "TripletList": {"scheduler": "synchronous", "n_blocks": 2},
-        "TrainEpoch": {"batch_size": 8, "lr": 0.01, "threads": 1},
-        "EmbedEpoch": {"batch_size": 32, "threads": 1},
+        "TrainEpoch": {"batch_size": 8, "lr": 0.01},
+        "EmbedEpoch": {"batch_size": 32},
+        "compute": {"device": "cpu", "threads": 1},
         "ValidateEpoch": {"train_queries": 12, "figure_queries": 2, "figure_k": 3, "triplets": 30},
     }
 

@@ -1,14 +1,20 @@
-"""``atomic_path``: outputs appear complete or not at all, with normal permissions."""
+"""``atomic_path``: outputs appear complete or not at all, with normal permissions;
+replacing a folder never shows a partial one; a full disk or read-only folder
+gives an ArtifactWriteError and leaves nothing behind."""
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import stat
 from pathlib import Path
 
 import pytest
 
+from pipeline import atomic
 from pipeline.atomic import atomic_path, write_text_atomic
+from pipeline.errors import ArtifactWriteError, PipelineError
 
 
 class Boom(Exception):
@@ -155,3 +161,288 @@ def test_write_text_atomic(tmp_path):
     write_text_atomic(path, "second")
     assert path.read_text(encoding="utf-8") == "second"
     assert [p.name for p in path.parent.iterdir()] == ["config.json"]
+
+
+# --------------------------------------------------------------------------- replacing a folder, crash at every step
+
+OLD = {"a.parquet": b"old a", "sub/b.parquet": b"old b", "sub/c.parquet": b"old c", "d.json": b"old d"}
+NEW = {"x.parquet": b"new x", "sub/y.parquet": b"new y"}
+# Hidden leftovers a kill may leave: the form tests/test_resume.py (and readers) skip.
+LEFTOVER = re.compile(r"^\.tmp-epoch=\d{3}-\w+$")
+
+
+class Killed(BaseException):
+    """Stands for kill -9: raised at a chosen step; the state at that instant is what a kill leaves."""
+
+
+def _tree(folder: Path) -> dict[str, bytes] | None:
+    """Every file under ``folder`` by relative path (None if ``folder`` is absent)."""
+    if not os.path.lexists(folder):
+        return None
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _write_tree(folder: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+
+
+class StepInjector:
+    """Counts the file-system steps ``atomic_path`` takes after the body, and kills at step ``kill_at``.
+
+    Before the kill it records what the final name holds (what a kill -9 at that
+    instant leaves), then lets cleanup run unhindered.
+    """
+
+    last_seen: dict[str, bytes] | None = None
+    last_hidden: list[dict[str, bytes] | None] = []
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, final: Path, kill_at: int | None, exchange: bool):
+        self.final, self.kill_at, self.armed, self.steps, self.seen = final, kill_at, False, 0, None
+        for name in ("rename", "replace", "unlink", "rmdir"):
+            monkeypatch.setattr(os, name, self._wrap(getattr(os, name)))
+        real_exchange = atomic.exchange
+        monkeypatch.setattr(atomic, "exchange", self._wrap(real_exchange if exchange else lambda a, b: False))
+
+    def _wrap(self, fn):
+        def step(*args, **kwargs):
+            if self.armed:
+                if self.steps == self.kill_at:
+                    self.armed = False
+                    self.seen = StepInjector.last_seen = _tree(self.final)
+                    StepInjector.last_hidden = [_tree(p) for p in self.final.parent.glob(".tmp-*")]
+                    raise Killed()
+                self.steps += 1
+            return fn(*args, **kwargs)
+        return step
+
+
+def _replace_with_injector(monkeypatch, root: Path, kill_at: int | None, exchange: bool) -> StepInjector:
+    """Replace ``root/epoch=001`` (holding OLD) by NEW, killed at step ``kill_at`` (None: never)."""
+    final = root / "epoch=001"
+    _write_tree(final, OLD)
+    inj = StepInjector(monkeypatch, final, kill_at, exchange)
+    try:
+        with atomic_path(final, is_dir=True) as tmp:
+            _write_tree(tmp, NEW)
+            inj.armed = True  # count only what atomic_path does once the output is complete
+    finally:
+        inj.armed = False
+    return inj
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "two-renames"])
+def test_dir_replacement_killed_at_any_step_never_shows_a_partial_folder(monkeypatch, tmp_path, exchange):
+    if exchange and atomic._renameat2 is None:
+        pytest.skip("no renameat2 in this libc")
+    with monkeypatch.context() as m:
+        total = _replace_with_injector(m, tmp_path / "dry", None, exchange).steps
+    assert _tree(tmp_path / "dry" / "epoch=001") == NEW
+    # The exchange (or a refused one and two renames), then 4 unlinks and 2 rmdirs deleting the old folder.
+    assert total == (7 if exchange else 9)
+    states = []
+    for kill_at in range(total):
+        root = tmp_path / f"kill{kill_at}"
+        with monkeypatch.context() as m:
+            with pytest.raises(Killed):
+                _replace_with_injector(m, root, kill_at, exchange)
+            states.append(StepInjector.last_seen)
+        if StepInjector.last_seen is None:  # the old output is whole, under a hidden name
+            assert OLD in StepInjector.last_hidden, kill_at
+        # After the in-process cleanup: a whole output, and hidden leftovers at most.
+        assert _tree(root / "epoch=001") in (OLD, NEW), kill_at
+        for name in os.listdir(root):
+            assert name == "epoch=001" or LEFTOVER.match(name), (kill_at, name)
+        # A rerun replaces whatever the kill left.
+        with atomic_path(root / "epoch=001", is_dir=True) as tmp:
+            _write_tree(tmp, NEW)
+        assert _tree(root / "epoch=001") == NEW
+    # What a kill -9 at each instant leaves under the final name: the whole old output, the whole new
+    # one, or (between the two fallback renames only; the old one is then whole under a hidden name)
+    # nothing -- never a partly deleted folder.
+    allowed = (OLD, NEW) if exchange else (OLD, NEW, None)
+    assert all(s in allowed for s in states), states
+    assert states[0] == OLD and states[-1] == NEW
+    assert (None in states) == (not exchange)
+
+
+def test_dir_replacement_without_exchange_leaves_no_old_folder(monkeypatch, tmp_path):
+    monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
+    final = tmp_path / "epoch=001"
+    _write_tree(final, OLD)
+    with atomic_path(final, is_dir=True) as tmp:
+        _write_tree(tmp, NEW)
+    assert _tree(final) == NEW
+    assert os.listdir(tmp_path) == ["epoch=001"]
+
+
+def test_failed_second_rename_puts_the_old_folder_back(monkeypatch, tmp_path):
+    monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
+    final = tmp_path / "epoch=001"
+    _write_tree(final, OLD)
+    real_rename, calls = os.rename, []
+
+    def rename(src, dst, *args, **kwargs):
+        calls.append((src, dst))
+        if len(calls) == 2:  # the new folder into place
+            raise OSError(errno.EIO, "Input/output error")
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(OSError) as info:
+        with atomic_path(final, is_dir=True) as tmp:
+            _write_tree(tmp, NEW)
+    assert not isinstance(info.value, ArtifactWriteError)  # an I/O error is not "disk full"
+    assert _tree(final) == OLD
+    assert os.listdir(tmp_path) == ["epoch=001"]
+
+
+@pytest.mark.skipif(atomic._renameat2 is None, reason="no renameat2 in this libc")
+def test_exchange_swaps_two_folders(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _write_tree(a, OLD)
+    _write_tree(b, NEW)
+    if not atomic.exchange(a, b):
+        pytest.skip("this file system cannot exchange")
+    assert _tree(a) == NEW and _tree(b) == OLD
+
+
+# --------------------------------------------------------------------------- disk full, read-only, no permission
+
+ADVICE = {errno.ENOSPC: "free space", errno.EDQUOT: "quota", errno.EROFS: "read-only",
+          errno.EACCES: "writable", errno.EPERM: "writable"}
+WRITE_ERRNOS = pytest.mark.parametrize("code", list(ADVICE), ids=[errno.errorcode[c] for c in ADVICE])
+
+
+def _check_write_error(info: pytest.ExceptionInfo, final: Path, code: int) -> None:
+    err = info.value
+    assert isinstance(err, PipelineError)
+    assert str(final) in str(err)
+    assert ADVICE[code] in str(err) and "[artifacts] root" in str(err)
+    assert isinstance(err.__cause__, OSError) and err.__cause__.errno == code
+
+
+@WRITE_ERRNOS
+@pytest.mark.parametrize("is_dir", [False, True], ids=["file", "dir"])
+def test_write_error_in_the_body(tmp_path, code, is_dir):
+    final = tmp_path / "out"
+    with pytest.raises(ArtifactWriteError) as info:
+        with atomic_path(final, is_dir=is_dir) as tmp:
+            (tmp / "part.parquet" if is_dir else tmp).write_bytes(b"half")
+            # As pyarrow and file writes report it: an errno and no file name.
+            raise OSError(code, os.strerror(code))
+    _check_write_error(info, final, code)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("is_dir", [False, True], ids=["file", "dir"])
+def test_permission_error_on_a_file_inside_the_temporary(tmp_path, is_dir):
+    final = tmp_path / "out"
+    with pytest.raises(ArtifactWriteError) as info:
+        with atomic_path(final, is_dir=is_dir) as tmp:
+            inner = tmp / "part.parquet" if is_dir else tmp
+            raise PermissionError(errno.EACCES, "Permission denied", str(inner))
+    _check_write_error(info, final, errno.EACCES)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_permission_error_reading_an_input_is_not_a_write_error(tmp_path):
+    """An unreadable input the body opens is the input's problem: it passes through unchanged."""
+    final = tmp_path / "out" / "epoch=001"
+    with pytest.raises(PermissionError) as info:
+        with atomic_path(final, is_dir=True):
+            raise PermissionError(errno.EACCES, "Permission denied", "/data/images/cat.jpg")
+    assert not isinstance(info.value, PipelineError)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_write_error_keeps_the_old_output(tmp_path):
+    final = tmp_path / "epoch=001"
+    _write_tree(final, OLD)
+    with pytest.raises(ArtifactWriteError):
+        with atomic_path(final, is_dir=True) as tmp:
+            _write_tree(tmp, NEW)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert _tree(final) == OLD
+    assert os.listdir(tmp_path) == ["epoch=001"]
+
+
+@WRITE_ERRNOS
+def test_write_error_at_the_file_rename(monkeypatch, tmp_path, code):
+    final = tmp_path / "out.json"
+
+    def replace(src, dst, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(src), None, str(dst))
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(ArtifactWriteError) as info:
+        write_text_atomic(final, "x")
+    _check_write_error(info, final, code)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "two-renames"])
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES], ids=["EROFS", "EACCES"])
+def test_write_error_at_the_folder_swap(monkeypatch, tmp_path, exchange, code):
+    final = tmp_path / "epoch=001"
+    _write_tree(final, OLD)
+
+    def fail(src, dst, *args, **kwargs):
+        raise OSError(code, os.strerror(code), str(src), None, str(dst))
+
+    if exchange:
+        monkeypatch.setattr(atomic, "exchange", fail)
+    else:
+        monkeypatch.setattr(atomic, "exchange", lambda a, b: False)
+        monkeypatch.setattr(os, "rename", fail)
+    with pytest.raises(ArtifactWriteError) as info:
+        with atomic_path(final, is_dir=True) as tmp:
+            _write_tree(tmp, NEW)
+    _check_write_error(info, final, code)
+    assert _tree(final) == OLD
+    assert os.listdir(tmp_path) == ["epoch=001"]
+
+
+@WRITE_ERRNOS
+@pytest.mark.parametrize("is_dir", [False, True], ids=["file", "dir"])
+def test_cannot_create_the_temporary_in_a_read_only_folder(monkeypatch, tmp_path, code, is_dir):
+    folder = tmp_path / "artifacts"
+    folder.mkdir()
+    final = folder / "epoch=001"
+
+    def refuse(*args, prefix="", dir=None, **kwargs):  # as mkstemp/mkdtemp fail: the name they tried
+        raise OSError(code, os.strerror(code), os.path.join(dir, prefix + "abc123"))
+
+    monkeypatch.setattr(atomic.tempfile, "mkdtemp" if is_dir else "mkstemp", refuse)
+    with pytest.raises(ArtifactWriteError) as info:
+        with atomic_path(final, is_dir=is_dir):
+            pytest.fail("the body must not run")
+    _check_write_error(info, final, code)
+    assert str(folder) in str(info.value) or code not in (errno.EACCES, errno.EPERM)
+    assert list(folder.iterdir()) == []
+
+
+def test_cannot_create_the_output_folder_on_a_read_only_file_system(monkeypatch, tmp_path):
+    final = tmp_path / "artifacts" / "demo" / "train" / "epoch=001"
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if tmp_path in self.parents:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    with pytest.raises(ArtifactWriteError) as info:
+        with atomic_path(final, is_dir=True):
+            pytest.fail("the body must not run")
+    _check_write_error(info, final, errno.EROFS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_os_errors_pass_through(tmp_path):
+    with pytest.raises(OSError) as info:
+        with atomic_path(tmp_path / "out"):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+    assert not isinstance(info.value, PipelineError)
+    assert list(tmp_path.iterdir()) == []

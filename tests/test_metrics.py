@@ -9,6 +9,7 @@ import pytest
 from pipeline.errors import ConfigError
 from pipeline.knn import knn_search
 from pipeline.metrics import (
+    lone_queries,
     map_at_r,
     per_class_precision,
     precision_at_k,
@@ -74,6 +75,19 @@ def test_retrieval_metrics_skips_lone_queries():
     assert got["map_at_r"] == pytest.approx(((1 + 2 / 3) / 3 + 1 / 2) / 2)
 
 
+def test_lone_queries_marks_what_the_means_leave_out():
+    database = np.array([1, 1, 1, 2, 2, 7])
+    np.testing.assert_array_equal(lone_queries(np.array([1, 2, 9, 7]), database), [False, False, True, False])
+    # Self-excluded, class 7's only member has nothing else to find.
+    np.testing.assert_array_equal(lone_queries(database, database, self_excluded=True), [0, 0, 0, 0, 0, 1])
+    # Dropping the marked queries by hand gives the same means.
+    neighbors = np.array([[1, 2, 1, 1], [2, 1, 1, 2], [1, 1, 2, 2]])
+    queries = np.array([1, 2, 9])
+    keep = ~lone_queries(queries, database)
+    assert retrieval_metrics(neighbors, queries, database, ks=(1, 2)) == \
+        retrieval_metrics(neighbors[keep], queries[keep], database, ks=(1, 2))
+
+
 def test_retrieval_metrics_self_excluded_lowers_r():
     database = np.array([1, 1, 1, 2, 2])
     neighbors = np.array([[1, 1, 2], [1, 1, 2], [2, 1, 1], [2, 1, 1], [1, 2, 1]])
@@ -100,6 +114,17 @@ def test_per_class_precision():
     frame = per_class_precision(neighbors, np.array([1, 1, 0, 2]), k=2)
     expected = pd.DataFrame({"label": [0, 1, 2], "n_queries": [1, 2, 1], "precision_at_k": [1.0, 0.75, 0.0]})
     pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+
+
+def test_per_class_precision_gives_classes_without_database_items_nan():
+    neighbors = np.array([[1, 1], [1, 0], [0, 0], [1, 1]])
+    queries = np.array([1, 1, 0, 2])
+    frame = per_class_precision(neighbors, queries, k=2, database_labels=np.array([0, 1, 1]))
+    # Class 2 has no database item: its row stays, with its query count, but no number.
+    expected = pd.DataFrame({"label": [0, 1, 2], "n_queries": [1, 2, 1], "precision_at_k": [1.0, 0.75, np.nan]})
+    pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+    # The unweighted mean over classes skips it, as retrieval_metrics' means do.
+    assert frame["precision_at_k"].mean() == pytest.approx((1.0 + 0.75) / 2)
 
 
 def test_triplet_precision():

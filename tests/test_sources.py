@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from pipeline.datasets.decode import decode_image
+from pipeline.datasets.fashion_mnist import FILES, load_fashion_mnist
 from pipeline.datasets.image_folder import list_image_folder
 from pipeline.datasets.listing import SourceListing, make_classes
 from pipeline.datasets.tiny_imagenet import list_tiny_imagenet
@@ -173,6 +176,23 @@ def test_tiny_imagenet_annotation_escaping_root_is_rejected(tin, name):
     assert f"{ann} line 1" in msg and name in msg
 
 
+@pytest.mark.parametrize("wnid", ["../../etc", "/abs", "n01/images", "..", ".", "sub\\..\\x", "C:x"])
+def test_tiny_imagenet_wnid_escaping_train_is_rejected(tin, wnid):
+    # A wnid becomes the folder train/<wnid>/images; it must not point anywhere else.
+    wnids = tin / "wnids.txt"
+    lines = wnids.read_text().splitlines()
+    wnids.write_text("\n".join(lines[:1] + ["", wnid] + lines[1:]) + "\n")
+    msg = _error(DatasetLayoutError, list_tiny_imagenet, tin)
+    # Line 3: the blank line 2 still counts, so the number matches an editor's.
+    assert f"{wnids} line 3" in msg and repr(wnid) in msg and "plain wnid" in msg
+
+
+def test_tiny_imagenet_wnid_traversal_to_real_folder_is_rejected(tin):
+    # ../../<copy>/train/<wnid> exists, so only the name check (not "missing folder") stops it.
+    (tin / "wnids.txt").write_text(f"../../{tin.name}/train/n01443537\n")
+    assert "path separator" in _error(DatasetLayoutError, list_tiny_imagenet, tin)
+
+
 def test_tiny_imagenet_malformed_annotation_line(tin):
     ann = _rewrite_annotations(tin, "val_0.JPEG")
     assert f"{ann} line 1" in _error(DatasetLayoutError, list_tiny_imagenet, tin)
@@ -249,6 +269,41 @@ def test_image_folder_val_class_missing_from_train(folder):
     Image.new("RGB", (8, 8)).save(stray / "h.png")
     msg = _error(DatasetLayoutError, list_image_folder, folder)
     assert str(stray) in msg
+
+
+# --------------------------------------------------------------------------- Fashion-MNIST
+
+
+def _write_idx(path: Path, array: np.ndarray, type_code: int = 0x08) -> None:
+    """Write ``array`` as a gzipped idx file (type 0x08 = uint8, 0x09 = int8)."""
+    header = bytes([0, 0, type_code, array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    dtype = np.uint8 if type_code == 0x08 else np.int8
+    path.write_bytes(gzip.compress(header + np.ascontiguousarray(array, dtype=dtype).tobytes()))
+
+
+def _fashion(root: Path, train_labels: np.ndarray, type_code: int = 0x08) -> Path:
+    """Four small idx files: ``train_labels`` for training, labels 0..9 for validation."""
+    root.mkdir(parents=True)
+    val_labels = np.arange(10)
+    for (_, img_stem, lbl_stem), labels in zip(FILES, (train_labels, val_labels)):
+        _write_idx(root / f"{img_stem}.gz", np.zeros((len(labels), 4, 4), np.uint8))
+        _write_idx(root / f"{lbl_stem}.gz", labels, type_code)
+    return root
+
+
+def test_fashion_mnist_loads_valid_labels(tmp_path):
+    splits = load_fashion_mnist(_fashion(tmp_path / "fm", np.array([0, 9, 3])))
+    assert splits["train"].labels.tolist() == [0, 9, 3]
+    assert splits["train"].labels.dtype == np.int64
+
+
+@pytest.mark.parametrize("bad, type_code", [(10, 0x08), (255, 0x08), (-1, 0x09)])
+def test_fashion_mnist_label_out_of_range(tmp_path, bad, type_code):
+    root = _fashion(tmp_path / "fm", np.array([0, 1, bad, 2, bad]), type_code)
+    msg = _error(DatasetLayoutError, load_fashion_mnist, root)
+    labels_file = root / "train-labels-idx1-ubyte.gz"
+    assert str(labels_file) in msg
+    assert f"label {bad} at position 2" in msg and "2 such label(s)" in msg and "0..9" in msg
 
 
 # --------------------------------------------------------------------------- decoding

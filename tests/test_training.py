@@ -179,7 +179,8 @@ def test_diverging_epoch_fails_and_leaves_the_previous_checkpoint_intact(configu
     assert "epoch 2 step" in str(exc) and "not finite" in str(exc)
 
     assert not (train / "epoch=002").exists()
-    assert sorted(p.name for p in train.iterdir()) == ["epoch=000", "epoch=001"]
+    assert sorted(p.name for p in train.iterdir() if not p.name.startswith(".")) == ["epoch=000", "epoch=001"]
+    assert not list(train.glob(".partial-*")) and not list(train.glob(".tmp-*"))
     assert digest(ckpt1) == before
     state = load_checkpoint(ckpt1)
     assert state["epoch"] == 1
@@ -191,8 +192,8 @@ def test_diverging_epoch_fails_and_leaves_the_previous_checkpoint_intact(configu
     assert not tasks.TrainEpoch(epoch=2).complete()
 
 
-def test_changing_lr_inside_an_experiment_is_refused_and_keeps_epoch_1(configure, tmp_path, tiny_imagenet):
-    """`--TrainEpoch-lr 1e20` on an experiment trained at 0.01: epoch 2 fails before training, untouched epoch 1."""
+def test_changing_lr_inside_an_experiment_is_refused_and_keeps_epoch_1(configure, tmp_path, tiny_imagenet, caplog):
+    """`--TrainEpoch-lr 1e20` on an experiment trained at 0.01: refused before anything runs, epoch 1 untouched."""
     cfg = fast_config(tmp_path, tiny_imagenet)
     configure(cfg)
     result = build([tasks.TrainEpoch(epoch=1)])
@@ -201,12 +202,15 @@ def test_changing_lr_inside_an_experiment_is_refused_and_keeps_epoch_1(configure
     before = digest(train / "epoch=001" / "checkpoint.pt")
 
     cfg["TrainEpoch"] = {**cfg["TrainEpoch"], "lr": 1e20}
-    configure(cfg)
-    with failures_of(tasks.TrainEpoch) as failures:
-        result = build([tasks.TrainEpoch(epoch=2)])
-    assert result.status == LuigiStatusCode.FAILED, result.summary_text
-    assert len(failures) == 1 and isinstance(failures[0][1], ConfigError)
-    assert "lr: was 0.01, now 1e+20" in str(failures[0][1])
+    for target in (2, 1):  # a new epoch, and one that is already complete
+        configure(cfg)
+        caplog.clear()
+        with failures_of(tasks.TrainEpoch) as failures:
+            result = build([tasks.TrainEpoch(epoch=target)])
+        assert result.status == LuigiStatusCode.SCHEDULING_FAILED, result.summary_text
+        assert failures == []  # nothing ran
+        assert "lr: was 0.01, now 1e+20" in caplog.text
+        assert "Use a new experiment name" in caplog.text
     assert not (train / "epoch=002").exists()
     assert digest(train / "epoch=001" / "checkpoint.pt") == before
     assert load_checkpoint(train / "epoch=001" / "checkpoint.pt")["epoch"] == 1

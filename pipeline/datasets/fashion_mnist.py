@@ -84,7 +84,11 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def load_fashion_mnist(root: str | Path) -> dict[str, ArraySplit]:
-    """Load both splits from a folder of Fashion-MNIST idx files."""
+    """Load both splits from a folder of Fashion-MNIST idx files.
+
+    Raises :class:`DatasetLayoutError` naming the file when one is missing,
+    is not a valid idx file, or holds a label outside 0..9.
+    """
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(
@@ -94,13 +98,44 @@ def load_fashion_mnist(root: str | Path) -> dict[str, ArraySplit]:
     splits = {}
     for split, img_stem, lbl_stem in FILES:
         images = read_idx(_find(root, img_stem))
-        labels = read_idx(_find(root, lbl_stem)).astype(np.int64)
+        labels_path = _find(root, lbl_stem)
+        labels = _check_labels(read_idx(labels_path), labels_path)
         if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
             raise DatasetLayoutError(
                 f"{root}: {split} images {images.shape} and labels {labels.shape} do not match"
             )
         splits[split] = ArraySplit(images=images, labels=labels)
     return splits
+
+
+def _check_labels(raw: np.ndarray, path: Path) -> np.ndarray:
+    """``raw`` as int64 labels, refusing values that name no Fashion-MNIST class.
+
+    Labels index :data:`CLASS_NAMES` later (and a negative one would silently
+    wrap around), so a damaged or foreign labels file is stopped here, naming
+    the file and the first bad entry, rather than as an ``IndexError`` deep in
+    indexing.
+    """
+    last = len(CLASS_NAMES) - 1
+    expected = (
+        f"expected one class number 0..{last} per image (0 = {CLASS_NAMES[0]}, ..., {last} = {CLASS_NAMES[last]}), "
+        "as in the original Fashion-MNIST idx files; replace the file with the original download"
+    )
+    if raw.ndim != 1:
+        # Shape mismatches are reported with the images by the caller; only
+        # the values need checking here.
+        return raw.astype(np.int64)
+    if not np.issubdtype(raw.dtype, np.integer):
+        raise DatasetLayoutError(f"labels file {path} holds {raw.dtype} values, not integers; {expected}")
+    labels = raw.astype(np.int64)
+    bad = np.flatnonzero((labels < 0) | (labels >= len(CLASS_NAMES)))
+    if bad.size:
+        first = int(bad[0])
+        raise DatasetLayoutError(
+            f"labels file {path} has label {int(labels[first])} at position {first} (0-based), "
+            f"outside 0..{last} ({bad.size} such label(s) in all); {expected}"
+        )
+    return labels
 
 
 def stratified_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:

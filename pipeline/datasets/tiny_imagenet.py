@@ -52,11 +52,41 @@ def _read_wnids(root: Path) -> list[str]:
         if (root / "tiny-imagenet-200" / "wnids.txt").is_file():
             hint = f" (did you mean {root / 'tiny-imagenet-200'}?)"
         raise DatasetLayoutError(f"missing {path}{hint}; {_LAYOUT}")
-    wnids = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    wnids: list[str] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        wnid = line.strip()
+        if wnid:
+            wnids.append(_safe_wnid(wnid, f"{path} line {lineno}"))
     if not wnids:
         raise DatasetLayoutError(f"{path} lists no classes; expected one wnid (e.g. n01443537) per line")
     # Duplicates are harmless (the class set is what matters); keep first-seen order.
     return list(dict.fromkeys(wnids))
+
+
+def _safe_wnid(wnid: str, where: str) -> str:
+    """``wnid`` if it can serve as the single folder name ``train/<wnid>``.
+
+    wnids.txt comes from outside, and each wnid becomes a path component; an
+    entry such as ``../../etc`` or ``/abs`` would make us list (and later
+    read) files outside the dataset root, so anything that is not one plain
+    name is refused.
+    """
+    # Backslashes and drives count on every OS, so a Windows-made file is
+    # judged the same everywhere.
+    if "/" in wnid or "\\" in wnid:
+        problem = "contains a path separator"
+    elif wnid in (".", ".."):
+        problem = "is a relative folder reference"
+    elif PureWindowsPath(wnid).drive:
+        problem = "starts with a drive"
+    elif "\0" in wnid:
+        problem = "contains a NUL character"
+    else:
+        return wnid
+    raise DatasetLayoutError(
+        f"{where} lists {wnid!r}, which {problem}; each line must hold one plain wnid such as n01443537, "
+        f"the name of a folder directly under train/"
+    )
 
 
 def _read_words(path: Path, wanted: set[str]) -> dict[str, str]:
