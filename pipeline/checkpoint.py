@@ -82,8 +82,8 @@ def safe_load(path: str | Path, what: str, fix: str) -> Any:
         if "weights_only" in str(exc):
             raise PipelineError(
                 f"{what} {path} holds Python objects other than tensors and plain containers; loading it would "
-                "run arbitrary code from the file, so it is refused. If you trust it, re-save just the tensors: "
-                "torch.save(torch.load(path, weights_only=False)['model'], new_path) (or the state dict itself)"
+                "run arbitrary code from the file, so it is refused. If you trust the file (e.g. a checkpoint of an "
+                f"earlier version of this pipeline), convert it once: python -m pipeline.checkpoint upgrade {path}"
             ) from exc
         raise PipelineError(f"{what} {path} is damaged ({exc}); {fix}") from exc
     except FileNotFoundError as exc:
@@ -107,3 +107,46 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state:
         raise corrupt_artifact(path, "not one of this pipeline's checkpoints: no 'model' entry")
     return state
+
+
+def upgrade(path: str | Path) -> list[str]:
+    """Rewrite a trusted checkpoint or state-dict file so it loads with ``weights_only=True``.
+
+    Loads it with full unpickling (only for files you trust), keeps every entry
+    that is tensors and plain containers, drops the rest (earlier versions pickled
+    the numpy and Python RNG states, which nothing reads) and writes it back
+    atomically. Returns the names of the dropped entries.
+    """
+    path = Path(path)
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    dropped: list[str] = []
+    if isinstance(state, dict):
+        kept = {}
+        for key, value in state.items():
+            try:
+                check_plain(value)
+                kept[key] = value
+            except TypeError:
+                dropped.append(str(key))
+        state = kept
+    save_checkpoint(path, state)
+    return dropped
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.checkpoint upgrade FILE...``: see :func:`upgrade`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline.checkpoint", description=upgrade.__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("upgrade", help="rewrite trusted files so they load with weights_only=True")
+    up.add_argument("files", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    for file in args.files:
+        dropped = upgrade(file)
+        print(f"{file}: rewritten" + (f" (dropped {', '.join(dropped)})" if dropped else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,6 +5,8 @@ the pipeline level and through the partial-checkpoint files."""
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -107,3 +109,27 @@ def test_a_diverged_model_is_never_saved_as_complete(fashion):
 
     with pytest.raises(TrainingError, match="non-finite"):
         run(net, opt, triplets, store, progress=poison)
+
+
+def test_old_checkpoints_are_refused_then_upgraded_by_the_command(tmp_path):
+    """A checkpoint with a pickled numpy RNG state (as earlier versions wrote) is refused, and
+    `python -m pipeline.checkpoint upgrade` makes it loadable with weights_only=True."""
+    import subprocess
+    import sys
+
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.errors import PipelineError
+
+    net, opt = fresh()
+    path = tmp_path / "train" / "epoch=001" / "checkpoint.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"model": net.state_dict(), "epoch": 1, "rng": {"numpy": np.random.get_state()}}, path)
+    with pytest.raises(PipelineError, match="python -m pipeline.checkpoint upgrade"):
+        load_checkpoint(path)
+    done = subprocess.run([sys.executable, "-m", "pipeline.checkpoint", "upgrade", str(path)], capture_output=True,
+                          text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "dropped rng" in done.stdout
+    state = torch.load(path, weights_only=True)
+    assert state["epoch"] == 1 and "rng" not in state
+    assert load_checkpoint(path)["model"].keys() == net.state_dict().keys()
