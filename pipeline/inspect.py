@@ -55,6 +55,15 @@ def triplet_report(triplets: pd.DataFrame, index: pd.DataFrame, *, margin: float
         lines += ["distance quantiles:", q.to_string(float_format=lambda v: f"{v:.3f}")]
     else:
         lines.append("no mining-time distances (uniform sampling)")
+    if "batches" in summary:
+        b = summary["batches"]
+        fmt = lambda d: f"min {d['min']}, median {d['median']:g}, max {d['max']}"  # noqa: E731
+        lines += [f"batches: {b['batches']} (each distinct image forwarded once per batch)",
+                  f"triplets per batch: {fmt(b['triplets_per_batch'])}",
+                  f"distinct images per batch: {fmt(b['images_per_batch'])}",
+                  f"triplets per image forwarded: {b['triplets_per_image']:.2f} (a plain list: 0.33)"]
+    else:
+        lines.append("no batch structure: each row forwards its own three images")
     rows = triplets.sample(min(sample, len(triplets)), random_state=seed)
     shown = pd.DataFrame({
         "query": rows["query"], "query_class": names.reindex(rows["query"]).to_numpy(),
@@ -62,6 +71,8 @@ def triplet_report(triplets: pd.DataFrame, index: pd.DataFrame, *, margin: float
         "negative": rows["negative"], "negative_class": names.reindex(rows["negative"]).to_numpy(),
         "strategy": rows["strategy"].astype(str),
     })
+    if "batch" in rows.columns:
+        shown.insert(0, "batch", rows["batch"].to_numpy())
     lines += ["", "sample:", shown.to_string(index=False)]
     return "\n".join(lines)
 

@@ -275,6 +275,16 @@ def _times_table(stage_times: pd.DataFrame) -> _Table:
     return table
 
 
+def _training_table(training: pd.DataFrame) -> _Table:
+    """Per epoch: steps, images forwarded, triplets in the loss, triplets per image, active share, loss."""
+    table = _Table(header=["epoch", "steps", "images forwarded", "triplets", "triplets / image", "active share",
+                           "mean loss"], numeric=set(range(7)))
+    for row in training.itertuples(index=False):
+        table.rows.append([_epoch_label(row.epoch), str(row.steps), f"{row.images:,}", f"{row.triplets:,}",
+                           _fmt(row.triplets_per_image, 2), _fmt(row.active_share, 3), _fmt(row.loss, 4)])
+    return table
+
+
 def _flatten_config(config: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     rows = []
     for section, body in config.items():
@@ -384,7 +394,7 @@ def _html_page(title: str, body: list[str]) -> str:
 def render_report(experiment: str, metrics: pd.DataFrame, figures: Mapping[str, Path],
                   baseline: Mapping[str, Any], config: Mapping[str, Any],
                   stage_times: pd.DataFrame, notes: list[str] | None = None,
-                  *, target: float = COURSE_TARGET) -> tuple[str, str]:
+                  *, target: float = COURSE_TARGET, training: pd.DataFrame | None = None) -> tuple[str, str]:
     """Return ``(html, markdown)`` reporting one experiment.
 
     ``figures`` maps a short key (its caption is chosen from words such as
@@ -415,6 +425,12 @@ def render_report(experiment: str, metrics: pd.DataFrame, figures: Mapping[str, 
     m += ["## Accuracy by epoch", "",
           "Epoch 0 is the network before training; best value per column in bold.", "",
           _md_table(acc), ""]
+    if training is not None and len(training):
+        train = _training_table(training)
+        what = ("Images forwarded and triplets in the loss per epoch; a batch-structured list forwards each "
+                "distinct image of a batch once for all of its triplets.")
+        h += ["<h2>Training by epoch</h2>", f'<p class="muted">{html.escape(what)}</p>', _html_table(train)]
+        m += ["## Training by epoch", "", _md_escape(what), "", _md_table(train), ""]
     if figures:
         h += ["<h2>Figures</h2>"] + [_html_figure(k, Path(p)) for k, p in figures.items()]
         m += ["## Figures", ""] + [_md_figure(k, Path(p)) + "\n" for k, p in figures.items()]
@@ -457,7 +473,7 @@ def write_report(out_dir: Path, experiment: str, metrics: pd.DataFrame,
                  figures: Mapping[str, Path], baseline: Mapping[str, Any],
                  config: Mapping[str, Any], stage_times: pd.DataFrame,
                  notes: list[str] | None = None, *,
-                 target: float = COURSE_TARGET) -> dict[str, Path]:
+                 target: float = COURSE_TARGET, training: pd.DataFrame | None = None) -> dict[str, Path]:
     """Write ``index.html`` and ``summary.md`` into ``out_dir`` atomically.
 
     Figures outside ``out_dir`` are copied in first. Returns
@@ -467,7 +483,7 @@ def write_report(out_dir: Path, experiment: str, metrics: pd.DataFrame,
     out_dir.mkdir(parents=True, exist_ok=True)
     placed = _place_figures(out_dir, figures)
     page, summary = render_report(experiment, metrics, placed, baseline, config,
-                                  stage_times, notes, target=target)
+                                  stage_times, notes, target=target, training=training)
     paths = {"html": out_dir / HTML_NAME, "markdown": out_dir / MARKDOWN_NAME}
     write_text_atomic(paths["html"], page)
     write_text_atomic(paths["markdown"], summary)

@@ -31,6 +31,21 @@ def step_logs(files: list[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def training_summary(steps: pd.DataFrame) -> pd.DataFrame:
+    """Per epoch from the step logs: steps, images forwarded, triplets, triplets per image,
+    active share (of the triplets in the loss) and mean loss."""
+    columns = ["epoch", "steps", "images", "triplets", "triplets_per_image", "active_share", "loss"]
+    if not len(steps) or "images" not in steps.columns:  # step logs of earlier versions lack the counts
+        return pd.DataFrame(columns=columns)
+    active = steps["active_fraction"] * steps["triplets"]
+    out = steps.assign(active=active).groupby("epoch").agg(
+        steps=("step", "size"), images=("images", "sum"), triplets=("triplets", "sum"), active=("active", "sum"),
+        loss=("loss", "mean")).reset_index()
+    out["triplets_per_image"] = out["triplets"] / out["images"]
+    out["active_share"] = out["active"] / out["triplets"]
+    return out[columns]
+
+
 def collapse_notes(steps: pd.DataFrame) -> list[str]:
     """A note for every epoch whose last tenth of steps was flagged as collapsed."""
     notes = []

@@ -1,14 +1,14 @@
 """One training epoch over an offline triplet list, as a pure function.
 
-The three branches of the triplet network share weights, so a batch of B
-triplets is one forward pass over 3B images (which also lets batch norm see
-queries, positives and negatives together).
+The three branches of the triplet network share weights, so a step is one
+forward pass over its images (which also lets batch norm see queries, positives
+and negatives together): 3B images for B rows of a plain list, each distinct
+image once for a batch of a batch-structured list (:mod:`pipeline.step_batches`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -22,14 +22,19 @@ from tqdm.auto import tqdm
 from pipeline.batches import AugmentSettings, augment, iterate_batches, to_float
 from pipeline.device import autocast
 from pipeline.errors import ConfigError, TrainingError
-from pipeline.losses import triplet_loss
+from pipeline.losses import all_triplet_losses, listed_triplet_losses, reduce_losses
+from pipeline.step_batches import StepBatch, triplet_steps
 
 log = logging.getLogger(__name__)
 
 # Seed-stream tag of the augmentation RNG: [seed, epoch, AUGMENT_STREAM, step].
 AUGMENT_STREAM = 7
 
-STEP_LOG_COLUMNS = ("epoch", "step", "loss", "active_fraction", "lr", "seconds", "mean_distance", "collapsed")
+STEP_LOG_COLUMNS = ("epoch", "step", "loss", "active_fraction", "lr", "seconds", "mean_distance", "collapsed",
+                    "images", "triplets")
+STEP_LOG_DTYPES = ("int64", "int64", "float64", "float64", "float64", "float64", "float64", "bool", "int64", "int64")
+REDUCTIONS = ("mean", "active")
+IN_BATCH = ("listed", "all")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,8 @@ class TrainSettings:
     lr_gamma: float = 0.1
     margin: float = 1.0
     squared: bool = False
+    reduce: str = "mean"
+    in_batch: str = "listed"
     collapse_tolerance: float = 1e-3
 
     def validate(self) -> None:
@@ -56,6 +63,10 @@ class TrainSettings:
             raise ConfigError(f"[TrainEpoch] lr = {self.lr}; it must be positive")
         if self.margin < 0:
             raise ConfigError(f"[TrainEpoch] margin = {self.margin}; it must be non-negative")
+        if self.reduce not in REDUCTIONS:
+            raise ConfigError(f"[TrainEpoch] reduce = {self.reduce!r}; use {' or '.join(REDUCTIONS)}")
+        if self.in_batch not in IN_BATCH:
+            raise ConfigError(f"[TrainEpoch] in_batch = {self.in_batch!r}; use {' or '.join(IN_BATCH)}")
 
 
 def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
@@ -119,7 +130,7 @@ def check_finite(model: nn.Module, epoch: int, step: int) -> None:
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    triplets: np.ndarray,
+    triplets: np.ndarray | list[StepBatch],
     store: np.ndarray,
     settings: TrainSettings,
     *,
@@ -132,8 +143,14 @@ def train_one_epoch(
     resume: EpochProgress | None = None,
     saves: PartialSaves | None = None,
 ) -> pd.DataFrame:
-    """Train over ``triplets`` (an ``(T, 3)`` array of query/positive/negative image
-    ids, in the order given) and return the per-step log.
+    """Train over ``triplets`` and return the per-step log.
+
+    ``triplets`` is either a ``(T, 3)`` array of query/positive/negative image ids,
+    trained in ``settings.batch_size`` rows per step in the order given, or the
+    steps of a batch-structured list (:func:`pipeline.step_batches.batch_steps`).
+    With ``settings.in_batch = "all"`` a batch's loss covers every in-batch triplet
+    under the current embeddings instead of the listed ones; steps of a plain list
+    (no labels) always use their listed triplets.
 
     ``resume`` continues an interrupted epoch after its ``step`` first steps
     (``model`` and ``optimizer`` must hold the state saved with it); on the CPU the
@@ -144,9 +161,8 @@ def train_one_epoch(
     on non-finite weights at the end of the epoch.
     """
     settings.validate()
-    triplets = np.asarray(triplets, dtype=np.int64)
-    n_steps = math.ceil(len(triplets) / settings.batch_size)
-    batches = [triplets[i * settings.batch_size : (i + 1) * settings.batch_size] for i in range(n_steps)]
+    steps = triplet_steps(triplets, settings.batch_size) if isinstance(triplets, np.ndarray) else list(triplets)
+    n_steps = len(steps)
     start = resume.step if resume is not None else 0
     if not 0 <= start <= n_steps:
         raise TrainingError(f"epoch {epoch}: cannot resume at step {start} of {n_steps}")
@@ -163,18 +179,14 @@ def train_one_epoch(
     on_cpu = device.type == "cpu"
     generators = (step_generator(seed, epoch, step, device) for step in range(start, n_steps))
     cpu_aug = (lambda t: augment(t, augment_settings, next(generators))) if on_cpu else None
-    id_batches = [b.reshape(-1) for b in batches[start:]]
-    loader = iterate_batches(store, id_batches, pin=not on_cpu, transform=cpu_aug)
+    loader = iterate_batches(store, [s.images for s in steps[start:]], pin=not on_cpu, transform=cpu_aug)
     for step, pixels in enumerate(loader, start=start):
         pixels = pixels.to(device, non_blocking=True)
         x = to_float(pixels if on_cpu else augment(pixels, augment_settings, next(generators)))
         with autocast(device):
             z = model(x).float()
-        b = z.shape[0] // 3
-        # Rows were flattened triplet by triplet: (q0, p0, n0, q1, p1, n1, ...).
-        z = z.view(b, 3, -1)
-        losses, d_qp, d_qn = triplet_loss(z[:, 0], z[:, 1], z[:, 2], margin=settings.margin, squared=settings.squared)
-        loss = losses.mean()
+        losses, d_qp, d_qn = _step_losses(z, steps[step], settings, device)
+        loss = reduce_losses(losses, settings.reduce)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"epoch {epoch} step {step}: the loss is {loss.item()} (not finite); training diverged. "
@@ -188,7 +200,8 @@ def train_one_epoch(
         mean_d = float(torch.cat([d_qp, d_qn]).mean().detach())
         rows.append(
             (epoch, step, loss_v, float((losses > 0).float().mean()), lr, now - tick, mean_d,
-             mean_d < settings.collapse_tolerance * max(settings.margin, 1e-12))
+             mean_d < settings.collapse_tolerance * max(settings.margin, 1e-12), int(steps[step].images.size),
+             int(losses.numel()))
         )
         tick = now
         bar.update(1)
@@ -204,6 +217,16 @@ def train_one_epoch(
     log_df = pd.DataFrame(rows, columns=list(STEP_LOG_COLUMNS))
     warn_if_collapsed(log_df, epoch)
     return log_df
+
+
+def _step_losses(z: torch.Tensor, step: StepBatch, settings: TrainSettings,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-triplet losses of one step and the distances behind them."""
+    if settings.in_batch == "all" and bool((step.labels >= 0).all()):
+        return all_triplet_losses(z, torch.from_numpy(step.labels).to(device), margin=settings.margin,
+                                  squared=settings.squared)
+    index = [torch.from_numpy(a).to(device) for a in (step.anchors, step.positives, step.negatives)]
+    return listed_triplet_losses(z, *index, margin=settings.margin, squared=settings.squared)
 
 
 def warn_if_collapsed(step_log: pd.DataFrame, epoch: int) -> bool:

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
 from pipeline.layout import corrupt_artifact, is_damage
+from pipeline.step_batches import StepBatch, batch_steps, triplet_steps
 
 PART = "part-00000.parquet"
 META_KEY = b"deep_ranking"
@@ -86,3 +87,21 @@ def triplet_ids(triplet_dir: str | Path) -> np.ndarray:
     if bad:
         raise corrupt_artifact(path, f"columns {bad} are not non-null integer image ids")
     return np.stack([t[c].to_numpy() for c in cols], axis=1).astype(np.int64, copy=False)
+
+
+def training_steps(triplet_dir: str | Path, batch_size: int) -> tuple[list[StepBatch], np.ndarray]:
+    """The steps ``TrainEpoch`` takes over one epoch's list, and the array that identifies them.
+
+    A batch-structured list (with a ``batch`` column) gives one step per batch;
+    a plain list, steps of ``batch_size`` rows (:mod:`pipeline.step_batches`).
+    The second value (ids, plus batch numbers when present) fingerprints the list
+    for partial checkpoints.
+    """
+    path = _part(triplet_dir)
+    ids = triplet_ids(triplet_dir)
+    if "batch" not in pq.read_schema(path).names:
+        return triplet_steps(ids, batch_size), ids
+    t = _read(path, ["batch", "query_label", "negative_label"])
+    batch = t["batch"].to_numpy()
+    steps = batch_steps(batch, ids, t["query_label"].to_numpy(), t["negative_label"].to_numpy())
+    return steps, np.column_stack([ids, batch])

@@ -20,7 +20,7 @@ from pipeline.embedding import read_manifest
 from pipeline.pixel_store import SUMMARY_FILE, open_store, read_index
 from pipeline.report import write_report
 from pipeline.report_inputs import (collapse_notes, metric_values, metrics_table, neighbor_grid_inputs, stage_times,
-                                    step_logs)
+                                    step_logs, training_summary)
 from pipeline.triplet_io import read_triplet_meta
 from tasks.base import log, single_writer, temporary_dir
 from tasks.config import artifacts, experiment_param
@@ -100,6 +100,6 @@ class Report(luigi.Task):
                     title=f"{kind.capitalize()} training images to validation queries (epoch {self.epochs})")
             times = self._stage_times() + [("Report", time.perf_counter() - started)]
             paths = write_report(tmp, self.experiment, metrics, figs, baseline, config, stage_times(times),
-                                 collapse_notes(steps))
+                                 collapse_notes(steps), training=training_summary(steps))
         final = Path(self.output().path) / paths["html"].name
         log.info("report: %s", final)

@@ -31,9 +31,9 @@ from pipeline.device import resolve_device
 from pipeline.experiment_config import check_recorded, record_or_check
 from pipeline.pixel_store import open_store
 from pipeline.resume import fingerprint, load_partial, partial_path, remove_partial, save_partial
-from pipeline.training import (STEP_LOG_COLUMNS, PartialSaves, TrainSettings, make_optimizer, make_scheduler,
+from pipeline.training import (STEP_LOG_COLUMNS, STEP_LOG_DTYPES, PartialSaves, TrainSettings, make_optimizer, make_scheduler,
                                train_one_epoch)
-from pipeline.triplet_io import triplet_ids
+from pipeline.triplet_io import training_steps
 from tasks.base import log, progress_reporter, single_writer, temporary_dir
 from tasks.config import artifacts, compute, experiment_param, model, RunSeed
 from tasks.index_dataset import IndexDataset
@@ -63,6 +63,10 @@ class TrainEpoch(RunSeed, luigi.Task):
     lr_step = luigi.IntParameter(default=0, description="decay lr every N epochs (0 = never)")
     lr_gamma = luigi.FloatParameter(default=0.1)
     margin = luigi.FloatParameter(default=1.0, description="the gap g of max(0, g + D(q,p) - D(q,n))")
+    reduce = luigi.ChoiceParameter(choices=["mean", "active"], default="mean",
+                                   description="loss over all triplets (course) or over active ones")
+    in_batch = luigi.ChoiceParameter(choices=["listed", "all"], default="listed",
+                                     description="batched lists: the listed triplets, or all in-batch ones")
     squared = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                   description="squared instead of plain Euclidean distance")
     augment = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
@@ -100,7 +104,8 @@ class TrainEpoch(RunSeed, luigi.Task):
     def train_settings(self) -> TrainSettings:
         return TrainSettings(batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,
                              momentum=self.momentum, weight_decay=self.weight_decay, lr_step=self.lr_step,
-                             lr_gamma=self.lr_gamma, margin=self.margin, squared=self.squared)
+                             lr_gamma=self.lr_gamma, margin=self.margin, squared=self.squared, reduce=self.reduce,
+                             in_batch=self.in_batch)
 
     def resolved_config(self) -> dict:
         m = model()
@@ -126,7 +131,7 @@ class TrainEpoch(RunSeed, luigi.Task):
         if self.epoch == 0:
             state = self._initial_state(config)
             steps = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-                STEP_LOG_COLUMNS, ("int64", "int64", "float64", "float64", "float64", "float64", "float64", "bool"))})
+                STEP_LOG_COLUMNS, STEP_LOG_DTYPES)})
         else:
             state, steps = self._train(config, device, settings)
         state["seconds"] = round(time.perf_counter() - started, 3)
@@ -153,10 +158,10 @@ class TrainEpoch(RunSeed, luigi.Task):
     def _train(self, config: dict, device: torch.device, settings: TrainSettings) -> tuple[dict, pd.DataFrame]:
         prev = load_checkpoint(Path(self.input()["previous"].path) / CHECKPOINT)
         torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
-        triplets = triplet_ids(self.input()["triplets"].path)
+        steps, identity = training_steps(self.input()["triplets"].path, settings.batch_size)
         augment = AugmentSettings(crop_padding=self.crop_padding, flip=self.flip, enabled=self.augment)
         partial = partial_path(self.output().path)
-        digest = fingerprint(triplets, {"config": config, "epoch": self.epoch, "augment": asdict(augment)})
+        digest = fingerprint(identity, {"config": config, "epoch": self.epoch, "augment": asdict(augment)})
         resumed = load_partial(partial, digest)
         net = build_model(model().settings())
         net.load_state_dict(resumed[0]["model"] if resumed else prev["model"])
@@ -169,7 +174,7 @@ class TrainEpoch(RunSeed, luigi.Task):
         saves = PartialSaves(save=lambda progress: save_partial(partial, net, optimizer, progress, digest),
                              every_steps=self.checkpoint_every, every_seconds=60.0 * self.checkpoint_minutes)
         steps = train_one_epoch(
-            net, optimizer, triplets, store, settings, epoch=self.epoch, seed=self.seed, device=device,
+            net, optimizer, steps, store, settings, epoch=self.epoch, seed=self.seed, device=device,
             augment_settings=augment, progress=progress_reporter(self, f"epoch {self.epoch}"),
             resume=resumed[1] if resumed else None, saves=saves,
         )

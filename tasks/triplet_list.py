@@ -48,7 +48,7 @@ class TripletList(RunSeed, luigi.Task):
 
     experiment = experiment_param()
     epoch = luigi.IntParameter(description="epoch (1-based) this list trains")
-    strategy = luigi.Parameter(default="uniform", description="uniform, semihard, hard or mixed")
+    strategy = luigi.Parameter(default="uniform", description="uniform, semihard, hard, mixed or batched")
     triplets_per_query = luigi.IntParameter(default=1)
     positive = luigi.Parameter(default="uniform", description="uniform, farthest or relevance (mined strategies)")
     candidates = luigi.Parameter(default="pool", description="pool or knn (mined strategies)")
@@ -57,6 +57,13 @@ class TripletList(RunSeed, luigi.Task):
     mined_share = luigi.FloatParameter(default=0.5, description="share of mined rows for strategy = mixed")
     mined_strategy = luigi.Parameter(default="semihard", description="inner strategy of mixed")
     relevance_cap = luigi.FloatParameter(default=0.9, description="positive = relevance: weight cap quantile")
+    batch_classes = luigi.IntParameter(default=10, description="batched: classes per batch (P)")
+    batch_seeds = luigi.IntParameter(default=10, description="batched: seed images per class and batch (K)")
+    seed_passes = luigi.IntParameter(default=6, description="batched: times each image is a seed per epoch")
+    hard_share = luigi.FloatParameter(default=1.0, description="batched: share of seeds that bring a hard negative")
+    hard_top = luigi.IntParameter(default=10, description="batched: hard negative drawn among this many nearest")
+    triplets_per_anchor = luigi.IntParameter(default=16, description="batched: listed triplets per anchor")
+    triplet_rule = luigi.Parameter(default="active", description="batched: active, semihard, hard or uniform")
     mine_first_epoch = luigi.BoolParameter(default=True, parsing=luigi.BoolParameter.EXPLICIT_PARSING,
                                            description="epoch 1 mines from epoch 0's embeddings (else uniform)")
     n_blocks = luigi.IntParameter(default=8, significant=False, description="class blocks sampled in parallel")
@@ -69,21 +76,31 @@ class TripletList(RunSeed, luigi.Task):
 
         return TrainEpoch(experiment=self.experiment, epoch=self.epoch).margin
 
+    def _unmined_first_epoch(self) -> bool:
+        return self.epoch == 1 and not self.mine_first_epoch
+
     def _strategy_name(self) -> str:
-        if self.epoch == 1 and not self.mine_first_epoch:
+        # Without embeddings to mine, a batched list stays batched (plain P x K batches).
+        if self._unmined_first_epoch() and self.strategy != "batched":
             return "uniform"
         return self.strategy
 
     def _strategy(self):
         return get_strategy(self._strategy_name(), positive=self.positive, candidates=self.candidates,
                             pool_size=self.pool_size, knn_k=self.knn_k, mined_share=self.mined_share,
-                            mined_strategy=self.mined_strategy, relevance_cap=self.relevance_cap)
+                            mined_strategy=self.mined_strategy, relevance_cap=self.relevance_cap,
+                            batch_classes=self.batch_classes, batch_seeds=self.batch_seeds,
+                            seed_passes=self.seed_passes, hard_share=self.hard_share, hard_top=self.hard_top,
+                            triplets_per_anchor=self.triplets_per_anchor, triplet_rule=self.triplet_rule)
+
+    def _needs_embeddings(self) -> bool:
+        return self._strategy().needs_embeddings and not self._unmined_first_epoch()
 
     def requires(self) -> dict[str, luigi.Task]:
         if self.epoch < 1:
             raise ConfigError(f"TripletList --epoch {self.epoch}: epochs that train start at 1")
         deps: dict[str, luigi.Task] = {"index": IndexDataset()}
-        if self._strategy().needs_embeddings:
+        if self._needs_embeddings():
             from tasks.embed_epoch import EmbedEpoch
 
             deps["embeddings"] = EmbedEpoch(experiment=self.experiment, epoch=self.epoch - 1)

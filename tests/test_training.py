@@ -104,8 +104,10 @@ def test_step_log_has_the_documented_columns(fashion):
                           device=CPU, progress=lambda step, total, loss: calls.append((step, total, loss)),
                           show_bar=False)
     assert tuple(log.columns) == STEP_LOG_COLUMNS == (
-        "epoch", "step", "loss", "active_fraction", "lr", "seconds", "mean_distance", "collapsed")
+        "epoch", "step", "loss", "active_fraction", "lr", "seconds", "mean_distance", "collapsed", "images",
+        "triplets")
     assert len(log) == 3
+    assert log["triplets"].tolist() == [64, 64, 2] and log["images"].tolist() == [192, 192, 6]
     assert log["epoch"].tolist() == [3, 3, 3]
     assert log["step"].tolist() == [0, 1, 2]
     assert (log["lr"] == 0.01).all()

@@ -5,6 +5,7 @@ Importing this package registers the built-in strategies.
 
 from pipeline.sampling import uniform  # noqa: F401  (registers "uniform")
 from pipeline.sampling import mined  # noqa: F401  (registers "semihard", "hard", "mixed")
+from pipeline.sampling import batched  # noqa: F401  (registers "batched")
 from pipeline.sampling.base import ClassLayout, SamplingContext, TripletBlock, TripletStrategy
 from pipeline.sampling.driver import TRIPLET_SCHEMA, sample_triplets
 from pipeline.sampling.registry import available, get_strategy, register

@@ -87,7 +87,11 @@ def sample_triplets(
     that ``ctx.layout`` and ``ctx.embeddings`` index). Every training image is the
     query ``triplets_per_query`` times; rows come in a seeded shuffled order.
     ``scheduler`` is any dask scheduler name (``"synchronous"`` in tests).
+    A strategy that builds whole tables (``sample_table``, e.g. ``batched``) gets the
+    epoch at once: its batches span classes, so class blocks do not apply.
     """
+    if hasattr(strategy, "sample_table"):
+        return strategy.sample_table(ctx, image_ids)
     blocks = class_blocks(ctx.layout, n_blocks, triplets_per_query)
     tasks = [dask.delayed(_run_block)(strategy, ctx, q) for q in blocks]
     results: list[TripletBlock] = list(dask.compute(*tasks, scheduler=scheduler))

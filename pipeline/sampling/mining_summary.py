@@ -81,7 +81,7 @@ def summarize_triplets(df: pd.DataFrame, margin: float) -> dict[str, Any]:
         }
 
     n_has = int(has.sum())
-    return {
+    out = {
         "rows": n,
         "margin": margin,
         "strategy_share": {str(name): _share(int(c), n) for name, c in zip(names, counts)},
@@ -95,3 +95,17 @@ def summarize_triplets(df: pd.DataFrame, margin: float) -> dict[str, Any]:
         },
         "by_strategy": by_strategy,
     }
+    if "batch" in df.columns and n:
+        out["batches"] = batch_structure(df)
+    return out
+
+
+def batch_structure(df: pd.DataFrame) -> dict[str, Any]:
+    """Batches, triplets and distinct images per batch, and triplets per image forwarded."""
+    ids = df[["query", "positive", "negative"]].to_numpy()
+    per_batch = df.groupby("batch", sort=True)
+    triplets = per_batch.size().to_numpy()
+    images = np.array([np.unique(ids[rows]).size for rows in per_batch.indices.values()])
+    stats = lambda a: {"min": int(a.min()), "median": float(np.median(a)), "max": int(a.max())}  # noqa: E731
+    return {"batches": int(triplets.size), "triplets_per_batch": stats(triplets),
+            "images_per_batch": stats(images), "triplets_per_image": float(triplets.sum() / images.sum())}
