@@ -28,13 +28,13 @@ from pipeline import layout
 from pipeline.batches import AugmentSettings
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.device import resolve_device
-from pipeline.experiment_config import check_recorded, record_or_check
+from pipeline.experiment_config import record_or_check
 from pipeline.pixel_store import open_store
 from pipeline.resume import fingerprint, load_partial, partial_path, remove_partial, save_partial
 from pipeline.training import (STEP_LOG_COLUMNS, STEP_LOG_DTYPES, PartialSaves, TrainSettings, make_optimizer, make_scheduler,
                                train_one_epoch)
 from pipeline.triplet_io import training_steps
-from tasks.base import log, progress_reporter, single_writer, temporary_dir
+from tasks.base import RecordedSettings, log, progress_reporter, single_writer, temporary_dir
 from tasks.config import artifacts, compute, experiment_param, model, RunSeed
 from tasks.index_dataset import IndexDataset
 from tasks.triplet_list import TripletList
@@ -50,7 +50,7 @@ def train_seconds(train_dir: str | Path) -> float | None:
     return json.loads(path.read_text()).get("seconds") if path.is_file() else None
 
 
-class TrainEpoch(RunSeed, luigi.Task):
+class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
     """Epoch N: load epoch N-1's checkpoint, train over TripletList(N), save."""
 
     experiment = experiment_param()
@@ -89,17 +89,8 @@ class TrainEpoch(RunSeed, luigi.Task):
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(layout.train_dir(artifacts().root, self.experiment, self.epoch)))
 
-    def config_path(self) -> Path:
-        return layout.experiment_dir(artifacts().root, self.experiment) / "config.json"
-
-    def check_settings(self) -> None:
-        """Raise if the current settings contradict the experiment's record."""
-        check_recorded(self.config_path(), self.resolved_config(), self.experiment)
-
-    def complete(self) -> bool:
-        """Refuse changed settings even when the epoch is done (Luigi reports it before running anything)."""
-        self.check_settings()
-        return super().complete()
+    def recorded_settings(self) -> dict:
+        return self.resolved_config()
 
     def train_settings(self) -> TrainSettings:
         return TrainSettings(batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr,

@@ -11,7 +11,6 @@ Inspect the result with ``python -m pipeline.inspect triplets --epoch 2``.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import luigi
 import numpy as np
@@ -21,10 +20,10 @@ from pipeline import layout
 from pipeline.pixel_store import read_index
 from pipeline.embedding import load_embeddings
 from pipeline.errors import ConfigError
-from pipeline.experiment_config import check_recorded, record_or_check
+from pipeline.experiment_config import record_or_check
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
 from pipeline.triplet_io import write_triplet_list
-from tasks.base import log, single_writer, temporary_dir
+from tasks.base import RecordedSettings, log, single_writer, temporary_dir
 from tasks.config import artifacts, experiment_param, RunSeed
 from tasks.index_dataset import IndexDataset
 
@@ -43,7 +42,7 @@ def check_classes(train: pd.DataFrame) -> None:
         )
 
 
-class TripletList(RunSeed, luigi.Task):
+class TripletList(RecordedSettings, RunSeed, luigi.Task):
     """Every training image is the query ``triplets_per_query`` times, in a seeded shuffled order."""
 
     experiment = experiment_param()
@@ -116,18 +115,6 @@ class TripletList(RunSeed, luigi.Task):
 
     def recorded_settings(self) -> dict:
         return {"TripletList": self.sampling_settings(), "run": {"seed": self.seed}}
-
-    def config_path(self) -> Path:
-        return layout.experiment_dir(artifacts().root, self.experiment) / "config.json"
-
-    def check_settings(self) -> None:
-        """Raise if the current settings contradict the experiment's record."""
-        check_recorded(self.config_path(), self.recorded_settings(), self.experiment)
-
-    def complete(self) -> bool:
-        """Refuse changed settings even when the list exists (Luigi reports it before running anything)."""
-        self.check_settings()
-        return super().complete()
 
     @single_writer
     def run(self) -> None:

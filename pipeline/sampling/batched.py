@@ -41,6 +41,7 @@ import pyarrow as pa
 from pipeline.errors import ConfigError
 from pipeline.knn import knn_search
 from pipeline.sampling.base import SamplingContext
+from pipeline.sampling.driver import TRIPLET_SCHEMA
 from pipeline.sampling.registry import register
 
 RULES = ("active", "semihard", "hard", "uniform")
@@ -50,20 +51,8 @@ _TRIPLET_STREAM = (1 << 29) + 1
 # Random (positive, negative) candidates examined per listed triplet and anchor.
 _CANDIDATES_PER_TRIPLET = 8
 
-BATCHED_SCHEMA = pa.schema(
-    [
-        ("epoch", pa.int32()),
-        ("batch", pa.int32()),
-        ("query", pa.int64()),
-        ("positive", pa.int64()),
-        ("negative", pa.int64()),
-        ("query_label", pa.int32()),
-        ("negative_label", pa.int32()),
-        ("strategy", pa.dictionary(pa.int8(), pa.string())),
-        ("d_qp", pa.float32()),
-        ("d_qn", pa.float32()),
-    ]
-)
+# The plain list's columns plus the batch number (second, so it reads first after the epoch).
+BATCHED_SCHEMA = TRIPLET_SCHEMA.insert(1, pa.field("batch", pa.int32()))
 
 
 @dataclass(frozen=True)
