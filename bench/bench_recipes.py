@@ -176,7 +176,7 @@ def main() -> None:
         print(f"embedded Fashion-MNIST: {len(data.ids)} train / {len(data.val_ids)} val images, "
               f"{PASSES * len(data.ids):,} images forwarded per epoch, {epochs} epochs")
         results = {r: run(r, data, epochs) for r in recipes}
-    print(f"\nvalidation precision@30 by epoch (epoch 0 = initial network)")
+    print("\nvalidation precision@30 by epoch (epoch 0 = initial network)")
     print(f"{'epoch':>5s} " + " ".join(f"{r:>14s}" for r in recipes))
     for e in range(epochs + 1):
         print(f"{e:5d} " + " ".join(f"{results[r][0][e]:14.3f}" for r in recipes))

@@ -9,8 +9,12 @@ from typing import Callable
 import luigi
 import luigi.configuration
 import pytest
+import numpy as np
+import pandas as pd
 import torch
 
+from pipeline.indexing import IndexSettings, build_index
+from pipeline.pixel_store import open_store, read_index
 from tests.datagen import make_image_folder, make_tiny_imagenet
 
 os.environ.setdefault("DASK_SCHEDULER", "synchronous")
@@ -90,6 +94,16 @@ def configure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, luigi_registry) -
     for s in parser.sections():
         parser.remove_section(s)
     luigi.task_register.Register.clear_instance_cache()
+
+
+@pytest.fixture(scope="module")
+def fashion(tmp_path_factory) -> tuple[np.ndarray, pd.DataFrame]:
+    """The embedded Fashion-MNIST subset indexed once: (pixel store, train index)."""
+    out = tmp_path_factory.mktemp("fashion") / "ds"
+    summary = build_index(IndexSettings(source="embedded", scheduler="synchronous"), out)
+    assert summary["classes"] == 10
+    index = read_index(out, ["image_id", "split", "label"])
+    return open_store(out), index[index["split"] == "train"].sort_values("image_id")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample
 from pipeline.sampling.batched import BatchOptions, compose_batches
 from pipeline.step_batches import batch_steps
 from pipeline.training import TrainSettings, make_optimizer, train_one_epoch
-from tests.test_training import CPU, SMALL, fashion  # noqa: F401  (fixture)
+from tests.test_training import CPU, SMALL
 
 MARGIN = 1.0
 

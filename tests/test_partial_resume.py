@@ -14,7 +14,7 @@ import torch
 from models.embedding_net import build_model
 from pipeline.resume import fingerprint, load_partial, partial_path, remove_partial, save_partial
 from pipeline.training import EpochProgress, PartialSaves, TrainSettings, make_optimizer, train_one_epoch
-from tests.test_training import CPU, SMALL, fashion, uniform_triplets  # noqa: F401  (fixture)
+from tests.test_training import CPU, SMALL, uniform_triplets
 
 SETTINGS = TrainSettings(batch_size=16, lr=0.05, weight_decay=1e-4)
 

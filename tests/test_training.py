@@ -20,9 +20,7 @@ import tasks
 from models.embedding_net import ModelSettings, build_model
 from pipeline.batches import AugmentSettings
 from pipeline.checkpoint import load_checkpoint
-from pipeline.errors import ConfigError, TrainingError
-from pipeline.indexing import IndexSettings, build_index
-from pipeline.pixel_store import open_store, read_index
+from pipeline.errors import TrainingError
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
 from pipeline.training import STEP_LOG_COLUMNS, TrainSettings, make_optimizer, train_one_epoch
 from tests.conftest import build, fast_config
@@ -32,16 +30,6 @@ SMALL = ModelSettings(width=8, embedding_dim=16, stem="small-s2")
 
 
 # --------------------------------------------------------------------------- helpers
-
-@pytest.fixture(scope="module")
-def fashion(tmp_path_factory) -> tuple[np.ndarray, pd.DataFrame]:
-    """The embedded Fashion-MNIST subset indexed once: (pixel store, train index)."""
-    out = tmp_path_factory.mktemp("fashion") / "ds"
-    summary = build_index(IndexSettings(source="embedded", scheduler="synchronous"), out)
-    assert summary["classes"] == 10
-    index = read_index(out, ["image_id", "split", "label"])
-    return open_store(out), index[index["split"] == "train"].sort_values("image_id")
-
 
 def uniform_triplets(train: pd.DataFrame, epoch: int, per_class: int = 30, seed: int = 0) -> np.ndarray:
     """``(10 * per_class, 3)`` uniform triplets over the first ``per_class`` images of each class."""
