@@ -147,7 +147,7 @@ def shipped_batched_settings() -> dict[str, str]:
 
     parser = configparser.ConfigParser()
     parser.read(Path(__file__).resolve().parents[1] / "luigi.cfg")
-    keys = ("batch_classes", "batch_seeds", "seed_passes", "hard_share", "hard_top", "triplets_per_anchor",
+    keys = ("batch_classes", "batch_seeds", "image_passes", "hard_share", "hard_top", "triplets_per_anchor",
             "triplet_rule")
     section = parser["TripletList"] if parser.has_section("TripletList") else {}
     return {k: section[k] for k in keys if k in section}

@@ -58,7 +58,7 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
     relevance_cap = luigi.FloatParameter(default=0.9, description="positive = relevance: weight cap quantile")
     batch_classes = luigi.IntParameter(default=10, description="batched: classes per batch (P)")
     batch_seeds = luigi.IntParameter(default=10, description="batched: seed images per class and batch (K)")
-    seed_passes = luigi.IntParameter(default=6, description="batched: times each image is a seed per epoch")
+    image_passes = luigi.IntParameter(default=7, description="batched: images forwarded per epoch, in training sets")
     hard_share = luigi.FloatParameter(default=1.0, description="batched: share of seeds that bring a hard negative")
     hard_top = luigi.IntParameter(default=10, description="batched: hard negative drawn among this many nearest")
     triplets_per_anchor = luigi.IntParameter(default=16, description="batched: listed triplets per anchor")
@@ -89,7 +89,7 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
                             pool_size=self.pool_size, knn_k=self.knn_k, mined_share=self.mined_share,
                             mined_strategy=self.mined_strategy, relevance_cap=self.relevance_cap,
                             batch_classes=self.batch_classes, batch_seeds=self.batch_seeds,
-                            seed_passes=self.seed_passes, hard_share=self.hard_share, hard_top=self.hard_top,
+                            image_passes=self.image_passes, hard_share=self.hard_share, hard_top=self.hard_top,
                             triplets_per_anchor=self.triplets_per_anchor, triplet_rule=self.triplet_rule)
 
     def _needs_embeddings(self) -> bool:

@@ -41,10 +41,10 @@ def batched_table(labels, emb, epoch=2, seed=0, **options) -> pd.DataFrame:
 @pytest.mark.parametrize("rule", ["active", "semihard", "hard", "uniform"])
 def test_listed_triplets_stay_in_their_batch_and_obey_their_rule(rule):
     labels, emb = clustered()
-    df = batched_table(labels, emb, batch_classes=4, batch_seeds=5, seed_passes=2, triplets_per_anchor=6,
+    df = batched_table(labels, emb, batch_classes=4, batch_seeds=5, image_passes=2, triplets_per_anchor=6,
                        triplet_rule=rule)
     ctx = SamplingContext(layout=ClassLayout.from_labels(labels), epoch=2, seed=0, margin=MARGIN, embeddings=emb)
-    batches = compose_batches(ctx, BatchOptions(batch_classes=4, batch_seeds=5, seed_passes=2))
+    batches = compose_batches(ctx, BatchOptions(batch_classes=4, batch_seeds=5, image_passes=2))
     assert df["batch"].nunique() == len(batches)
     pos = {b: set((members + 1000).tolist()) for b, members in enumerate(batches)}
     for b, rows in df.groupby("batch"):
@@ -68,15 +68,22 @@ def test_listed_triplets_stay_in_their_batch_and_obey_their_rule(rule):
 def test_batches_hold_p_classes_of_k_seeds_plus_hard_negatives():
     labels, emb = clustered(n_classes=8, per_class=30)
     ctx = SamplingContext(layout=ClassLayout.from_labels(labels), epoch=3, seed=1, margin=MARGIN, embeddings=emb)
-    options = BatchOptions(batch_classes=3, batch_seeds=4, seed_passes=2, hard_share=1.0, hard_top=3)
+    options = BatchOptions(batch_classes=3, batch_seeds=4, image_passes=2, hard_share=1.0, hard_top=3)
     batches = compose_batches(ctx, options)
-    assert len(batches) == -(-2 * labels.size // 12)  # every image a seed twice
+    sizes = [m.size for m in batches]
+    budget = 2 * labels.size  # image_passes x training images forwarded
+    assert sum(sizes) >= budget and sum(sizes) - sizes[-1] < budget
     for members in batches:
         assert 12 <= members.size <= 24  # 3 x 4 seeds, plus up to one hard negative each
         assert np.unique(labels[members]).size >= 3
     # Without embeddings: plain P x K batches, no hard negatives.
     plain = compose_batches(SamplingContext(layout=ctx.layout, epoch=3, seed=1), options)
     assert all(m.size == 12 and np.unique(labels[m]).size == 3 for m in plain)
+    assert len(plain) == budget // 12
+    seeds = np.bincount(np.concatenate(plain), minlength=labels.size)
+    for c in range(8):  # within a class, every image a seed equally often (classes are drawn at random)
+        counts = seeds[labels == c]
+        assert counts.max() - counts.min() <= 1, (c, counts)
 
 
 def test_hard_negatives_are_the_nearest_other_class_images():
@@ -129,7 +136,7 @@ def test_each_distinct_image_is_forwarded_once_per_batch(fashion):
     sub = train.groupby("label").head(12)
     labels = sub["label"].to_numpy()
     ctx = SamplingContext(layout=ClassLayout.from_labels(labels), epoch=1, seed=0)
-    df = sample_triplets(ctx, get_strategy("batched", batch_classes=4, batch_seeds=3, seed_passes=1),
+    df = sample_triplets(ctx, get_strategy("batched", batch_classes=4, batch_seeds=3, image_passes=1),
                          sub["image_id"].to_numpy()).to_pandas()
     torch.manual_seed(0)
     net = CountingNet(build_model(SMALL))
@@ -204,7 +211,7 @@ def test_batched_run_and_inspect_from_the_command_line(tmp_path, tiny_imagenet):
     from tests.test_cli_failures import REPO, luigi_cli, write_overrides
 
     cfg = fast_config(tmp_path, tiny_imagenet)
-    cfg["TripletList"].update(strategy="batched", batch_classes=3, batch_seeds=4, seed_passes=2)
+    cfg["TripletList"].update(strategy="batched", batch_classes=3, batch_seeds=4, image_passes=2)
     cfg["TrainEpoch"].update(reduce="active", in_batch="all")
     config = write_overrides(tmp_path, cfg)
     done = luigi_cli(["RunAll"], config)

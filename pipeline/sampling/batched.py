@@ -12,8 +12,10 @@ batch itself, from the previous epoch's embeddings of the *whole* training set:
   previous epoch confused them with it (neighbour counts), so confused classes
   meet in one batch.
 * **Seeds.** ``batch_seeds`` (K) images of each chosen class, walking a seeded
-  per-class permutation, so every image is a seed ``seed_passes`` times per
-  epoch.
+  per-class permutation, so every image is a seed equally often.
+* **Length.** Batches are added until the epoch forwards ``image_passes`` times
+  as many images as the training set holds: the budget, whatever the batches'
+  size (a hard negative that is already in its batch adds nothing).
 * **Hard negatives.** For a ``hard_share`` of the seeds, one of its
   ``hard_top`` nearest other-class images (exact kNN over all training
   embeddings, drawn at random among them) joins the batch: negatives an in-batch
@@ -61,14 +63,14 @@ class BatchOptions:
 
     batch_classes: int = 10
     batch_seeds: int = 10
-    seed_passes: int = 6
+    image_passes: int = 7
     hard_share: float = 1.0
     hard_top: int = 10
     triplets_per_anchor: int = 16
     triplet_rule: str = "active"
 
     def __post_init__(self) -> None:
-        for name in ("seed_passes", "hard_top", "triplets_per_anchor"):
+        for name in ("image_passes", "hard_top", "triplets_per_anchor"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"[TripletList] {name} = {getattr(self, name)}; it must be at least 1")
         if self.batch_seeds < 2:
@@ -153,12 +155,15 @@ def compose_batches(ctx: SamplingContext, options: BatchOptions) -> list[np.ndar
         hard, confusion = _neighbours(np.asarray(ctx.embeddings, dtype=np.float32), layout.labels,
                                       options.hard_top)
     p = min(options.batch_classes, usable.size)
-    seeds_per_batch = p * options.batch_seeds
-    n_batches = max(1, -(-options.seed_passes * int(layout.count[usable].sum()) // seeds_per_batch))
+    budget = options.image_passes * int(layout.count[usable].sum())
     cycle = _SeedCycle(ctx, rng)
-    first_classes = rng.permutation(np.resize(rng.permutation(usable), n_batches))
-    batches = []
-    for first in first_classes:
+    batches: list[np.ndarray] = []
+    forwarded = 0
+    first_classes: list[int] = []
+    while forwarded < budget:
+        if not first_classes:  # every usable class leads a batch once per round, in a seeded order
+            first_classes = rng.permutation(usable).tolist()
+        first = first_classes.pop()
         classes = _batch_classes(int(first), usable, p, confusion, rng)
         seeds = np.concatenate([cycle.take(int(c), options.batch_seeds) for c in classes])
         members = [seeds]
@@ -169,6 +174,7 @@ def compose_batches(ctx: SamplingContext, options: BatchOptions) -> list[np.ndar
             picks = hard[seeds[bring], pick[bring]]
             members.append(picks[picks >= 0])
         batches.append(np.unique(np.concatenate(members)))
+        forwarded += batches[-1].size
     return batches
 
 
@@ -277,8 +283,8 @@ class BatchedStrategy:
 
 
 @register("batched")
-def batched(batch_classes: int = 10, batch_seeds: int = 10, seed_passes: int = 6, hard_share: float = 1.0,
+def batched(batch_classes: int = 10, batch_seeds: int = 10, image_passes: int = 7, hard_share: float = 1.0,
             hard_top: int = 10, triplets_per_anchor: int = 16, triplet_rule: str = "active") -> BatchedStrategy:
     return BatchedStrategy(BatchOptions.from_settings(dict(
-        batch_classes=batch_classes, batch_seeds=batch_seeds, seed_passes=seed_passes, hard_share=hard_share,
+        batch_classes=batch_classes, batch_seeds=batch_seeds, image_passes=image_passes, hard_share=hard_share,
         hard_top=hard_top, triplets_per_anchor=triplets_per_anchor, triplet_rule=triplet_rule)))
