@@ -5,9 +5,10 @@
 Every recipe trains the same network (width-16 ResNet-18, 64-d head) from the
 same initial weights with the same optimiser and schedule (SGD lr 0.01,
 momentum 0.9, weight decay 1e-4, lr x0.2 after epoch 9), the same augmentation
-and seed, forwarding about the same number of images per epoch (72k: 6,000
-training images x 12). Prints validation precision@30 by epoch and seconds per
-epoch, all recipes in one run:
+and seed. The plain and PML recipes forward 72k images per epoch (6,000 training
+images x 12); the batched ones what the shipped luigi.cfg says (``image_passes``:
+42k; ``--batched image_passes=12`` gives them 72k too). Prints validation
+precision@30 by epoch and seconds per epoch, all recipes in one run:
 
 * ``uniform``: the course protocol (uniform triplets, 3 forwards each; 4 per query).
 * ``mixed``: the previous default (half hard-mined from the last epoch, half uniform).
