@@ -74,4 +74,5 @@ class compute(luigi.Config):  # noqa: N801
 
     device = luigi.Parameter(default="auto", significant=False,
                              description="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
-    threads = luigi.IntParameter(default=0, significant=False, description="CPU threads for torch (0 = torch's default)")
+    threads = luigi.IntParameter(default=0, significant=False,
+                                 description="CPU threads for torch (0 = torch's default)")

@@ -31,8 +31,8 @@ from pipeline.device import resolve_device
 from pipeline.experiment_config import record_or_check
 from pipeline.pixel_store import open_store
 from pipeline.resume import fingerprint, load_partial, partial_path, remove_partial, save_partial
-from pipeline.training import (STEP_LOG_COLUMNS, STEP_LOG_DTYPES, PartialSaves, TrainSettings, make_optimizer, make_scheduler,
-                               train_one_epoch)
+from pipeline.training import (STEP_LOG_COLUMNS, STEP_LOG_DTYPES, PartialSaves, TrainSettings, make_optimizer,
+                               make_scheduler, train_one_epoch)
 from pipeline.triplet_io import training_steps
 from tasks.base import RecordedSettings, log, progress_reporter, single_writer, temporary_dir
 from tasks.config import artifacts, compute, experiment_param, model, RunSeed
@@ -121,8 +121,7 @@ class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
         record_or_check(self.config_path(), config, self.experiment)
         if self.epoch == 0:
             state = self._initial_state(config)
-            steps = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
-                STEP_LOG_COLUMNS, STEP_LOG_DTYPES)})
+            steps = pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(STEP_LOG_COLUMNS, STEP_LOG_DTYPES)})
         else:
             state, steps = self._train(config, device, settings)
         state["seconds"] = round(time.perf_counter() - started, 3)
