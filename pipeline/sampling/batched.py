@@ -43,7 +43,7 @@ import pyarrow as pa
 from pipeline.errors import ConfigError
 from pipeline.knn import knn_search
 from pipeline.sampling.base import SamplingContext
-from pipeline.sampling.driver import TRIPLET_SCHEMA
+from pipeline.sampling.driver import BATCHED_SCHEMA, triplet_table  # noqa: F401  (BATCHED_SCHEMA: documented here)
 from pipeline.sampling.registry import register
 
 RULES = ("active", "semihard", "hard", "uniform")
@@ -53,8 +53,6 @@ _TRIPLET_STREAM = (1 << 29) + 1
 # Random (positive, negative) candidates examined per listed triplet and anchor.
 _CANDIDATES_PER_TRIPLET = 8
 
-# The plain list's columns plus the batch number (second, so it reads first after the epoch).
-BATCHED_SCHEMA = TRIPLET_SCHEMA.insert(1, pa.field("batch", pa.int32()))
 
 
 @dataclass(frozen=True)
@@ -250,23 +248,8 @@ def sample_batched_list(ctx: SamplingContext, options: BatchOptions, image_ids: 
     q, p, n, ok, d_ap, d_an = (np.concatenate([part[i] for part in parts]) for i in range(6))
     rule = options.triplet_rule if emb is not None else "uniform"
     names = np.where(ok, rule, f"{rule}-uniform") if rule != "uniform" else np.full(q.size, "uniform")
-    ids = np.asarray(image_ids, dtype=np.int64)
-    strategy = pa.array(names, type=pa.string()).dictionary_encode().cast(BATCHED_SCHEMA.field("strategy").type)
-    return pa.table(
-        {
-            "epoch": pa.array(np.full(q.size, ctx.epoch, np.int32)),
-            "batch": pa.array(np.repeat(np.arange(len(batches), dtype=np.int32), sizes)),
-            "query": pa.array(ids[q]),
-            "positive": pa.array(ids[p]),
-            "negative": pa.array(ids[n]),
-            "query_label": pa.array(labels[q].astype(np.int32)),
-            "negative_label": pa.array(labels[n].astype(np.int32)),
-            "strategy": strategy,
-            "d_qp": pa.array(d_ap.astype(np.float32)),
-            "d_qn": pa.array(d_an.astype(np.float32)),
-        },
-        schema=BATCHED_SCHEMA,
-    )
+    batch = np.repeat(np.arange(len(batches), dtype=np.int32), sizes)
+    return triplet_table(ctx, image_ids, q, p, n, names, d_ap, d_an, batch=batch)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,9 @@ TRIPLET_SCHEMA = pa.schema(
     ]
 )
 
+# A batch-structured list: the same columns plus the batch number (second, read right after the epoch).
+BATCHED_SCHEMA = TRIPLET_SCHEMA.insert(1, pa.field("batch", pa.int32()))
+
 _SHUFFLE_STREAM = 1 << 30  # keeps the shuffle RNG apart from every block's RNG
 
 
@@ -109,20 +112,30 @@ def assemble_table(results: list[TripletBlock], ctx: SamplingContext, image_ids:
     dqn = np.concatenate([r.d_qn if r.d_qn is not None else nan(r) for r in results]).astype(np.float32)
     perm = block_rng(ctx.seed, ctx.epoch, _SHUFFLE_STREAM).permutation(q.size)
     q, p, n, s, dqp, dqn = q[perm], p[perm], n[perm], s[perm], dqp[perm], dqn[perm]
+    return triplet_table(ctx, image_ids, q, p, n, s, dqp, dqn)
+
+
+def triplet_table(ctx: SamplingContext, image_ids: np.ndarray, q: np.ndarray, p: np.ndarray, n: np.ndarray,
+                  strategy: np.ndarray, d_qp: np.ndarray, d_qn: np.ndarray,
+                  batch: np.ndarray | None = None) -> pa.Table:
+    """The Parquet-ready table of triplets given as training positions; with ``batch``, a
+    batch-structured one (the ``batch`` column second)."""
     labels = ctx.layout.labels
     ids = np.asarray(image_ids, dtype=np.int64)
-    strategy = pa.array(s, type=pa.string()).dictionary_encode().cast(TRIPLET_SCHEMA.field("strategy").type)
-    return pa.table(
-        {
-            "epoch": pa.array(np.full(q.size, ctx.epoch, np.int32)),
-            "query": pa.array(ids[q]),
-            "positive": pa.array(ids[p]),
-            "negative": pa.array(ids[n]),
-            "query_label": pa.array(labels[q].astype(np.int32)),
-            "negative_label": pa.array(labels[n].astype(np.int32)),
-            "strategy": strategy,
-            "d_qp": pa.array(dqp),
-            "d_qn": pa.array(dqn),
-        },
-        schema=TRIPLET_SCHEMA,
-    )
+    columns = {
+        "epoch": pa.array(np.full(q.size, ctx.epoch, np.int32)),
+        "query": pa.array(ids[q]),
+        "positive": pa.array(ids[p]),
+        "negative": pa.array(ids[n]),
+        "query_label": pa.array(labels[q].astype(np.int32)),
+        "negative_label": pa.array(labels[n].astype(np.int32)),
+        "strategy": pa.array(strategy, type=pa.string()).dictionary_encode().cast(
+            TRIPLET_SCHEMA.field("strategy").type),
+        "d_qp": pa.array(np.asarray(d_qp, dtype=np.float32)),
+        "d_qn": pa.array(np.asarray(d_qn, dtype=np.float32)),
+    }
+    schema = TRIPLET_SCHEMA
+    if batch is not None:
+        schema = BATCHED_SCHEMA
+        columns = {"epoch": columns.pop("epoch"), "batch": pa.array(batch.astype(np.int32)), **columns}
+    return pa.table(columns, schema=schema)
