@@ -74,6 +74,16 @@ def read_triplets(triplet_dir: str | Path, columns: list[str] | None = None) -> 
     return _read(_part(triplet_dir), columns).to_pandas()
 
 
+_ID_COLUMNS = ("query", "positive", "negative")
+
+
+def _ids(t: pa.Table, path: Path) -> np.ndarray:
+    bad = [c for c in _ID_COLUMNS if not pa.types.is_integer(t.schema.field(c).type) or t[c].null_count]
+    if bad:
+        raise corrupt_artifact(path, f"columns {bad} are not non-null integer image ids")
+    return np.stack([t[c].to_numpy() for c in _ID_COLUMNS], axis=1).astype(np.int64, copy=False)
+
+
 def triplet_ids(triplet_dir: str | Path) -> np.ndarray:
     """``(T, 3)`` int64 array of (query, positive, negative) image ids, in file order.
 
@@ -81,12 +91,7 @@ def triplet_ids(triplet_dir: str | Path) -> np.ndarray:
     truncated or overwritten, or its id columns are not non-null integers.
     """
     path = _part(triplet_dir)
-    t = _read(path, ["query", "positive", "negative"])
-    cols = ("query", "positive", "negative")
-    bad = [c for c in cols if not pa.types.is_integer(t.schema.field(c).type) or t[c].null_count]
-    if bad:
-        raise corrupt_artifact(path, f"columns {bad} are not non-null integer image ids")
-    return np.stack([t[c].to_numpy() for c in cols], axis=1).astype(np.int64, copy=False)
+    return _ids(_read(path, list(_ID_COLUMNS)), path)
 
 
 def training_steps(triplet_dir: str | Path, batch_size: int) -> tuple[list[StepBatch], np.ndarray]:
@@ -98,10 +103,10 @@ def training_steps(triplet_dir: str | Path, batch_size: int) -> tuple[list[StepB
     for partial checkpoints.
     """
     path = _part(triplet_dir)
-    ids = triplet_ids(triplet_dir)
-    if "batch" not in pq.read_schema(path).names:
+    t = _read(path, None)  # one read: ids, and the batch columns where the list has them
+    ids = _ids(t, path)
+    if "batch" not in t.column_names:
         return triplet_steps(ids, batch_size), ids
-    t = _read(path, ["batch", "query_label", "negative_label"])
     batch = t["batch"].to_numpy()
     steps = batch_steps(batch, ids, t["query_label"].to_numpy(), t["negative_label"].to_numpy())
     return steps, np.column_stack([ids, batch])
