@@ -18,8 +18,8 @@ import torch
 
 import common  # noqa: F401  (puts the repo on sys.path)
 from common import best_of
-from pipeline.batches import AugmentSettings, augment, iterate_batches, to_float
-from pipeline.pixel_store import create_store
+from pipeline.data.batches import AugmentSettings, augment, iterate_batches, to_float
+from pipeline.data.pixel_store import create_store
 
 
 def make_data(root: Path, n: int, size: int, classes: int) -> tuple[np.ndarray, Path]:

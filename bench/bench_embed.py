@@ -18,8 +18,8 @@ import torch
 
 import common  # noqa: F401  (puts the repo on sys.path)
 from models.embedding_net import ModelSettings, build_model
-from pipeline.embedding import embed_images
-from pipeline.pixel_store import create_store
+from pipeline.embedding.embed import embed_images
+from pipeline.data.pixel_store import create_store
 
 
 @torch.no_grad()

@@ -36,14 +36,14 @@ import torch
 
 import common  # noqa: F401  (puts the repo on sys.path)
 from models.embedding_net import ModelSettings, build_model
-from pipeline.batches import AugmentSettings, augment, to_float
-from pipeline.embedding import embed_images
-from pipeline.indexing import IndexSettings, build_index
+from pipeline.data.batches import AugmentSettings, augment, to_float
+from pipeline.embedding.embed import embed_images
+from pipeline.data.indexing import IndexSettings, build_index
 from pipeline.knn import knn_search
-from pipeline.pixel_store import gather, open_store, read_index
+from pipeline.data.pixel_store import gather, open_store, read_index
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
-from pipeline.step_batches import batch_steps
-from pipeline.training import TrainSettings, make_optimizer, make_scheduler, step_generator, train_one_epoch
+from pipeline.training.steps import batch_steps
+from pipeline.training.loop import TrainSettings, make_optimizer, make_scheduler, step_generator, train_one_epoch
 
 MODEL = ModelSettings(arch="resnet18", embedding_dim=64, normalize=False, stem="small-s2", width=16)
 BASE = TrainSettings(batch_size=64, lr=0.01, momentum=0.9, weight_decay=1e-4, lr_step=9, lr_gamma=0.2)

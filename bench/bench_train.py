@@ -21,9 +21,9 @@ import torch
 
 import common  # noqa: F401  (puts the repo on sys.path)
 from models.embedding_net import ModelSettings, build_model
-from pipeline.losses import triplet_loss
-from pipeline.pixel_store import create_store
-from pipeline.training import TrainSettings, make_optimizer, train_one_epoch
+from pipeline.training.losses import triplet_loss
+from pipeline.data.pixel_store import create_store
+from pipeline.training.loop import TrainSettings, make_optimizer, train_one_epoch
 
 
 def bare_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[torch.Tensor]) -> None:

@@ -20,7 +20,7 @@ import pandas as pd
 
 import common  # noqa: F401,E402  (puts the repo on sys.path)
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
-from pipeline.triplet_io import write_triplet_list
+from pipeline.sampling.list_files import write_triplet_list
 
 
 def loop_baseline(labels: np.ndarray, ids: np.ndarray, out: Path, seed: int) -> int:

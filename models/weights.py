@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from models.embedding_net import EmbeddingNet
-from pipeline.checkpoint import safe_load
+from pipeline.training.checkpoint import safe_load
 from pipeline.errors import ConfigError, PipelineError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 
 import luigi
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.atomic import atomic_path, remove_stale_temporaries
 from pipeline.experiment_config import check_recorded
 from pipeline.locks import exclusive_lock, lock_file
@@ -63,7 +63,7 @@ class RecordedSettings:
     """
 
     def config_path(self) -> Path:
-        return layout.experiment_dir(artifacts().root, self.experiment) / "config.json"
+        return paths.experiment_dir(artifacts().root, self.experiment) / "config.json"
 
     def check_settings(self) -> None:
         """Raise :class:`ConfigError` if the current settings contradict the experiment's record."""

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import luigi
 
-from pipeline import layout
-from pipeline.figures import plot_compare
-from pipeline.report import write_compare
-from pipeline.report_inputs import metrics_table, stage_times
+from pipeline import paths
+from pipeline.reporting.figures import plot_compare
+from pipeline.reporting.report import write_compare
+from pipeline.reporting.inputs import metrics_table, stage_times
 from tasks.base import log, single_writer, temporary_dir
 from tasks.config import artifacts
 from tasks.train_epoch import train_seconds
@@ -31,8 +31,8 @@ class ExperimentEpochOutputs(luigi.ExternalTask):
 
     def output(self) -> dict[str, luigi.LocalTarget]:
         root = artifacts().root
-        return {"metrics": luigi.LocalTarget(str(layout.metrics_file(root, self.experiment, self.epoch))),
-                "train": luigi.LocalTarget(str(layout.train_dir(root, self.experiment, self.epoch)))}
+        return {"metrics": luigi.LocalTarget(str(paths.metrics_file(root, self.experiment, self.epoch))),
+                "train": luigi.LocalTarget(str(paths.train_dir(root, self.experiment, self.epoch)))}
 
 
 class Compare(luigi.Task):
@@ -46,7 +46,7 @@ class Compare(luigi.Task):
                 for e in self.experiments}
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(layout.compare_dir(artifacts().root, list(self.experiments), self.epochs)))
+        return luigi.LocalTarget(str(paths.compare_dir(artifacts().root, list(self.experiments), self.epochs)))
 
     @single_writer
     def run(self) -> None:

@@ -4,7 +4,7 @@
 
 Writes ``embeddings/epoch=NNN/`` (Parquet shards + manifest.json). Epoch 0
 embeds the untrained (or pretrained) network: the accuracy-by-epoch baseline.
-Load a split with ``pipeline.embedding.load_embeddings(folder, "val")``.
+Load a split with ``pipeline.embedding.embed.load_embeddings(folder, "val")``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import luigi
 import torch
 
 from models.embedding_net import ModelSettings, build_model
-from pipeline import layout
-from pipeline.pixel_store import read_index
-from pipeline.checkpoint import load_checkpoint
+from pipeline import paths
+from pipeline.data.pixel_store import read_index
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.device import resolve_device
 from pipeline.errors import ConfigError
-from pipeline.embedding import embed_images, write_shards
-from pipeline.pixel_store import open_store
+from pipeline.embedding.embed import embed_images, write_shards
+from pipeline.data.pixel_store import open_store
 from tasks.base import log, single_writer, temporary_dir
 from tasks.config import artifacts, compute, experiment_param, model
 from tasks.index_dataset import IndexDataset
@@ -43,7 +43,7 @@ class EmbedEpoch(luigi.Task):
         return {"index": IndexDataset(), "train": TrainEpoch(experiment=self.experiment, epoch=self.epoch)}
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(layout.embeddings_dir(artifacts().root, self.experiment, self.epoch)))
+        return luigi.LocalTarget(str(paths.embeddings_dir(artifacts().root, self.experiment, self.epoch)))
 
     @single_writer
     def run(self) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import luigi
 
-from pipeline import layout
-from pipeline.indexing import NATIVE_SIZE, IndexSettings, build_index, format_summary
+from pipeline import paths
+from pipeline.data.indexing import NATIVE_SIZE, IndexSettings, build_index, format_summary
 from tasks.base import log, single_writer, temporary_dir
 from tasks.config import artifacts
 
@@ -39,10 +39,10 @@ class IndexDataset(luigi.Task):
     @property
     def key(self) -> str:
         size = self.stored_size or NATIVE_SIZE[self.source]
-        return f"{layout.check_name(self.name or self.source, '[dataset] name')}-{size}px"
+        return f"{paths.check_name(self.name or self.source, '[dataset] name')}-{size}px"
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(layout.dataset_dir(artifacts().root, self.key)))
+        return luigi.LocalTarget(str(paths.dataset_dir(artifacts().root, self.key)))
 
     @single_writer
     def run(self) -> None:

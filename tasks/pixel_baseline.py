@@ -14,11 +14,11 @@ from pathlib import Path
 
 import luigi
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.atomic import write_text_atomic
-from pipeline.baseline import pixel_embeddings
-from pipeline.pixel_store import open_store, read_index
-from pipeline.validation import ValidationSettings, validate
+from pipeline.evaluation.baseline import pixel_embeddings
+from pipeline.data.pixel_store import open_store, read_index
+from pipeline.evaluation.evaluate import ValidationSettings, validate
 from tasks.base import log, single_writer
 from tasks.config import artifacts, RunSeed
 from tasks.index_dataset import IndexDataset
@@ -35,7 +35,7 @@ class PixelBaseline(RunSeed, luigi.Task):
         return IndexDataset()
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(layout.baseline_file(artifacts().root, IndexDataset().key, self.k,
+        return luigi.LocalTarget(str(paths.baseline_file(artifacts().root, IndexDataset().key, self.k,
                                                           self.max_size, self.seed)))
 
     @single_writer

@@ -15,13 +15,14 @@ from pathlib import Path
 import luigi
 import pandas as pd
 
-from pipeline import figures, layout
-from pipeline.embedding import read_manifest
-from pipeline.pixel_store import SUMMARY_FILE, open_store, read_index
-from pipeline.report import write_report
-from pipeline.report_inputs import (collapse_notes, metric_values, metrics_table, neighbor_grid_inputs, stage_times,
+from pipeline import paths
+from pipeline.reporting import figures
+from pipeline.embedding.embed import read_manifest
+from pipeline.data.pixel_store import SUMMARY_FILE, open_store, read_index
+from pipeline.reporting.report import write_report
+from pipeline.reporting.inputs import (collapse_notes, metric_values, metrics_table, neighbor_grid_inputs, stage_times,
                                     step_logs, training_summary)
-from pipeline.triplet_io import read_triplet_meta
+from pipeline.sampling.list_files import read_triplet_meta
 from tasks.base import log, single_writer, temporary_dir
 from tasks.config import artifacts, experiment_param
 from tasks.embed_epoch import EmbedEpoch
@@ -49,7 +50,7 @@ class Report(luigi.Task):
         }
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(layout.report_dir(artifacts().root, self.experiment, self.epochs)))
+        return luigi.LocalTarget(str(paths.report_dir(artifacts().root, self.experiment, self.epochs)))
 
     def complete(self) -> bool:
         """Also stale when an epoch's metrics must be recomputed (changed [ValidateEpoch] settings).
@@ -68,7 +69,7 @@ class Report(luigi.Task):
         entries = [("IndexDataset", json.loads((Path(inp["index"].path) / SUMMARY_FILE).read_text())["seconds"]),
                    ("PixelBaseline", json.loads(Path(inp["baseline"].path).read_text()).get("seconds"))]
         for i in range(self.epochs + 1):
-            triplets = layout.triplets_dir(root, self.experiment, i)
+            triplets = paths.triplets_dir(root, self.experiment, i)
             if i > 0 and triplets.is_dir():  # lists may have been deleted to save space
                 entries.append((f"TripletList({i})", read_triplet_meta(triplets).get("seconds")))
             entries.append((f"TrainEpoch({i})", train_seconds(inp["train"][i].path)))
@@ -83,11 +84,11 @@ class Report(luigi.Task):
         metrics = metrics_table([Path(t.path) for t in inp["metrics"]])
         steps = step_logs([Path(t.path) / STEPS for t in inp["train"]])
         baseline = metric_values(json.loads(Path(inp["baseline"].path).read_text()))
-        config = json.loads((layout.experiment_dir(artifacts().root, self.experiment) / "config.json").read_text())
+        config = json.loads((paths.experiment_dir(artifacts().root, self.experiment) / "config.json").read_text())
         ds = Path(inp["index"].path)
         store, index = open_store(ds), read_index(ds, ["image_id", "class_name"])
         last = Path(inp["metrics"][-1].path)
-        neighbors = pd.read_parquet(layout.metrics_sidecar(last, "neighbors"))
+        neighbors = pd.read_parquet(paths.metrics_sidecar(last, "neighbors"))
         with temporary_dir(self.output()) as tmp:
             figs = {
                 "loss": figures.plot_loss_by_epoch(steps, tmp / "loss.png"),
@@ -99,7 +100,7 @@ class Report(luigi.Task):
                     **neighbor_grid_inputs(neighbors, kind, store, index), out=tmp / f"{kind}.png",
                     title=f"{kind.capitalize()} training images to validation queries (epoch {self.epochs})")
             times = self._stage_times() + [("Report", time.perf_counter() - started)]
-            paths = write_report(tmp, self.experiment, metrics, figs, baseline, config, stage_times(times),
+            written = write_report(tmp, self.experiment, metrics, figs, baseline, config, stage_times(times),
                                  collapse_notes(steps), training=training_summary(steps))
-        final = Path(self.output().path) / paths["html"].name
+        final = Path(self.output().path) / written["html"].name
         log.info("report: %s", final)

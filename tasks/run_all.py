@@ -12,7 +12,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.report import HTML_NAME
+from pipeline.reporting.report import HTML_NAME
 from tasks.config import experiment_param
 from tasks.report import Report
 

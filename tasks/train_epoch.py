@@ -24,16 +24,16 @@ import torch
 
 from models.embedding_net import build_model
 from models.weights import apply_weights
-from pipeline import layout
-from pipeline.batches import AugmentSettings
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline import paths
+from pipeline.data.batches import AugmentSettings
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.device import resolve_device
 from pipeline.experiment_config import record_or_check
-from pipeline.pixel_store import open_store
-from pipeline.resume import fingerprint, load_partial, partial_path, remove_partial, save_partial
-from pipeline.training import (STEP_LOG_COLUMNS, STEP_LOG_DTYPES, PartialSaves, TrainSettings, make_optimizer,
+from pipeline.data.pixel_store import open_store
+from pipeline.training.partial import fingerprint, load_partial, partial_path, remove_partial, save_partial
+from pipeline.training.loop import (STEP_LOG_COLUMNS, STEP_LOG_DTYPES, PartialSaves, TrainSettings, make_optimizer,
                                make_scheduler, train_one_epoch)
-from pipeline.triplet_io import training_steps
+from pipeline.sampling.list_files import training_steps
 from tasks.base import RecordedSettings, log, progress_reporter, single_writer, temporary_dir
 from tasks.config import artifacts, compute, experiment_param, model, RunSeed
 from tasks.index_dataset import IndexDataset
@@ -87,7 +87,7 @@ class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
         return deps
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(layout.train_dir(artifacts().root, self.experiment, self.epoch)))
+        return luigi.LocalTarget(str(paths.train_dir(artifacts().root, self.experiment, self.epoch)))
 
     def recorded_settings(self) -> dict:
         return self.resolved_config()

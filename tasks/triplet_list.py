@@ -5,7 +5,7 @@
 Settings: ``[TripletList]`` (strategy, triplets_per_query, mining options);
 the seed comes from ``[run] seed``. Mined strategies read the previous
 epoch's embedding shards, so ``TripletList(N)`` then requires ``EmbedEpoch(N-1)``.
-Inspect the result with ``python -m pipeline.inspect triplets --epoch 2``.
+Inspect the result with ``python -m pipeline.show triplets --epoch 2``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import luigi
 import numpy as np
 import pandas as pd
 
-from pipeline import layout
-from pipeline.pixel_store import read_index
-from pipeline.embedding import load_embeddings
+from pipeline import paths
+from pipeline.data.pixel_store import read_index
+from pipeline.embedding.embed import load_embeddings
 from pipeline.errors import ConfigError
 from pipeline.experiment_config import record_or_check
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
-from pipeline.triplet_io import write_triplet_list
+from pipeline.sampling.list_files import write_triplet_list
 from tasks.base import RecordedSettings, log, single_writer, temporary_dir
 from tasks.config import artifacts, experiment_param, RunSeed
 from tasks.index_dataset import IndexDataset
@@ -106,7 +106,7 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
         return deps
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(layout.triplets_dir(artifacts().root, self.experiment, self.epoch)))
+        return luigi.LocalTarget(str(paths.triplets_dir(artifacts().root, self.experiment, self.epoch)))
 
     def sampling_settings(self) -> dict:
         settings = {k: v for k, v in self.param_kwargs.items() if k not in ("experiment", "epoch", "n_blocks",

@@ -20,10 +20,10 @@ from pathlib import Path
 import luigi
 import pandas as pd
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.atomic import atomic_path, write_text_atomic
-from pipeline.embedding import load_embeddings
-from pipeline.validation import ValidationSettings, validate
+from pipeline.embedding.embed import load_embeddings
+from pipeline.evaluation.evaluate import ValidationSettings, validate
 from tasks.base import log, single_writer
 from tasks.config import artifacts, experiment_param, RunSeed
 from tasks.embed_epoch import EmbedEpoch
@@ -50,7 +50,7 @@ class ValidateEpoch(RunSeed, luigi.Task):
         return EmbedEpoch(experiment=self.experiment, epoch=self.epoch)
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(layout.metrics_file(artifacts().root, self.experiment, self.epoch)))
+        return luigi.LocalTarget(str(paths.metrics_file(artifacts().root, self.experiment, self.epoch)))
 
     def settings(self) -> ValidationSettings:
         return ValidationSettings(k=self.k, train_queries=self.train_queries, figure_queries=self.figure_queries,
@@ -79,8 +79,8 @@ class ValidateEpoch(RunSeed, luigi.Task):
         metrics, per_class, neighbors = validate(load_embeddings(emb_dir, "train"), load_embeddings(emb_dir, "val"),
                                                  settings)
         out = Path(self.output().path)
-        _write_parquet(per_class, layout.metrics_sidecar(out, "per_class"))
-        _write_parquet(neighbors, layout.metrics_sidecar(out, "neighbors"))
+        _write_parquet(per_class, paths.metrics_sidecar(out, "per_class"))
+        _write_parquet(neighbors, paths.metrics_sidecar(out, "neighbors"))
         metrics = {"epoch": self.epoch, **metrics, "settings": self.recorded_settings(),
                    "seconds": round(time.perf_counter() - started, 3)}
         write_text_atomic(out, json.dumps(metrics, indent=2))

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.indexing import IndexSettings, build_index
-from pipeline.pixel_store import open_store, read_index
+from pipeline.data.indexing import IndexSettings, build_index
+from pipeline.data.pixel_store import open_store, read_index
 from tests.datagen import make_image_folder, make_tiny_imagenet
 
 os.environ.setdefault("DASK_SCHEDULER", "synchronous")

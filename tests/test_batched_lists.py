@@ -13,11 +13,11 @@ import torch
 
 from models.embedding_net import build_model
 from pipeline.errors import ConfigError
-from pipeline.losses import all_triplet_losses, reduce_losses
+from pipeline.training.losses import all_triplet_losses, reduce_losses
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
 from pipeline.sampling.batched import BatchOptions, compose_batches
-from pipeline.step_batches import batch_steps
-from pipeline.training import TrainSettings, make_optimizer, train_one_epoch
+from pipeline.training.steps import batch_steps
+from pipeline.training.loop import TrainSettings, make_optimizer, train_one_epoch
 from tests.test_training import CPU, SMALL
 
 MARGIN = 1.0
@@ -164,7 +164,7 @@ def test_loss_equals_brute_force_over_the_listed_triplets():
         rows.append((a, p, n))
     ids = np.array(rows) + 500
     (step,) = batch_steps(np.zeros(len(rows), int), ids, labels[np.array(rows)[:, 0]], labels[np.array(rows)[:, 2]])
-    from pipeline.losses import listed_triplet_losses
+    from pipeline.training.losses import listed_triplet_losses
 
     local = [torch.from_numpy(a) for a in (step.anchors, step.positives, step.negatives)]
     zz = z[torch.from_numpy(step.images - 500)]  # the step's images in its own order
@@ -220,7 +220,7 @@ def test_batched_run_and_inspect_from_the_command_line(tmp_path, tiny_imagenet):
     assert "## Training by epoch" in report
     listing = pd.read_parquet(tmp_path / "artifacts" / "test" / "triplets" / "epoch=002")
     assert {"batch", "query", "positive", "negative"} <= set(listing.columns)
-    out = subprocess.run([sys.executable, "-m", "pipeline.inspect", "triplets", "--artifacts",
+    out = subprocess.run([sys.executable, "-m", "pipeline.show", "triplets", "--artifacts",
                           str(tmp_path / "artifacts"), "--experiment", "test", "--epoch", "2", "--dataset",
                           "tiny-imagenet-16px"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

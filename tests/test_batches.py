@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.batches import AugmentSettings, _augment_grouped, _augment_numpy, augment, iterate_batches, to_float
+from pipeline.data.batches import AugmentSettings, _augment_grouped, _augment_numpy, augment, iterate_batches, to_float
 from pipeline.errors import ConfigError
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.report_inputs import collapse_notes
-from pipeline.training import TrainSettings, train_one_epoch, warn_if_collapsed
+from pipeline.reporting.inputs import collapse_notes
+from pipeline.training.loop import TrainSettings, train_one_epoch, warn_if_collapsed
 
 
 class ConstantNet(torch.nn.Module):

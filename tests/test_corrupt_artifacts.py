@@ -18,13 +18,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import layout
-from pipeline.embedding import MANIFEST, load_embeddings, read_manifest, write_shards
+from pipeline import paths
+from pipeline.embedding.embed import MANIFEST, load_embeddings, read_manifest, write_shards
 from pipeline.errors import CorruptArtifactError, PipelineError
-from pipeline.indexing import IndexSettings, build_index
-from pipeline.pixel_store import INDEX_FILE, STORE_FILE, create_store, open_store, read_index
+from pipeline.data.indexing import IndexSettings, build_index
+from pipeline.data.pixel_store import INDEX_FILE, STORE_FILE, create_store, open_store, read_index
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
-from pipeline.triplet_io import PART, read_triplet_meta, read_triplets, triplet_ids, write_triplet_list
+from pipeline.sampling.list_files import PART, read_triplet_meta, read_triplets, triplet_ids, write_triplet_list
 from tests.datagen import corrupt_file
 
 EXPERIMENT = "test"
@@ -41,7 +41,7 @@ def root(tmp_path: Path) -> Path:
 @pytest.fixture
 def dataset(root: Path, image_folder: Path) -> Path:
     """``<root>/datasets/folder-16px``: 3 classes x (10 train + 4 val) images, indexed for real."""
-    ds = layout.dataset_dir(root, "folder-16px")
+    ds = paths.dataset_dir(root, "folder-16px")
     build_index(IndexSettings(source="image-folder", root=str(image_folder), stored_size=16, scheduler="synchronous"),
                 ds)
     return ds
@@ -50,7 +50,7 @@ def dataset(root: Path, image_folder: Path) -> Path:
 @pytest.fixture
 def embeddings(root: Path) -> Path:
     """``<root>/test/embeddings/epoch=003``: 30 vectors of 4 floats in four shards."""
-    emb = layout.embeddings_dir(root, EXPERIMENT, 3)
+    emb = paths.embeddings_dir(root, EXPERIMENT, 3)
     n = 30
     index = pd.DataFrame({"image_id": np.arange(n), "split": ["train"] * 20 + ["val"] * 10,
                           "label": np.arange(n) % 3})
@@ -62,7 +62,7 @@ def embeddings(root: Path) -> Path:
 @pytest.fixture
 def triplets(root: Path) -> Path:
     """``<root>/test/triplets/epoch=002``: a uniform triplet list over 24 images."""
-    out = layout.triplets_dir(root, EXPERIMENT, 2)
+    out = paths.triplets_dir(root, EXPERIMENT, 2)
     labels = np.arange(24) % 3
     ctx = SamplingContext(ClassLayout.from_labels(labels), epoch=2, seed=0)
     table = sample_triplets(ctx, get_strategy("uniform"), np.arange(24), n_blocks=2, scheduler="synchronous")
@@ -196,7 +196,7 @@ def test_damaged_shard(embeddings, damage):
 def test_overwritten_vector_bytes_are_caught_by_page_checksums(root):
     """Random floats are stored as they are, so overwritten bytes would decode as other vectors:
     the shards' page checksums catch that."""
-    emb = layout.embeddings_dir(root, EXPERIMENT, 3)
+    emb = paths.embeddings_dir(root, EXPERIMENT, 3)
     n = 200
     index = pd.DataFrame({"image_id": np.arange(n), "split": "train", "label": np.arange(n) % 3})
     write_shards(emb, index, np.random.default_rng(1).normal(size=(n, 16)).astype(np.float32))
@@ -327,14 +327,14 @@ def test_missing_triplet_list(triplets):
 def test_producer_of(tmp_path, rel, task, rerun, delete):
     # The artifacts root's own path holds names like "train" and "datasets": only the part below it counts.
     root = tmp_path / "train" / "datasets" / "artifacts"
-    producer = layout.producer_of(root / rel)
+    producer = paths.producer_of(root / rel)
     assert producer is not None
     assert producer.task == task and producer.rerun == rerun
     assert producer.delete == tuple(root / d for d in delete)
-    hint = layout.rebuild_hint(root / rel)
+    hint = paths.rebuild_hint(root / rel)
     assert f"delete {root / delete[0]}" in hint and f"luigi --module tasks {rerun}" in hint
 
 
 def test_producer_of_an_unknown_file(tmp_path):
-    assert layout.producer_of(tmp_path / "notes.txt") is None
-    assert str(tmp_path / "notes.txt") in layout.rebuild_hint(tmp_path / "notes.txt")
+    assert paths.producer_of(tmp_path / "notes.txt") is None
+    assert str(tmp_path / "notes.txt") in paths.rebuild_hint(tmp_path / "notes.txt")

@@ -12,15 +12,15 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from pipeline import figures, report
-from pipeline.figures import (
+from pipeline.reporting import figures, report
+from pipeline.reporting.figures import (
     metric_label,
     plot_accuracy_by_epoch,
     plot_compare,
     plot_loss_by_epoch,
     plot_neighbor_grid,
 )
-from pipeline.report import render_compare, render_report, write_compare, write_report
+from pipeline.reporting.report import render_compare, render_report, write_compare, write_report
 
 EVIL = "<script>alert(1)</script>"
 

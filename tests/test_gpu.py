@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from models.embedding_net import ModelSettings, build_model
-from pipeline.embedding import embed_images
-from pipeline.training import TrainSettings, make_optimizer, train_one_epoch
+from pipeline.embedding.embed import embed_images
+from pipeline.training.loop import TrainSettings, make_optimizer, train_one_epoch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -18,11 +18,11 @@ import pandas as pd
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
-import pipeline.indexing
+import pipeline.data.indexing
 import tasks
-from pipeline.datasets.decode import decode_image
+from pipeline.data.sources.decode import decode_image
 from pipeline.errors import BadImageError, DatasetLayoutError, PipelineError
-from pipeline.indexing import IndexSettings, build_index
+from pipeline.data.indexing import IndexSettings, build_index
 from tests.conftest import build, fast_config
 from tests.datagen import TINY_IMAGENET_WORDS, corrupt_file, make_image_folder, make_tiny_imagenet, tiny_imagenet_wnids
 
@@ -430,7 +430,7 @@ def test_skip_with_no_bad_images_writes_an_empty_skipped_list(tmp_path, image_fo
 def test_crash_mid_indexing_leaves_no_dataset_and_rerun_completes(configure, tmp_path, tiny_imagenet, monkeypatch,
                                                                   task_errors):
     calls = {"n": 0}
-    real = pipeline.indexing.decode_image
+    real = pipeline.data.indexing.decode_image
 
     def crashing(path, size):
         calls["n"] += 1
@@ -438,7 +438,7 @@ def test_crash_mid_indexing_leaves_no_dataset_and_rerun_completes(configure, tmp
             raise RuntimeError("simulated crash while decoding")
         return real(path, size)
 
-    monkeypatch.setattr(pipeline.indexing, "decode_image", crashing)
+    monkeypatch.setattr(pipeline.data.indexing, "decode_image", crashing)
     task = _index_task(configure, tmp_path, tiny_imagenet, "tiny-imagenet")
     result = build([task])
     assert result.status == LuigiStatusCode.FAILED, result.summary_text
@@ -449,7 +449,7 @@ def test_crash_mid_indexing_leaves_no_dataset_and_rerun_completes(configure, tmp
     assert not list(artifacts.rglob("index.parquet"))
     assert not task.complete()
 
-    monkeypatch.setattr(pipeline.indexing, "decode_image", real)
+    monkeypatch.setattr(pipeline.data.indexing, "decode_image", real)
     ds = _build_ok(tasks.IndexDataset())
     index, store = _check_index(ds, 48)
     _check_rows_match_files(index, store, tiny_imagenet)
@@ -457,18 +457,18 @@ def test_crash_mid_indexing_leaves_no_dataset_and_rerun_completes(configure, tmp
 
 
 def test_crash_in_a_decode_partition(configure, tmp_path, image_folder, monkeypatch):
-    real = pipeline.indexing._decode_partition
+    real = pipeline.data.indexing._decode_partition
 
     def crashing(items, store_path, size):
         real(items, store_path, size)  # writes pixels, then dies before reporting
         raise MemoryError("simulated worker death")
 
-    monkeypatch.setattr(pipeline.indexing, "_decode_partition", crashing)
+    monkeypatch.setattr(pipeline.data.indexing, "_decode_partition", crashing)
     task = _index_task(configure, tmp_path, image_folder, "image-folder")
     assert build([task]).status == LuigiStatusCode.FAILED
     assert _dataset_dirs(tmp_path / "artifacts") == []
 
-    monkeypatch.setattr(pipeline.indexing, "_decode_partition", real)
+    monkeypatch.setattr(pipeline.data.indexing, "_decode_partition", real)
     ds = _build_ok(tasks.IndexDataset())
     _check_index(ds, 42)
 
@@ -480,7 +480,7 @@ def test_completed_index_is_not_rebuilt(configure, tmp_path, image_folder, monke
     def boom(*_a, **_k):
         raise AssertionError("a complete dataset must not be decoded again")
 
-    monkeypatch.setattr(pipeline.indexing, "decode_image", boom)
+    monkeypatch.setattr(pipeline.data.indexing, "decode_image", boom)
     luigi.task_register.Register.clear_instance_cache()
     _build_ok(tasks.IndexDataset())
     assert (ds / "index.parquet").stat().st_mtime_ns == before

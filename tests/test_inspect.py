@@ -1,4 +1,4 @@
-"""``python -m pipeline.inspect``: summaries of a triplet list and of a dataset."""
+"""``python -m pipeline.show``: summaries of a triplet list and of a dataset."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from pipeline.inspect import main
+from pipeline.show import main
 from tests.conftest import build, fast_config
 from tests.datagen import corrupt_file
 
@@ -69,7 +69,7 @@ def test_triplets_summary_uses_artifacts_in_the_working_directory(built, capsys,
 def test_triplets_summary_as_a_subprocess(built):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.inspect", "--artifacts", str(built), "triplets", "--experiment", "test",
+        [sys.executable, "-m", "pipeline.show", "--artifacts", str(built), "triplets", "--experiment", "test",
          "--epoch", "1"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
@@ -88,7 +88,7 @@ def test_missing_epoch_is_a_clear_error_without_traceback(built, capsys):
 
 def test_missing_epoch_as_a_subprocess_exits_2(built):
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.inspect", "--artifacts", str(built), "triplets", "--experiment", "nope",
+        [sys.executable, "-m", "pipeline.show", "--artifacts", str(built), "triplets", "--experiment", "nope",
          "--epoch", "1"],
         cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
     )

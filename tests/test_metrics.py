@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.knn import knn_search
-from pipeline.metrics import (
+from pipeline.evaluation.metrics import (
     lone_queries,
     map_at_r,
     per_class_precision,

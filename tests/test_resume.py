@@ -18,7 +18,7 @@ import torch
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from pipeline.checkpoint import load_checkpoint
+from pipeline.training.checkpoint import load_checkpoint
 from tests.conftest import build, fast_config
 
 
@@ -116,7 +116,7 @@ def test_kill_9_mid_epoch_then_rerun_gives_bit_identical_weights(configure, tmp_
 
     # Rerun to completion (same configuration, in-process).
     luigi_done = {name for name in left if not TMP_DIR.match(name)}
-    with caplog.at_level("INFO", logger="pipeline.resume"):
+    with caplog.at_level("INFO", logger="pipeline.training.partial"):
         result = build([tasks.RunAll()])
     if "epoch=002" not in left:  # the usual case: the kill came inside epoch 2, after a partial save
         assert re.search(r"resuming from .*\.partial-epoch=002\.pt at step (10|20|30|40|50|60|70)\b",

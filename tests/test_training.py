@@ -18,11 +18,11 @@ from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from models.embedding_net import ModelSettings, build_model
-from pipeline.batches import AugmentSettings
-from pipeline.checkpoint import load_checkpoint
+from pipeline.data.batches import AugmentSettings
+from pipeline.training.checkpoint import load_checkpoint
 from pipeline.errors import TrainingError
 from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
-from pipeline.training import STEP_LOG_COLUMNS, TrainSettings, make_optimizer, train_one_epoch
+from pipeline.training.loop import STEP_LOG_COLUMNS, TrainSettings, make_optimizer, train_one_epoch
 from tests.conftest import build, fast_config
 
 CPU = torch.device("cpu")

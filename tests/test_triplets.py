@@ -19,7 +19,7 @@ from luigi.execution_summary import LuigiStatusCode
 import tasks
 from pipeline.errors import ConfigError
 from pipeline.sampling import ClassLayout, SamplingContext, available, get_strategy, sample_triplets
-from pipeline.triplet_io import read_triplet_meta, read_triplets
+from pipeline.sampling.list_files import read_triplet_meta, read_triplets
 from tests.conftest import build, fast_config
 from tests.datagen import make_image_folder
 

@@ -9,8 +9,8 @@ import logging
 import numpy as np
 import pytest
 
-from pipeline.embedding import Embeddings
-from pipeline.validation import ValidationSettings, validate
+from pipeline.embedding.embed import Embeddings
+from pipeline.evaluation.evaluate import ValidationSettings, validate
 
 RETRIEVAL_KEYS = ("precision_at_1", "precision_at_10", "precision_at_30", "r_precision", "map_at_r")
 
@@ -39,7 +39,7 @@ SETTINGS = ValidationSettings(train_queries=1000, figure_queries=3, figure_k=3, 
 
 def test_lone_validation_queries_are_counted_and_left_out(caplog):
     train, val = _data(VAL_LABELS)
-    with caplog.at_level(logging.WARNING, logger="pipeline.validation"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.evaluation.evaluate"):
         metrics, per_class, _ = validate(train, val, SETTINGS)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
@@ -73,7 +73,7 @@ def test_lone_validation_queries_are_counted_and_left_out(caplog):
 def test_no_warning_when_every_class_has_training_images(caplog):
     train, val = _data([0] * 5 + [1] * 5 + [2] * 5)
     settings = ValidationSettings(train_queries=20, figure_queries=3, figure_k=3, triplets=50, backend="torch")
-    with caplog.at_level(logging.WARNING, logger="pipeline.validation"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.evaluation.evaluate"):
         metrics, per_class, _ = validate(train, val, settings)
     assert metrics["queries_val"] == 15 and metrics["queries_val_excluded"] == 0
     # 20 seeded training queries, split between measured and excluded (class 4's single image).

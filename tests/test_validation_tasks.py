@@ -13,7 +13,7 @@ import pytest
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from pipeline.pixel_store import read_index
+from pipeline.data.pixel_store import read_index
 from tests.conftest import build, fast_config
 
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.errors import PipelineError
-from pipeline.training import EpochProgress
+from pipeline.training.loop import EpochProgress
 
 log = logging.getLogger(__name__)
 

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.batches import iterate_batches, to_float
+from pipeline.data.batches import iterate_batches, to_float
 from pipeline.device import autocast
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.layout import corrupt_artifact, is_damage
+from pipeline.paths import corrupt_artifact, is_damage
 
 MANIFEST = "manifest.json"
 T = TypeVar("T")

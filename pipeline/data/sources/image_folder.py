@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.datasets.listing import SPLITS, SourceListing, is_hidden, make_classes, make_records
+from pipeline.data.sources.listing import SPLITS, SourceListing, is_hidden, make_classes, make_records
 from pipeline.errors import DatasetLayoutError
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.pixel_store import gather
+from pipeline.data.pixel_store import gather
 
 
 @dataclass(frozen=True)

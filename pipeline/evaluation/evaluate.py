@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.embedding import Embeddings
+from pipeline.embedding.embed import Embeddings
 from pipeline.errors import ConfigError
 from pipeline.knn import knn_search
-from pipeline.metrics import (
+from pipeline.evaluation.metrics import (
     lone_queries,
     per_class_precision,
     required_neighbors,
@@ -65,7 +65,7 @@ def query_counts(split: str, queries: np.ndarray, database: np.ndarray, *, self_
     """How many ``split`` queries the retrieval means cover, and how many were left out.
 
     Returns ``{"queries_<split>": ..., "queries_<split>_excluded": ...}``. A query
-    is left out (see :func:`pipeline.metrics.lone_queries`) when its class has
+    is left out (see :func:`pipeline.evaluation.metrics.lone_queries`) when its class has
     no training image to retrieve -- none at all for validation queries, none
     besides itself for training queries (``self_excluded``). The means keep
     pytorch-metric-learning's definition; this makes the exclusion visible,
@@ -103,7 +103,7 @@ def validate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -
     the means are over, ``queries_val_excluded``/``queries_train_excluded``
     those left out because their class has no training image to find),
     per-class precision@k on validation (classes with no training image keep
-    their row with NaN precision, see :func:`pipeline.metrics.per_class_precision`),
+    their row with NaN precision, see :func:`pipeline.evaluation.metrics.per_class_precision`),
     and the nearest/farthest training images of the figure queries (columns
     ``query_id``, ``kind``, ``rank``, ``image_id``, ``distance``).
     """

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from pipeline.datasets.listing import SourceListing, is_hidden, make_classes, make_records
+from pipeline.data.sources.listing import SourceListing, is_hidden, make_classes, make_records
 from pipeline.errors import DatasetLayoutError
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.pixel_store import gather
+from pipeline.data.pixel_store import gather
 
 
 def metric_values(record: dict) -> dict:

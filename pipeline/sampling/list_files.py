@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
-from pipeline.layout import corrupt_artifact, is_damage
-from pipeline.step_batches import StepBatch, batch_steps, triplet_steps
+from pipeline.paths import corrupt_artifact, is_damage
+from pipeline.training.steps import StepBatch, batch_steps, triplet_steps
 
 PART = "part-00000.parquet"
 META_KEY = b"deep_ranking"
@@ -98,7 +98,7 @@ def training_steps(triplet_dir: str | Path, batch_size: int) -> tuple[list[StepB
     """The steps ``TrainEpoch`` takes over one epoch's list, and the array that identifies them.
 
     A batch-structured list (with a ``batch`` column) gives one step per batch;
-    a plain list, steps of ``batch_size`` rows (:mod:`pipeline.step_batches`).
+    a plain list, steps of ``batch_size`` rows (:mod:`pipeline.training.steps`).
     The second value (ids, plus batch numbers when present) fingerprints the list
     for partial checkpoints.
     """

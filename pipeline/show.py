@@ -1,7 +1,7 @@
 """Look at pipeline artifacts from the command line.
 
-    python -m pipeline.inspect triplets --experiment demo --epoch 3
-    python -m pipeline.inspect dataset
+    python -m pipeline.show triplets --experiment demo --epoch 3
+    python -m pipeline.show dataset
 
 Prints a triplet list's row count, per-class query and negative counts, query
 coverage, mining-time distance statistics and a sample with class names.
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import layout
+from pipeline import paths
 from pipeline.errors import PipelineError
-from pipeline.pixel_store import SKIPPED_FILE, SUMMARY_FILE, read_index
+from pipeline.data.pixel_store import SKIPPED_FILE, SUMMARY_FILE, read_index
 from pipeline.sampling.mining_summary import summarize_triplets
-from pipeline.triplet_io import read_triplet_meta, read_triplets
+from pipeline.sampling.list_files import read_triplet_meta, read_triplets
 
 
 def triplet_report(triplets: pd.DataFrame, index: pd.DataFrame, *, margin: float = 1.0, sample: int = 8,
@@ -89,7 +89,7 @@ def _dataset_dir(root: str, dataset: str | None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.inspect", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.show", description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifacts", default="artifacts", help="artifacts root (default: artifacts)")
     parser.add_argument("--dataset", help="dataset folder name under artifacts/datasets (default: the only one)")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             if len(skipped):
                 print("skipped files:\n" + skipped.to_string(index=False))
             return 0
-        tdir = layout.triplets_dir(args.artifacts, args.experiment, args.epoch)
+        tdir = paths.triplets_dir(args.artifacts, args.experiment, args.epoch)
         meta = read_triplet_meta(tdir) if (tdir / "part-00000.parquet").is_file() else {}
         margin = float(meta.get("settings", {}).get("margin", 1.0))
         print(f"{tdir}  (strategy {meta.get('strategy', '?')}, seed {meta.get('seed', '?')})")

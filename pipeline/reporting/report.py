@@ -23,7 +23,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from pipeline.atomic import atomic_path, write_text_atomic
-from pipeline.figures import metric_label
+from pipeline.reporting.figures import metric_label
 
 __all__ = [
     "COURSE_TARGET",

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from pipeline.errors import DatasetLayoutError
-from pipeline.layout import corrupt_artifact, is_damage
+from pipeline.paths import corrupt_artifact, is_damage
 
 STORE_FILE = "pixels.npy"
 INDEX_FILE = "index.parquet"

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pipeline.embedding import Embeddings
+from pipeline.embedding.embed import Embeddings
 
 
 def pixel_vectors(store: np.ndarray, image_ids: np.ndarray, max_size: int = 32, chunk: int = 4096) -> np.ndarray:

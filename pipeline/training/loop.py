@@ -3,7 +3,7 @@
 The three branches of the triplet network share weights, so a step is one
 forward pass over its images (which also lets batch norm see queries, positives
 and negatives together): 3B images for B rows of a plain list, each distinct
-image once for a batch of a batch-structured list (:mod:`pipeline.step_batches`).
+image once for a batch of a batch-structured list (:mod:`pipeline.training.steps`).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.batches import AugmentSettings, augment, iterate_batches, to_float
+from pipeline.data.batches import AugmentSettings, augment, iterate_batches, to_float
 from pipeline.device import autocast
 from pipeline.errors import ConfigError, TrainingError
-from pipeline.losses import all_triplet_losses, listed_triplet_losses, reduce_losses
-from pipeline.step_batches import StepBatch, triplet_steps
+from pipeline.training.losses import all_triplet_losses, listed_triplet_losses, reduce_losses
+from pipeline.training.steps import StepBatch, triplet_steps
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def train_one_epoch(
 
     ``triplets`` is either a ``(T, 3)`` array of query/positive/negative image ids,
     trained in ``settings.batch_size`` rows per step in the order given, or the
-    steps of a batch-structured list (:func:`pipeline.step_batches.batch_steps`).
+    steps of a batch-structured list (:func:`pipeline.training.steps.batch_steps`).
     With ``settings.in_batch = "all"`` a batch's loss covers every in-batch triplet
     under the current embeddings instead of the listed ones; steps of a plain list
     (no labels) always use their listed triplets.

@@ -36,7 +36,7 @@ FILES = (
 )
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-EMBEDDED_DIR = Path(__file__).resolve().parents[2] / "data" / "fashion-mnist-embedded"
+EMBEDDED_DIR = Path(__file__).resolve().parents[3] / "data" / "fashion-mnist-embedded"
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

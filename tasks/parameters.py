@@ -1,0 +1,64 @@
+"""Luigi parameters made from the settings dataclasses of :mod:`pipeline`.
+
+A setting's default, help text and choices are declared once, on its dataclass
+field (:func:`pipeline.settings.setting`). :func:`settings_parameters` adds one
+Luigi parameter per field to a task or config section, so ``luigi.cfg``, the
+command line (``--TrainEpoch-lr 0.01``) and the library share that declaration;
+:func:`settings_of` builds the dataclass back from a task's parameter values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Callable, TypeVar
+
+import luigi
+
+T = TypeVar("T")
+C = TypeVar("C", bound=type)
+
+
+def _parameter(field: dataclasses.Field, kind: Any) -> luigi.Parameter:
+    meta = field.metadata
+    common = dict(default=field.default, description=meta.get("help") or None,
+                  significant=not meta.get("run_only", False))
+    if meta.get("choices"):
+        return luigi.ChoiceParameter(choices=meta["choices"], var_type=str, **common)
+    if kind is bool:
+        return luigi.BoolParameter(parsing=luigi.BoolParameter.EXPLICIT_PARSING, **common)
+    if kind is int:
+        return luigi.IntParameter(**common)
+    if kind is float:
+        return luigi.FloatParameter(**common)
+    if kind is str:
+        return luigi.Parameter(**common)
+    raise TypeError(f"setting {field.name}: no Luigi parameter for type {kind!r}")
+
+
+def _fields(settings_cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(settings_cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(settings_cls) if f.init and "help" in f.metadata]
+
+
+def settings_parameters(*settings_classes: type, exclude: tuple[str, ...] = ()) -> Callable[[C], C]:
+    """Class decorator: one Luigi parameter per :func:`~pipeline.settings.setting` field of each class.
+
+    Fields made without :func:`setting` (not meant for configuration) and names in
+    ``exclude`` are skipped.
+    """
+
+    def add(task_cls: C) -> C:
+        for settings_cls in settings_classes:
+            for field, kind in _fields(settings_cls):
+                if field.name not in exclude:
+                    setattr(task_cls, field.name, _parameter(field, kind))
+        return task_cls
+
+    return add
+
+
+def settings_of(task: Any, settings_cls: type[T], **extra: Any) -> T:
+    """An instance of ``settings_cls`` from ``task``'s parameters of the same names (plus ``extra``)."""
+    values = {f.name: getattr(task, f.name) for f, _ in _fields(settings_cls) if hasattr(task, f.name)}
+    return settings_cls(**values, **extra)
