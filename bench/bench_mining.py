@@ -31,7 +31,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets  # noqa: E402
+from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets  # noqa: E402
 from pipeline.sampling.mining_summary import summarize_triplets  # noqa: E402
 
 RUNS = {
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     labels, emb = make_embeddings(args.n, args.dim, args.classes, args.seed, args.noise)
     ids = np.arange(args.n, dtype=np.int64)
-    ctx = SamplingContext(ClassLayout.from_labels(labels), epoch=1, seed=args.seed, margin=args.margin, embeddings=emb)
+    ctx = SamplingContext(ClassMembers.from_labels(labels), epoch=1, seed=args.seed, margin=args.margin, embeddings=emb)
     print(
         f"data: {args.n} x {args.dim} float32 ({emb.nbytes / 2**20:.0f} MiB), {args.classes} classes, "
         f"margin {args.margin}, {args.n_blocks} blocks, dask threads={args.workers or psutil.cpu_count()} "
@@ -124,11 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'run':26s} {'seconds':>8s} {'triplets/s':>11s} {'x uniform':>9s} {'peak MiB':>9s}  mix / active share")
     # Warm-up (imports, dask thread pool) on a slice, so the first timed run is not penalised.
     warm = 2000
-    wctx = SamplingContext(ClassLayout.from_labels(labels[:warm]), epoch=0, seed=0, margin=args.margin,
+    wctx = SamplingContext(ClassMembers.from_labels(labels[:warm]), epoch=0, seed=0, margin=args.margin,
                            embeddings=emb[:warm])
     for run in args.runs:
         name, opts = RUNS[run]
-        sample_triplets(wctx, get_strategy(name, **opts), ids[:warm], n_blocks=2, scheduler="threads")
+        sample_triplets(wctx, get_strategy(name, **opts), ids[:warm], ListSettings(n_blocks=2, dask_scheduler="threads"))
     base = None
     for run in args.runs:
         name, opts = RUNS[run]
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         with PeakRss() as mem:
             t = time.perf_counter()
             with dask.config.set(num_workers=args.workers):
-                table = sample_triplets(ctx, strategy, ids, n_blocks=args.n_blocks, scheduler="threads")
+                table = sample_triplets(ctx, strategy, ids, ListSettings(n_blocks=args.n_blocks, dask_scheduler="threads"))
             secs = time.perf_counter() - t
         base = base if base is not None else secs
         summary = summarize_triplets(table.select(["strategy", "d_qp", "d_qn"]).to_pandas(), args.margin)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +40,11 @@ from pipeline.embedding.embed import embed_images
 from pipeline.data.indexing import IndexSettings, build_index
 from pipeline.knn import knn_search
 from pipeline.data.pixel_store import gather, open_store, read_index
-from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
+from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.training.steps import batch_steps
-from pipeline.training.loop import TrainSettings, make_optimizer, make_scheduler, step_generator, train_one_epoch
+from pipeline.training.loop import step_generator, train_one_epoch
+from pipeline.training.losses import LossSettings
+from pipeline.training.optimization import TrainSettings, make_lr_scheduler, make_optimizer
 
 MODEL = ModelSettings(arch="resnet18", embedding_dim=64, normalize=False, stem="small-s2", width=16)
 BASE = TrainSettings(batch_size=64, lr=0.01, momentum=0.9, weight_decay=1e-4, lr_step=9, lr_gamma=0.2)
@@ -55,7 +56,7 @@ BATCHED: dict[str, object] = {}
 
 class Data:
     def __init__(self, root: Path, fraction: float) -> None:
-        build_index(IndexSettings(source="embedded", scheduler="synchronous"), root)
+        build_index(IndexSettings(source="embedded", dask_scheduler="synchronous"), root)
         self.store = open_store(root)
         index = read_index(root, ["image_id", "split", "label"])
         train = index[index["split"] == "train"].sort_values("image_id")
@@ -74,25 +75,26 @@ class Data:
 
 
 def ours(recipe: str, data: Data, net, optimizer, epoch: int, embeddings: np.ndarray) -> None:
-    ctx = SamplingContext(layout=ClassLayout.from_labels(data.labels), epoch=epoch, seed=0, margin=1.0,
+    ctx = SamplingContext(classes=ClassMembers.from_labels(data.labels), epoch=epoch, seed=0, margin=1.0,
                           embeddings=embeddings)
-    settings = BASE
+    loss = LossSettings()
     if recipe == "uniform":
         strategy, tpq = get_strategy("uniform"), PASSES // 3
     elif recipe == "mixed":
         strategy, tpq = get_strategy("mixed", mined_share=0.5, mined_strategy="hard"), PASSES // 3
     else:
         strategy, tpq = get_strategy("batched", **BATCHED), 1
-        settings = replace(BASE, reduce="active", in_batch="all" if recipe == "batched" else "listed")
-    table = sample_triplets(ctx, strategy, data.ids, triplets_per_query=tpq, n_blocks=4, scheduler="synchronous")
+        loss = LossSettings(reduce="active", in_batch="all" if recipe == "batched" else "listed")
+    table = sample_triplets(ctx, strategy, data.ids,
+                            ListSettings(triplets_per_query=tpq, n_blocks=4, dask_scheduler="synchronous"))
     ids = np.stack([table[c].to_numpy() for c in ("query", "positive", "negative")], axis=1)
     if "batch" in table.column_names:
         steps = batch_steps(table["batch"].to_numpy(), ids, table["query_label"].to_numpy(),
                             table["negative_label"].to_numpy())
     else:
         steps = ids
-    train_one_epoch(net, optimizer, steps, data.store, settings, epoch=epoch, seed=0, device=torch.device("cpu"),
-                    show_bar=False)
+    train_one_epoch(net, optimizer, steps, data.store, BASE, loss=loss, epoch=epoch, seed=0,
+                    device=torch.device("cpu"), show_bar=False)
 
 
 def pml(recipe: str, data: Data, net, optimizer, epoch: int) -> None:
@@ -125,7 +127,7 @@ def run(recipe: str, data: Data, epochs: int) -> tuple[list[float], list[float]]
     torch.manual_seed(0)
     net = build_model(MODEL).to(memory_format=torch.channels_last)
     optimizer = make_optimizer(net, BASE)
-    scheduler = make_scheduler(optimizer, BASE)
+    scheduler = make_lr_scheduler(optimizer, BASE)
     p, embeddings = data.evaluate(net)
     curve, seconds = [p], []
     for epoch in range(1, epochs + 1):

@@ -23,7 +23,8 @@ import common  # noqa: F401  (puts the repo on sys.path)
 from models.embedding_net import ModelSettings, build_model
 from pipeline.training.losses import triplet_loss
 from pipeline.data.pixel_store import create_store
-from pipeline.training.loop import TrainSettings, make_optimizer, train_one_epoch
+from pipeline.training.loop import train_one_epoch
+from pipeline.training.optimization import TrainSettings, make_optimizer
 
 
 def bare_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[torch.Tensor]) -> None:

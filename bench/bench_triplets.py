@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 import common  # noqa: F401,E402  (puts the repo on sys.path)
-from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
+from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.sampling.list_files import write_triplet_list
 
 
@@ -50,8 +50,8 @@ def loop_baseline(labels: np.ndarray, ids: np.ndarray, out: Path, seed: int) -> 
 
 
 def ours(labels: np.ndarray, ids: np.ndarray, out: Path, seed: int, scheduler: str) -> int:
-    ctx = SamplingContext(layout=ClassLayout.from_labels(labels), epoch=1, seed=seed)
-    table = sample_triplets(ctx, get_strategy("uniform"), ids, n_blocks=8, scheduler=scheduler)
+    ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=1, seed=seed)
+    table = sample_triplets(ctx, get_strategy("uniform"), ids, ListSettings(n_blocks=8, dask_scheduler=scheduler))
     write_triplet_list(out / "ours", table, {"bench": True})
     return table.num_rows
 

@@ -16,6 +16,7 @@ import torchvision
 from torch import nn
 
 from pipeline.errors import ConfigError
+from pipeline.settings import check, setting
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
 STEMS = ("imagenet", "small", "small-s2")
@@ -36,22 +37,21 @@ class ModelSettings:
     narrower network trains in minutes on a laptop CPU.
     """
 
-    arch: str = "resnet18"
-    embedding_dim: int = 128
-    normalize: bool = False
-    stem: str = "small"
-    input_size: int = 0
-    width: int = 64
+    arch: str = setting("resnet18", "torchvision ResNet depth", choices=ARCHS)
+    embedding_dim: int = setting(128, "length of the embedding vectors", minimum=1)
+    normalize: bool = setting(False, "L2-normalise the embeddings")
+    stem: str = setting("small", "first layer: imagenet (7x7/2 + max-pool), small (3x3/1) or small-s2 (3x3/2)",
+                        choices=STEMS)
+    input_size: int = setting(0, "0 = stored size; N upsamples to N x N on the device (the course: 224)",
+                              minimum=0)
+    width: int = setting(64, "first-stage channels (64 = the standard ResNet)", minimum=8)
+    # Not a setting: the dataset's store decides it.
     in_channels: int = 3
 
-    def validate(self) -> None:
-        if self.arch not in ARCHS:
-            raise ConfigError(f"[model] arch = {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        if self.stem not in STEMS:
-            raise ConfigError(f"[model] stem = {self.stem!r}; choose one of {', '.join(STEMS)}")
-        if self.embedding_dim < 1:
-            raise ConfigError(f"[model] embedding_dim = {self.embedding_dim}; it must be at least 1")
-        if self.width < 8 or self.width % 8:
+    def check(self) -> None:
+        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
+        check(self, "model")
+        if self.width % 8:
             raise ConfigError(f"[model] width = {self.width}; use a multiple of 8 (64 = the standard ResNet)")
         if self.in_channels not in (1, 3):
             raise ConfigError(f"in_channels = {self.in_channels}; stores hold 1 or 3 channels")
@@ -90,7 +90,7 @@ class EmbeddingNet(nn.Module):
 
     def __init__(self, settings: ModelSettings) -> None:
         super().__init__()
-        settings.validate()
+        settings.check()
         self.settings = settings
         net = _torchvision_resnet(settings.arch, settings.width)
         if settings.stem != "imagenet":

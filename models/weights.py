@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
 
@@ -14,6 +15,7 @@ import torchvision
 from models.embedding_net import EmbeddingNet
 from pipeline.training.checkpoint import safe_load
 from pipeline.errors import ConfigError, PipelineError, WeightsUnavailableError
+from pipeline.settings import setting
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,14 @@ def load_pretrained(model: EmbeddingNet, state: dict[str, torch.Tensor], source:
         log.info("pretrained weights from %s: %d tensors kept their initialisation (%s...)", source,
                  len(skipped), ", ".join(skipped[:4]))
     return skipped
+
+
+@dataclass(frozen=True)
+class WeightSettings:
+    """``[model] weights`` / ``weights_path``: where epoch 0's initial weights come from."""
+
+    weights: str = setting("none", "none (random) or imagenet (torchvision's weights, from the torch cache)")
+    weights_path: str = setting("", "a local state-dict file (overrides weights)")
 
 
 def apply_weights(model: EmbeddingNet, weights: str, weights_path: str) -> list[str]:

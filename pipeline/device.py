@@ -4,10 +4,27 @@ the Luigi scheduling process, so forked workers never inherit a CUDA context).""
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 
 from pipeline.errors import ConfigError
+from pipeline.settings import setting
+
+
+@dataclass(frozen=True)
+class ComputeSettings:
+    """``[compute]``: where training and embedding run (run-only: no output depends on it)."""
+
+    device: str = setting("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N", run_only=True)
+    threads: int = setting(0, "CPU threads for torch (0 = torch's default)", run_only=True, minimum=0)
+
+
+def start_compute(settings: ComputeSettings) -> torch.device:
+    """Apply ``threads`` and resolve ``device``: call it inside a task's ``run()``, never at import."""
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    return resolve_device(settings.device)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -17,11 +34,11 @@ def resolve_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"device = {name!r} is not a torch device; use auto, cpu or cuda") from None
+        raise ConfigError(f"[compute] device = {name!r} is not a torch device; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device = {name!r} but this machine has no CUDA GPU; use --device auto or cpu")
+        raise ConfigError(f"[compute] device = {name!r} but this machine has no CUDA GPU; use --compute-device auto or cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"device = {name!r} but this machine has {torch.cuda.device_count()} GPU(s); "
+        raise ConfigError(f"[compute] device = {name!r} but this machine has {torch.cuda.device_count()} GPU(s); "
                           "use cuda:0 .. cuda:N-1 or auto")
     return device
 

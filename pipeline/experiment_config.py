@@ -8,12 +8,23 @@ later run is checked against it.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.atomic import write_text_atomic
 from pipeline.errors import ConfigError
 from pipeline.locks import exclusive_lock
+from pipeline.settings import setting
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """``[run]``: which experiment, its seed and how many epochs the whole job trains."""
+
+    experiment: str = setting("demo", "experiment name: outputs go to <artifacts root>/<experiment>/")
+    seed: int = setting(0, "seed of every random stream (see pipeline.seeds)")
+    epochs: int = setting(14, "epochs RunAll trains, validates and reports", minimum=1)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

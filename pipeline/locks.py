@@ -14,8 +14,10 @@ import logging
 import os
 from pathlib import Path
 
-from pipeline.atomic import write_error
 from typing import Iterator
+
+from pipeline.atomic import write_error
+from pipeline.paths import LOCKS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ def lock_file(path: str | Path, root: str | Path) -> Path:
         rel = path.relative_to(root).as_posix()
     except ValueError:
         rel = path.as_posix().lstrip("/")
-    return root / ".locks" / rel.replace("%", "%25").replace("/", "%")
+    return root / LOCKS_DIR / rel.replace("%", "%25").replace("/", "%")
 
 
 @contextlib.contextmanager

@@ -15,13 +15,33 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import ConfigError, CorruptArtifactError
+from pipeline.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 RESERVED = {"datasets", "baselines", "compare"}
+
+# File names inside the artifact folders (the layout above).
+CONFIG_FILE = "config.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+STEP_LOG_FILE = "steps.parquet"
+TRAIN_SUMMARY_FILE = "summary.json"
+TRIPLET_LIST_FILE = "part-00000.parquet"
+EMBEDDING_MANIFEST = "manifest.json"
+DATASET_INDEX_FILE = "index.parquet"
+PIXEL_STORE_FILE = "pixels.npy"
+SKIPPED_FILE = "skipped.parquet"
+DATASET_SUMMARY_FILE = "summary.json"
+REPORT_HTML = "index.html"
+REPORT_MARKDOWN = "summary.md"
+LOCKS_DIR = ".locks"
+
+
+def embedding_shard(number: int) -> str:
+    """File name of an embedding shard: ``part-00003.parquet``."""
+    return f"part-{number:05d}.parquet"
+
 
 
 def check_name(name: str, setting: str) -> str:
@@ -38,8 +58,12 @@ def epoch_dir(epoch: int) -> str:
     return f"epoch={epoch:03d}"
 
 
+def datasets_dir(root: str | Path) -> Path:
+    return Path(root) / "datasets"
+
+
 def dataset_dir(root: str | Path, key: str) -> Path:
-    return Path(root) / "datasets" / key
+    return datasets_dir(root) / key
 
 
 def baseline_file(root: str | Path, key: str, k: int, max_size: int, seed: int) -> Path:
@@ -80,89 +104,13 @@ def compare_dir(root: str | Path, experiments: list[str], epochs: int) -> Path:
     return Path(root) / "compare" / names / f"epochs={epochs:03d}"
 
 
-# --------------------------------------------------------------------------- which task made an artifact
-
-_EPOCH = re.compile(r"^epoch=(\d+)$")
-_METRICS = re.compile(r"^epoch=(\d+)\..+$")
-_EPOCHS = re.compile(r"^epochs=(\d+)$")
-# The per-epoch folders of an experiment and the task that writes each.
-_EPOCH_TASKS = {"triplets": "TripletList", "train": "TrainEpoch", "embeddings": "EmbedEpoch"}
+def config_file(root: str | Path, experiment: str) -> Path:
+    """The settings an experiment was created with (see :mod:`pipeline.experiment_config`)."""
+    return experiment_dir(root, experiment) / CONFIG_FILE
 
 
-@dataclass(frozen=True)
-class Producer:
-    """The task that wrote an artifact and what to delete so that it runs again."""
+def partial_checkpoint(train_epoch_dir: str | Path) -> Path:
+    """``train/epoch=NNN`` -> the hidden ``train/.partial-epoch=NNN.pt`` of an epoch in progress."""
+    d = Path(train_epoch_dir)
+    return d.with_name(f".partial-{d.name}.pt")
 
-    task: str  # e.g. "EmbedEpoch"
-    args: tuple[str, ...]  # its command-line arguments, e.g. ("--epoch", "3", "--experiment", "demo")
-    delete: tuple[Path, ...]  # the folder (or files) whose absence makes Luigi rerun the task
-
-    @property
-    def rerun(self) -> str:
-        """``"EmbedEpoch --epoch 3 --experiment demo"``."""
-        return " ".join((self.task, *self.args))
-
-
-def producer_of(path: str | Path) -> Producer | None:
-    """Name the task that produced ``path`` (an artifact file or folder under the
-    artifacts root), from the path alone; None if it is not a known artifact.
-
-    ``<root>/demo/embeddings/epoch=003/part-00000.parquet`` -> EmbedEpoch
-    ``--epoch 3 --experiment demo``, delete ``<root>/demo/embeddings/epoch=003``.
-    """
-    parts = Path(path).parts
-    # Scan from the end, so an artifacts root whose own path contains "train" or
-    # "datasets" does not hide the artifact's folder below it.
-    for i in range(len(parts) - 2, -1, -1):
-        name, child = parts[i], parts[i + 1]
-        base = Path(*parts[: i + 1])
-        if i >= 1 and name in _EPOCH_TASKS and (m := _EPOCH.match(child)):
-            return Producer(_EPOCH_TASKS[name], ("--epoch", str(int(m.group(1))), "--experiment", parts[i - 1]),
-                            (base / child,))
-        if i >= 1 and name == "metrics" and (m := _METRICS.match(child)):
-            stem = f"epoch={m.group(1)}"
-            # The JSON marks the epoch validated; its Parquet sidecars are rewritten with it.
-            files = (base / f"{stem}.json", base / f"{stem}.per_class.parquet", base / f"{stem}.neighbors.parquet")
-            return Producer("ValidateEpoch", ("--epoch", str(int(m.group(1))), "--experiment", parts[i - 1]), files)
-        if i >= 1 and name == "report" and (m := _EPOCHS.match(child)):
-            return Producer("Report", ("--epochs", str(int(m.group(1))), "--experiment", parts[i - 1]),
-                            (base / child,))
-        if name == "datasets":
-            # The dataset key comes from the [dataset] settings, so IndexDataset needs no argument.
-            return Producer("IndexDataset", (), (base / child,))
-        if name == "baselines":
-            return Producer("PixelBaseline", (), (base / child,))
-    return None
-
-
-def rebuild_hint(path: str | Path) -> str:
-    """One sentence telling the user what to delete and which task to rerun to rebuild ``path``."""
-    producer = producer_of(path)
-    if producer is None:
-        return f"delete {path} and rerun the task that wrote it (or the whole pipeline)"
-    what = ", ".join(str(p) for p in producer.delete)
-    return (f"delete {what} and rerun {producer.rerun} (luigi --module tasks {producer.rerun}), "
-            "or rerun the whole pipeline, which rebuilds what is missing")
-
-
-def is_damage(exc: BaseException) -> bool:
-    """True if ``exc``, raised while decoding an artifact, means its bytes are
-    truncated or overwritten (rather than, say, a disk that cannot be read).
-
-    numpy and json raise ``ValueError``/``EOFError`` for bad bytes; pyarrow its
-    own exception classes, or an ``OSError`` without ``errno`` for undecodable
-    pages; an ``OSError`` with an ``errno`` is the operating system's, not damage.
-    """
-    if isinstance(exc, OSError):
-        return exc.errno is None
-    return isinstance(exc, (ValueError, EOFError, SyntaxError)) or type(exc).__module__.startswith("pyarrow")
-
-
-def corrupt_artifact(path: str | Path, problem: str) -> CorruptArtifactError:
-    """A :class:`CorruptArtifactError` naming the damaged file, what is wrong and how to rebuild it.
-
-    Readers raise it ``from`` the low-level exception, so the cause stays visible
-    with ``--debug`` but the command line shows one actionable sentence.
-    """
-    problem = " ".join(problem.split())  # pyarrow's messages span lines; keep the error to one
-    return CorruptArtifactError(f"artifact {path} is damaged or incomplete ({problem}); {rebuild_hint(path)}")

@@ -9,6 +9,7 @@ parameters, so a default is never typed twice.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Sequence
 
 from pipeline.errors import ConfigError
@@ -31,6 +32,8 @@ def check(settings: Any, section: str) -> None:
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
         choices, minimum = f.metadata.get("choices"), f.metadata.get("minimum")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"[{section}] {f.name} = {value!r}; use a finite number")
         if choices and value not in choices:
             raise ConfigError(f"[{section}] {f.name} = {value!r}; use one of {', '.join(choices)}")
         if minimum is not None and (not isinstance(value, (int, float)) or value < minimum):
@@ -38,6 +41,7 @@ def check(settings: Any, section: str) -> None:
 
 
 def significant(settings: Any) -> dict[str, Any]:
-    """The fields of ``settings`` that shape results (all but the run-only ones), by name."""
+    """The settings (fields made with :func:`setting`) of ``settings`` that shape results, by name:
+    all but the run-only ones."""
     return {f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)
-            if f.init and not f.metadata.get("run_only")}
+            if "help" in f.metadata and not f.metadata.get("run_only")}

@@ -18,14 +18,16 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.errors import PipelineError
+from pipeline.data.indexing import IndexSettings
 from pipeline.data.pixel_store import SKIPPED_FILE, SUMMARY_FILE, read_index
+from pipeline.settings import significant
 from pipeline.sampling.mining_summary import summarize_triplets
 from pipeline.sampling.list_files import read_triplet_meta, read_triplets
 
 
 def triplet_report(triplets: pd.DataFrame, index: pd.DataFrame, *, margin: float = 1.0, sample: int = 8,
                    seed: int = 0) -> str:
-    """The text that ``inspect triplets`` prints."""
+    """The text that ``show triplets`` prints."""
     names = index.set_index("image_id")["class_name"]
     train = index[index["split"] == "train"]
     class_names = train.drop_duplicates("label").set_index("label")["class_name"].sort_index()
@@ -77,10 +79,17 @@ def triplet_report(triplets: pd.DataFrame, index: pd.DataFrame, *, margin: float
     return "\n".join(lines)
 
 
-def _dataset_dir(root: str, dataset: str | None) -> Path:
-    base = Path(root) / "datasets"
+def _dataset_dir(root: str, dataset: str | None, experiment: str | None = None) -> Path:
+    """The named dataset; else the one ``experiment`` was created on; else the only one there is."""
+    base = paths.datasets_dir(root)
     if dataset:
         return base / dataset
+    config = paths.config_file(root, experiment) if experiment else None
+    if config is not None and config.is_file():
+        recorded = json.loads(config.read_text()).get("dataset")
+        if recorded:
+            known = significant(IndexSettings())
+            return paths.dataset_dir(root, IndexSettings(**{k: v for k, v in recorded.items() if k in known}).key())
     found = sorted(p for p in base.glob("*") if (p / SUMMARY_FILE).is_file()) if base.is_dir() else []
     if len(found) != 1:
         raise PipelineError(f"found {len(found)} indexed datasets under {base}; name one with --dataset "
@@ -103,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--dataset", default=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
-        ds = _dataset_dir(args.artifacts, args.dataset)
+        ds = _dataset_dir(args.artifacts, args.dataset, getattr(args, "experiment", None))
         if args.what == "dataset":
             print(json.dumps(json.loads((ds / SUMMARY_FILE).read_text()), indent=2))
             skipped = pd.read_parquet(ds / SKIPPED_FILE)
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("skipped files:\n" + skipped.to_string(index=False))
             return 0
         tdir = paths.triplets_dir(args.artifacts, args.experiment, args.epoch)
-        meta = read_triplet_meta(tdir) if (tdir / "part-00000.parquet").is_file() else {}
+        meta = read_triplet_meta(tdir) if (tdir / paths.TRIPLET_LIST_FILE).is_file() else {}
         margin = float(meta.get("settings", {}).get("margin", 1.0))
         print(f"{tdir}  (strategy {meta.get('strategy', '?')}, seed {meta.get('seed', '?')})")
         print(triplet_report(read_triplets(tdir), read_index(ds), margin=margin, sample=args.sample))

@@ -8,13 +8,11 @@ and a mined TripletList(N) needs EmbedEpoch(N-1).
 """
 
 from tasks.compare import Compare, ExperimentEpochOutputs
-from tasks.embed_epoch import EmbedEpoch
+from tasks.epoch import EmbedEpoch, TrainEpoch, TripletList
 from tasks.index_dataset import IndexDataset
 from tasks.pixel_baseline import PixelBaseline
 from tasks.report import Report
 from tasks.run_all import RunAll
-from tasks.train_epoch import TrainEpoch
-from tasks.triplet_list import TripletList
 from tasks.validate_epoch import ValidateEpoch, ValidateEpochs
 
 __all__ = [

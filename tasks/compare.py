@@ -15,12 +15,12 @@ from pathlib import Path
 import luigi
 
 from pipeline import paths
-from pipeline.reporting.figures import plot_compare
-from pipeline.reporting.report import write_compare
+from pipeline.evaluation.evaluate import ValidationSettings
+from pipeline.reporting import plot_compare, write_compare
 from pipeline.reporting.inputs import metrics_table, stage_times
-from tasks.base import log, single_writer, temporary_dir
-from tasks.config import artifacts
-from tasks.train_epoch import train_seconds
+from pipeline.training.epoch import epoch_seconds
+from tasks.config import artifacts, epochs_param
+from tasks.output_writing import log, single_writer, temporary_dir
 
 
 class ExperimentEpochOutputs(luigi.ExternalTask):
@@ -36,10 +36,12 @@ class ExperimentEpochOutputs(luigi.ExternalTask):
 
 
 class Compare(luigi.Task):
-    """precision@30 by epoch, final metrics and time per epoch, side by side."""
+    """precision@k by epoch, final metrics and time per epoch, side by side."""
 
     experiments = luigi.ListParameter(description='experiment names, e.g. \'["uniform","semihard"]\'')
-    epochs = luigi.IntParameter(config_path=dict(section="run", name="epochs"))
+    epochs = epochs_param()
+    k = luigi.IntParameter(default=ValidationSettings.k, config_path=dict(section="ValidateEpoch", name="k"),
+                           description="the precision@k compared (default: [ValidateEpoch] k)")
 
     def requires(self) -> dict[str, list[ExperimentEpochOutputs]]:
         return {e: [ExperimentEpochOutputs(experiment=e, epoch=i) for i in range(self.epochs + 1)]
@@ -56,10 +58,10 @@ class Compare(luigi.Task):
             entries = []
             for i, o in enumerate(outs):
                 if i > 0:
-                    entries.append((f"TrainEpoch({i})", train_seconds(o["train"].path)))
+                    entries.append((f"TrainEpoch({i})", epoch_seconds(o["train"].path)))
                 entries.append((f"ValidateEpoch({i})", json.loads(Path(o["metrics"].path).read_text()).get("seconds")))
             times[name] = stage_times(entries)
         with temporary_dir(self.output()) as tmp:
-            fig = plot_compare(tables, tmp / "compare.png")
-            write_compare(tmp, tables, times, fig)
-        log.info("comparison: %s", Path(self.output().path) / "index.html")
+            fig = plot_compare(tables, tmp / "compare.png", k=self.k)
+            write_compare(tmp, tables, times, fig, k=self.k)
+        log.info("comparison: %s", Path(self.output().path) / paths.REPORT_HTML)

@@ -1,8 +1,9 @@
-"""Shared configuration sections of ``luigi.cfg`` (``[artifacts]``,
-``[run]``, ``[model]``, ``[compute]``).
+"""Shared configuration sections of ``luigi.cfg``: ``[artifacts]``, ``[run]``,
+``[model]``, ``[loss]`` and ``[compute]``.
 
-Settings that belong to one task live in that task's own section
-(``[TripletList]``, ``[TrainEpoch]``...), as Luigi task parameters.
+Each section's settings are declared once, on a dataclass in :mod:`pipeline` or
+:mod:`models`; see :mod:`tasks.parameters`. Settings that belong to one task
+live in that task's own section (``[TripletList]``, ``[TrainEpoch]``...).
 """
 
 from __future__ import annotations
@@ -10,6 +11,11 @@ from __future__ import annotations
 import luigi
 
 from models.embedding_net import ModelSettings
+from models.weights import WeightSettings
+from pipeline.device import ComputeSettings
+from pipeline.experiment_config import RunSettings
+from pipeline.training.losses import LossSettings
+from tasks.parameters import settings_of, settings_parameters
 
 
 class artifacts(luigi.Config):  # noqa: N801  (section name in luigi.cfg)
@@ -18,6 +24,7 @@ class artifacts(luigi.Config):  # noqa: N801  (section name in luigi.cfg)
     root = luigi.Parameter(default="artifacts")
 
 
+@settings_parameters(RunSettings)
 class run(luigi.Config):  # noqa: N801
     """``[run]``: experiment name (the output folder), seed and number of epochs.
 
@@ -25,27 +32,35 @@ class run(luigi.Config):  # noqa: N801
     ambiguous abbreviation of ``--experiment-name``.)
     """
 
-    experiment = luigi.Parameter(default="demo")
-    seed = luigi.IntParameter(default=0)
-    epochs = luigi.IntParameter(default=6)
 
-
+@settings_parameters(ModelSettings, WeightSettings)
 class model(luigi.Config):  # noqa: N801
-    """``[model]``: the embedding network (see :class:`models.ModelSettings`)."""
-
-    arch = luigi.Parameter(default="resnet18")
-    embedding_dim = luigi.IntParameter(default=128)
-    normalize = luigi.BoolParameter(default=False, parsing=luigi.BoolParameter.EXPLICIT_PARSING)
-    stem = luigi.Parameter(default="small")
-    input_size = luigi.IntParameter(default=0)
-    width = luigi.IntParameter(default=64)
-    weights = luigi.Parameter(default="none")
-    weights_path = luigi.Parameter(default="")
+    """``[model]``: the embedding network and its initial weights."""
 
     def settings(self, in_channels: int = 3) -> ModelSettings:
-        return ModelSettings(arch=self.arch, embedding_dim=self.embedding_dim, normalize=self.normalize,
-                             stem=self.stem, input_size=self.input_size, width=self.width,
-                             in_channels=in_channels)
+        return settings_of(self, ModelSettings, in_channels=in_channels)
+
+    def weight_settings(self) -> WeightSettings:
+        return settings_of(self, WeightSettings)
+
+
+@settings_parameters(LossSettings)
+class loss(luigi.Config):  # noqa: N801
+    """``[loss]``: the triplet loss, read by TrainEpoch and by TripletList (whose mining targets its margin)."""
+
+    def settings(self) -> LossSettings:
+        return settings_of(self, LossSettings)
+
+
+@settings_parameters(ComputeSettings)
+class compute(luigi.Config):  # noqa: N801
+    """``[compute]``: where training and embedding run (run-only: not part of any output's identity).
+
+    One setting for both stages, so ``--compute-device cpu`` moves the whole run.
+    """
+
+    def settings(self) -> ComputeSettings:
+        return settings_of(self, ComputeSettings)
 
 
 class RunSeed:
@@ -62,17 +77,11 @@ class RunSeed:
 
 def experiment_param() -> luigi.Parameter:
     """The ``experiment`` parameter of every per-experiment task (default: [run] experiment)."""
-    return luigi.Parameter(default="demo", config_path=dict(section="run", name="experiment"),
+    return luigi.Parameter(default=RunSettings.experiment, config_path=dict(section="run", name="experiment"),
                            description="experiment name: outputs go to <artifacts root>/<experiment>/")
 
 
-class compute(luigi.Config):  # noqa: N801
-    """``[compute]``: where training and embedding run (run-only: not part of any output's identity).
-
-    One setting for both stages, so ``--compute-device cpu`` moves the whole run.
-    """
-
-    device = luigi.Parameter(default="auto", significant=False,
-                             description="auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
-    threads = luigi.IntParameter(default=0, significant=False,
-                                 description="CPU threads for torch (0 = torch's default)")
+def epochs_param() -> luigi.IntParameter:
+    """The ``epochs`` parameter of RunAll and Compare (default: [run] epochs)."""
+    return luigi.IntParameter(default=RunSettings.epochs, config_path=dict(section="run", name="epochs"),
+                              description="epochs 1..N to train, validate and report")

@@ -3,7 +3,8 @@
     luigi --module tasks IndexDataset --local-scheduler
 
 Settings come from ``[dataset]`` in luigi.cfg (source, root, name, stored_size,
-on_bad_image). The output folder is shared by every experiment on that dataset.
+on_bad_image, dask_scheduler). The output folder is shared by every experiment on
+that dataset.
 """
 
 from __future__ import annotations
@@ -11,35 +12,23 @@ from __future__ import annotations
 import luigi
 
 from pipeline import paths
-from pipeline.data.indexing import NATIVE_SIZE, IndexSettings, build_index, format_summary
-from tasks.base import log, single_writer, temporary_dir
+from pipeline.data.indexing import IndexSettings, build_index, format_summary
 from tasks.config import artifacts
+from tasks.output_writing import log, single_writer, temporary_dir
+from tasks.parameters import settings_of, settings_parameters
 
 
-def _ds(name: str) -> dict:
-    return {"config_path": dict(section="dataset", name=name)}
-
-
+@settings_parameters(IndexSettings, section="dataset")
 class IndexDataset(luigi.Task):
     """Decode every image once into ``<root>/datasets/<name>-<size>px/``."""
 
-    source = luigi.ChoiceParameter(choices=["embedded", "fashion-mnist", "tiny-imagenet", "image-folder"],
-                                   default="embedded", **_ds("source"))
-    root = luigi.Parameter(default="", description="dataset folder (not for embedded)", **_ds("root"))
-    name = luigi.Parameter(default="", description="dataset folder name; default: the source", **_ds("name"))
-    stored_size = luigi.IntParameter(default=0, description="stored image size; 0 = native", **_ds("stored_size"))
-    on_bad_image = luigi.ChoiceParameter(choices=["fail", "skip"], default="fail", **_ds("on_bad_image"))
-    scheduler = luigi.Parameter(default="threads", significant=False, description="dask scheduler for decoding",
-                                **_ds("scheduler"))
-
     def settings(self) -> IndexSettings:
-        return IndexSettings(source=self.source, root=self.root, stored_size=self.stored_size,
-                             on_bad_image=self.on_bad_image, scheduler=self.scheduler)
+        return settings_of(self, IndexSettings)
 
     @property
     def key(self) -> str:
-        size = self.stored_size or NATIVE_SIZE[self.source]
-        return f"{paths.check_name(self.name or self.source, '[dataset] name')}-{size}px"
+        """The dataset's folder name: ``<name or source>-<stored size>px``."""
+        return self.settings().key()
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(paths.dataset_dir(artifacts().root, self.key)))

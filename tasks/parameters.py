@@ -19,12 +19,17 @@ T = TypeVar("T")
 C = TypeVar("C", bound=type)
 
 
-def _parameter(field: dataclasses.Field, kind: Any) -> luigi.Parameter:
+def _parameter(field: dataclasses.Field, kind: Any, section: str | None) -> luigi.Parameter:
     meta = field.metadata
-    common = dict(default=field.default, description=meta.get("help") or None,
-                  significant=not meta.get("run_only", False))
+    description = meta.get("help", "")
     if meta.get("choices"):
-        return luigi.ChoiceParameter(choices=meta["choices"], var_type=str, **common)
+        description += f" (one of: {', '.join(meta['choices'])})"
+    common = dict(default=field.default, description=description or None,
+                  significant=not meta.get("run_only", False))
+    if section:
+        common["config_path"] = dict(section=section, name=field.name)
+    # Choices are plain strings here, not ChoiceParameters: the dataclass's check()
+    # refuses a bad value with a ConfigError naming "[section] name" and the choices.
     if kind is bool:
         return luigi.BoolParameter(parsing=luigi.BoolParameter.EXPLICIT_PARSING, **common)
     if kind is int:
@@ -41,18 +46,22 @@ def _fields(settings_cls: type) -> list[tuple[dataclasses.Field, Any]]:
     return [(f, hints[f.name]) for f in dataclasses.fields(settings_cls) if f.init and "help" in f.metadata]
 
 
-def settings_parameters(*settings_classes: type, exclude: tuple[str, ...] = ()) -> Callable[[C], C]:
+def settings_parameters(*settings_classes: type, only: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+                        section: str | None = None) -> Callable[[C], C]:
     """Class decorator: one Luigi parameter per :func:`~pipeline.settings.setting` field of each class.
 
     Fields made without :func:`setting` (not meant for configuration) and names in
-    ``exclude`` are skipped.
+    ``exclude`` (or not in ``only``, when given) are skipped. ``section`` reads the values from that ``luigi.cfg``
+    section instead of the task's own (``[dataset]`` for IndexDataset).
     """
 
     def add(task_cls: C) -> C:
         for settings_cls in settings_classes:
             for field, kind in _fields(settings_cls):
-                if field.name not in exclude:
-                    setattr(task_cls, field.name, _parameter(field, kind))
+                if field.name not in exclude and (not only or field.name in only):
+                    parameter = _parameter(field, kind, section)
+                    setattr(task_cls, field.name, parameter)
+                    parameter.__set_name__(task_cls, field.name)  # setattr skips it; Luigi's descriptor needs it
         return task_cls
 
     return add

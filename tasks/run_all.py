@@ -12,8 +12,8 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.reporting.report import HTML_NAME
-from tasks.config import experiment_param
+from pipeline import paths
+from tasks.config import epochs_param, experiment_param
 from tasks.report import Report
 
 
@@ -21,11 +21,11 @@ class RunAll(luigi.WrapperTask):
     """Everything for epochs 1..``epochs`` of the configured experiment."""
 
     experiment = experiment_param()
-    epochs = luigi.IntParameter(config_path=dict(section="run", name="epochs"))
+    epochs = epochs_param()
 
     def requires(self) -> Report:
         return Report(experiment=self.experiment, epochs=self.epochs)
 
     def run(self) -> None:
-        report = Path(self.input().path) / HTML_NAME
+        report = Path(self.input().path) / paths.REPORT_HTML
         print(f"\nReport: {report.resolve()}\n")

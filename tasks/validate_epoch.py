@@ -3,7 +3,7 @@
     luigi --module tasks ValidateEpoch --epoch 3 --local-scheduler
     luigi --module tasks ValidateEpochs --epochs '[1,2,3]' --workers 3 --local-scheduler
 
-Writes ``metrics/epoch=NNN.json`` (precision@30 on validation and on a seeded
+Writes ``metrics/epoch=NNN.json`` (precision@k on validation and on a seeded
 training sample, precision@1/@10, R-precision, MAP@R, triplet precision) beside
 ``epoch=NNN.per_class.parquet`` and ``epoch=NNN.neighbors.parquet`` (the figure
 queries' nearest and farthest training images). The JSON is written last, so
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import luigi
@@ -23,10 +22,13 @@ import pandas as pd
 from pipeline import paths
 from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.embedding.embed import load_embeddings
-from pipeline.evaluation.evaluate import ValidationSettings, validate
-from tasks.base import log, single_writer
-from tasks.config import artifacts, experiment_param, RunSeed
-from tasks.embed_epoch import EmbedEpoch
+from pipeline.evaluation.evaluate import ValidationSettings, evaluate
+from pipeline.evaluation.metric_names import precision_key
+from pipeline.settings import significant
+from tasks.config import RunSeed, artifacts, experiment_param
+from tasks.epoch import EmbedEpoch
+from tasks.output_writing import log, single_writer
+from tasks.parameters import settings_of, settings_parameters
 
 
 def _write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -34,17 +36,12 @@ def _write_parquet(df: pd.DataFrame, path: Path) -> None:
         df.to_parquet(tmp, index=False)
 
 
+@settings_parameters(ValidationSettings)
 class ValidateEpoch(RunSeed, luigi.Task):
     """Accuracy of epoch N's embedding on the validation split."""
 
     experiment = experiment_param()
     epoch = luigi.IntParameter()
-    k = luigi.IntParameter(default=30, description="neighbours for the course's precision@k")
-    train_queries = luigi.IntParameter(default=1000, description="seeded training images used as queries")
-    figure_queries = luigi.IntParameter(default=5, description="validation queries (distinct classes) for figures")
-    figure_k = luigi.IntParameter(default=10, description="nearest/farthest images shown per figure query")
-    triplets = luigi.IntParameter(default=2000, description="seeded validation triplets for triplet precision")
-    knn_backend = luigi.ChoiceParameter(choices=["auto", "faiss", "torch"], default="auto", significant=False)
 
     def requires(self) -> EmbedEpoch:
         return EmbedEpoch(experiment=self.experiment, epoch=self.epoch)
@@ -53,12 +50,10 @@ class ValidateEpoch(RunSeed, luigi.Task):
         return luigi.LocalTarget(str(paths.metrics_file(artifacts().root, self.experiment, self.epoch)))
 
     def settings(self) -> ValidationSettings:
-        return ValidationSettings(k=self.k, train_queries=self.train_queries, figure_queries=self.figure_queries,
-                                  figure_k=self.figure_k, triplets=self.triplets, seed=self.seed,
-                                  backend=self.knn_backend)
+        return settings_of(self, ValidationSettings, seed=self.seed)
 
     def recorded_settings(self) -> dict:
-        return {k: v for k, v in asdict(self.settings()).items() if k != "backend"}
+        return {**significant(self.settings()), "seed": self.seed}
 
     def complete(self) -> bool:
         """Complete only if the metrics were computed with the current settings,
@@ -76,7 +71,7 @@ class ValidateEpoch(RunSeed, luigi.Task):
         started = time.perf_counter()
         emb_dir = self.input().path
         settings = self.settings()
-        metrics, per_class, neighbors = validate(load_embeddings(emb_dir, "train"), load_embeddings(emb_dir, "val"),
+        metrics, per_class, neighbors = evaluate(load_embeddings(emb_dir, "train"), load_embeddings(emb_dir, "val"),
                                                  settings)
         out = Path(self.output().path)
         _write_parquet(per_class, paths.metrics_sidecar(out, "per_class"))
@@ -85,7 +80,7 @@ class ValidateEpoch(RunSeed, luigi.Task):
                    "seconds": round(time.perf_counter() - started, 3)}
         write_text_atomic(out, json.dumps(metrics, indent=2))
         log.info("epoch %d: precision@%d val %.4f, train %.4f", self.epoch, self.k,
-                 metrics[f"precision_at_{self.k}_val"], metrics[f"precision_at_{self.k}_train"])
+                 metrics[precision_key(self.k, "val")], metrics[precision_key(self.k, "train")])
 
 
 class ValidateEpochs(luigi.WrapperTask):

@@ -25,9 +25,9 @@ def fast_config(tmp_path: Path, dataset_root: Path, source: str = "tiny-imagenet
     return {
         "artifacts": {"root": tmp_path / "artifacts"},
         "run": {"experiment": "test", "seed": 0, "epochs": 2},
-        "dataset": {"source": source, "root": dataset_root, "stored_size": 16, "scheduler": "synchronous"},
+        "dataset": {"source": source, "root": dataset_root, "stored_size": 16, "dask_scheduler": "synchronous"},
         "model": {"arch": "resnet18", "width": 8, "embedding_dim": 8, "stem": "small-s2"},
-        "TripletList": {"scheduler": "synchronous", "n_blocks": 2},
+        "TripletList": {"dask_scheduler": "synchronous", "n_blocks": 2},
         "TrainEpoch": {"batch_size": 8, "lr": 0.01},
         "EmbedEpoch": {"batch_size": 32},
         "compute": {"device": "cpu", "threads": 1},
@@ -100,7 +100,7 @@ def configure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, luigi_registry) -
 def fashion(tmp_path_factory) -> tuple[np.ndarray, pd.DataFrame]:
     """The embedded Fashion-MNIST subset indexed once: (pixel store, train index)."""
     out = tmp_path_factory.mktemp("fashion") / "ds"
-    summary = build_index(IndexSettings(source="embedded", scheduler="synchronous"), out)
+    summary = build_index(IndexSettings(source="embedded", dask_scheduler="synchronous"), out)
     assert summary["classes"] == 10
     index = read_index(out, ["image_id", "split", "label"])
     return open_store(out), index[index["split"] == "train"].sort_values("image_id")

@@ -14,10 +14,11 @@ import torch
 from models.embedding_net import build_model
 from pipeline.errors import ConfigError
 from pipeline.training.losses import all_triplet_losses, reduce_losses
-from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
+from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.sampling.batched import BatchOptions, compose_batches
 from pipeline.training.steps import batch_steps
-from pipeline.training.loop import TrainSettings, make_optimizer, train_one_epoch
+from pipeline.training.loop import train_one_epoch
+from pipeline.training.optimization import TrainSettings, make_optimizer
 from tests.test_training import CPU, SMALL
 
 MARGIN = 1.0
@@ -32,7 +33,7 @@ def clustered(n_classes: int = 6, per_class: int = 40, dim: int = 8, seed: int =
 
 
 def batched_table(labels, emb, epoch=2, seed=0, **options) -> pd.DataFrame:
-    ctx = SamplingContext(layout=ClassLayout.from_labels(labels), epoch=epoch, seed=seed, margin=MARGIN,
+    ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=epoch, seed=seed, margin=MARGIN,
                           embeddings=emb)
     ids = np.arange(labels.size) + 1000  # image ids differ from positions on purpose
     return sample_triplets(ctx, get_strategy("batched", **options), ids).to_pandas()
@@ -43,7 +44,7 @@ def test_listed_triplets_stay_in_their_batch_and_obey_their_rule(rule):
     labels, emb = clustered()
     df = batched_table(labels, emb, batch_classes=4, batch_seeds=5, image_passes=2, triplets_per_anchor=6,
                        triplet_rule=rule)
-    ctx = SamplingContext(layout=ClassLayout.from_labels(labels), epoch=2, seed=0, margin=MARGIN, embeddings=emb)
+    ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=2, seed=0, margin=MARGIN, embeddings=emb)
     batches = compose_batches(ctx, BatchOptions(batch_classes=4, batch_seeds=5, image_passes=2))
     assert df["batch"].nunique() == len(batches)
     pos = {b: set((members + 1000).tolist()) for b, members in enumerate(batches)}
@@ -67,7 +68,7 @@ def test_listed_triplets_stay_in_their_batch_and_obey_their_rule(rule):
 
 def test_batches_hold_p_classes_of_k_seeds_plus_hard_negatives():
     labels, emb = clustered(n_classes=8, per_class=30)
-    ctx = SamplingContext(layout=ClassLayout.from_labels(labels), epoch=3, seed=1, margin=MARGIN, embeddings=emb)
+    ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=3, seed=1, margin=MARGIN, embeddings=emb)
     options = BatchOptions(batch_classes=3, batch_seeds=4, image_passes=2, hard_share=1.0, hard_top=3)
     batches = compose_batches(ctx, options)
     sizes = [m.size for m in batches]
@@ -77,7 +78,7 @@ def test_batches_hold_p_classes_of_k_seeds_plus_hard_negatives():
         assert 12 <= members.size <= 24  # 3 x 4 seeds, plus up to one hard negative each
         assert np.unique(labels[members]).size >= 3
     # Without embeddings: plain P x K batches, no hard negatives.
-    plain = compose_batches(SamplingContext(layout=ctx.layout, epoch=3, seed=1), options)
+    plain = compose_batches(SamplingContext(classes=ctx.classes, epoch=3, seed=1), options)
     assert all(m.size == 12 and np.unique(labels[m]).size == 3 for m in plain)
     assert len(plain) == budget // 12
     seeds = np.bincount(np.concatenate(plain), minlength=labels.size)
@@ -88,15 +89,21 @@ def test_batches_hold_p_classes_of_k_seeds_plus_hard_negatives():
 
 def test_hard_negatives_are_the_nearest_other_class_images():
     labels, emb = clustered(n_classes=4, per_class=25)
-    ctx = SamplingContext(layout=ClassLayout.from_labels(labels), epoch=2, seed=0, embeddings=emb)
+    ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=2, seed=0, embeddings=emb)
     with_hard = compose_batches(ctx, BatchOptions(batch_classes=2, batch_seeds=3, hard_share=1.0, hard_top=1))
     without = compose_batches(ctx, BatchOptions(batch_classes=2, batch_seeds=3, hard_share=0.0, hard_top=1))
     d = np.linalg.norm(emb[:, None] - emb[None], axis=-1)
     d[labels[:, None] == labels[None, :]] = np.inf
     nearest_other = d.argmin(axis=1)
+    # Larger batches use the image budget sooner; the batches both have share the same seeds.
+    assert 0 < len(with_hard) < len(without)
+    added = 0
     for a, b in zip(with_hard, without):
+        assert set(b.tolist()) <= set(a.tolist())
         extra = np.setdiff1d(a, b)
         assert set(extra.tolist()) <= set(nearest_other[b].tolist())
+        added += extra.size
+    assert added > 0
 
 
 def test_lists_are_a_pure_function_of_seed_and_epoch():
@@ -135,7 +142,7 @@ def test_each_distinct_image_is_forwarded_once_per_batch(fashion):
     store, train = fashion
     sub = train.groupby("label").head(12)
     labels = sub["label"].to_numpy()
-    ctx = SamplingContext(layout=ClassLayout.from_labels(labels), epoch=1, seed=0)
+    ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=1, seed=0)
     df = sample_triplets(ctx, get_strategy("batched", batch_classes=4, batch_seeds=3, image_passes=1),
                          sub["image_id"].to_numpy()).to_pandas()
     torch.manual_seed(0)
@@ -190,9 +197,9 @@ def test_all_in_batch_losses_equal_brute_force():
 def test_uniform_course_lists_are_unchanged():
     """The course protocol's list for a fixed seed, pinned by digest: batch lists left it as it was."""
     labels = np.repeat(np.arange(7), 23)
-    ctx = SamplingContext(layout=ClassLayout.from_labels(labels), epoch=4, seed=11)
-    table = sample_triplets(ctx, get_strategy("uniform"), np.arange(labels.size) * 3, n_blocks=3,
-                            scheduler="synchronous")
+    ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=4, seed=11)
+    table = sample_triplets(ctx, get_strategy("uniform"), np.arange(labels.size) * 3,
+                            ListSettings(n_blocks=3, dask_scheduler="synchronous"))
     assert "batch" not in table.column_names
     digest = hashlib.sha256(np.stack([table[c].to_numpy() for c in ("query", "positive", "negative")]).tobytes())
     assert digest.hexdigest() == UNIFORM_DIGEST
@@ -200,6 +207,27 @@ def test_uniform_course_lists_are_unchanged():
 
 # Computed with the code before batch-structured lists existed (commit dbd59a9).
 UNIFORM_DIGEST = "e72d80c128ed59960ed8fc9e4f40a11d757bb5ea2cf245ce9bbfdb28cad88d9d"
+
+
+def test_unmined_batched_list_is_pinned():
+    """Both batched streams (composition, then listed triplets), pinned without embeddings: integer
+    draws only, so the digest holds on any machine."""
+    labels = np.repeat(np.arange(7), [23, 9, 15, 2, 30, 11, 17])
+    ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=4, seed=11)
+    strategy = get_strategy("batched", batch_classes=3, batch_seeds=4, image_passes=2, triplets_per_anchor=5)
+    table = sample_triplets(ctx, strategy, np.arange(labels.size) * 3)
+    batch = table["batch"].to_numpy()
+    sizes = [m.size for m in compose_batches(ctx, strategy)]
+    assert np.array_equal(np.unique(batch), np.arange(len(sizes)))
+    # Every image of a batch has an in-batch positive (2+ seeds per class), so it anchors 5 rows.
+    assert np.bincount(batch).tolist() == [5 * size for size in sizes]
+    assert sum(sizes) >= 2 * labels.size > sum(sizes[:-1])  # image_passes x the training images
+    columns = np.stack([table[c].to_numpy().astype(np.int64) for c in ("batch", "query", "positive", "negative")])
+    assert hashlib.sha256(columns.tobytes()).hexdigest() == BATCHED_DIGEST
+
+
+# Computed with the code before the sampling package was split (commit c128798).
+BATCHED_DIGEST = "8c4edf65fcb34c4a84ae0faccc8d143a43579be66d2affa049686f9c0e1c4731"
 
 
 def test_batched_run_and_inspect_from_the_command_line(tmp_path, tiny_imagenet):
@@ -212,7 +240,7 @@ def test_batched_run_and_inspect_from_the_command_line(tmp_path, tiny_imagenet):
 
     cfg = fast_config(tmp_path, tiny_imagenet)
     cfg["TripletList"].update(strategy="batched", batch_classes=3, batch_seeds=4, image_passes=2)
-    cfg["TrainEpoch"].update(reduce="active", in_batch="all")
+    cfg.setdefault("loss", {}).update(reduce="active", in_batch="all")
     config = write_overrides(tmp_path, cfg)
     done = luigi_cli(["RunAll"], config)
     assert done.code == 0, done.output[-4000:]

@@ -18,9 +18,12 @@ def test_crops_are_shifted_windows_of_the_reflect_padded_image():
     x = _batch()
     out = augment(x.clone(), AugmentSettings(crop_padding=2, flip=False), torch.Generator().manual_seed(3))
     padded = np.pad(x.numpy(), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    assert out.shape == x.shape
     for i in range(len(x)):
         windows = [padded[i, oy : oy + 7, ox : ox + 5] for oy in range(5) for ox in range(5)]
         assert any(np.array_equal(out[i].numpy(), win) for win in windows)
+    # The unshifted window is one of the 25: some image must have moved, or nothing was cropped.
+    assert any(not torch.equal(out[i], x[i]) for i in range(len(x)))
 
 
 def test_flip_only_mirrors_about_half_the_batch():
@@ -43,10 +46,12 @@ def test_gpu_grouped_path_equals_cpu_path_for_the_same_draws():
 
 
 def test_augmentation_is_reproducible_from_the_generator_seed():
-    x = _batch()
+    x = _batch(b=20)
     a = augment(x.clone(), AugmentSettings(), torch.Generator().manual_seed(1))
     b = augment(x.clone(), AugmentSettings(), torch.Generator().manual_seed(1))
+    c = augment(x.clone(), AugmentSettings(), torch.Generator().manual_seed(2))
     assert torch.equal(a, b)
+    assert not torch.equal(a, c)  # the seed matters, so the equality above is not vacuous
 
 
 def test_crop_padding_as_large_as_the_image_is_refused():
@@ -64,8 +69,10 @@ def test_to_float_gives_channels_last_floats_in_unit_range():
 @pytest.mark.parametrize("prefetch", [0, 2])
 def test_batches_come_in_order_with_repeats(prefetch):
     store = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
-    ids = [np.array([3, 1, 3]), np.array([9, 0])]
+    ids = [np.array([3, 1, 3]), np.array([9, 0]), np.array([5])]
     got = list(iterate_batches(store, ids, prefetch=prefetch))
+    assert len(got) == len(ids)  # one batch per id array, none dropped or added
+    assert [tuple(batch.shape) for batch in got] == [(3, 2, 2, 3), (2, 2, 2, 3), (1, 2, 2, 3)]
     for batch, want in zip(got, ids):
         assert np.array_equal(batch.numpy(), store[want])
 

@@ -18,12 +18,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import paths
+from pipeline import artifact_damage, paths
 from pipeline.embedding.embed import MANIFEST, load_embeddings, read_manifest, write_shards
 from pipeline.errors import CorruptArtifactError, PipelineError
 from pipeline.data.indexing import IndexSettings, build_index
 from pipeline.data.pixel_store import INDEX_FILE, STORE_FILE, create_store, open_store, read_index
-from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
+from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.sampling.list_files import PART, read_triplet_meta, read_triplets, triplet_ids, write_triplet_list
 from tests.datagen import corrupt_file
 
@@ -42,7 +42,7 @@ def root(tmp_path: Path) -> Path:
 def dataset(root: Path, image_folder: Path) -> Path:
     """``<root>/datasets/folder-16px``: 3 classes x (10 train + 4 val) images, indexed for real."""
     ds = paths.dataset_dir(root, "folder-16px")
-    build_index(IndexSettings(source="image-folder", root=str(image_folder), stored_size=16, scheduler="synchronous"),
+    build_index(IndexSettings(source="image-folder", root=str(image_folder), stored_size=16, dask_scheduler="synchronous"),
                 ds)
     return ds
 
@@ -64,8 +64,8 @@ def triplets(root: Path) -> Path:
     """``<root>/test/triplets/epoch=002``: a uniform triplet list over 24 images."""
     out = paths.triplets_dir(root, EXPERIMENT, 2)
     labels = np.arange(24) % 3
-    ctx = SamplingContext(ClassLayout.from_labels(labels), epoch=2, seed=0)
-    table = sample_triplets(ctx, get_strategy("uniform"), np.arange(24), n_blocks=2, scheduler="synchronous")
+    ctx = SamplingContext(ClassMembers.from_labels(labels), epoch=2, seed=0)
+    table = sample_triplets(ctx, get_strategy("uniform"), np.arange(24), ListSettings(n_blocks=2, dask_scheduler="synchronous"))
     write_triplet_list(out, table, {"strategy": "uniform", "seconds": 0.1})
     return out
 
@@ -327,14 +327,14 @@ def test_missing_triplet_list(triplets):
 def test_producer_of(tmp_path, rel, task, rerun, delete):
     # The artifacts root's own path holds names like "train" and "datasets": only the part below it counts.
     root = tmp_path / "train" / "datasets" / "artifacts"
-    producer = paths.producer_of(root / rel)
+    producer = artifact_damage.producer_of(root / rel)
     assert producer is not None
     assert producer.task == task and producer.rerun == rerun
     assert producer.delete == tuple(root / d for d in delete)
-    hint = paths.rebuild_hint(root / rel)
+    hint = artifact_damage.rebuild_hint(root / rel)
     assert f"delete {root / delete[0]}" in hint and f"luigi --module tasks {rerun}" in hint
 
 
 def test_producer_of_an_unknown_file(tmp_path):
-    assert paths.producer_of(tmp_path / "notes.txt") is None
-    assert str(tmp_path / "notes.txt") in paths.rebuild_hint(tmp_path / "notes.txt")
+    assert artifact_damage.producer_of(tmp_path / "notes.txt") is None
+    assert str(tmp_path / "notes.txt") in artifact_damage.rebuild_hint(tmp_path / "notes.txt")

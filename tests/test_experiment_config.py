@@ -106,7 +106,7 @@ def test_identical_settings_rerun_fine(configure, tmp_path, tiny_imagenet):
     assert _status([tasks.TripletList(epoch=2), tasks.TripletList(epoch=3)]) == LuigiStatusCode.SUCCESS
     assert (artifacts / "test" / "config.json").read_text() == recorded
     # Run-only knobs (dask scheduler, Luigi workers) are not settings of the experiment.
-    _configure(configure, tmp_path, tiny_imagenet, TripletList={"triplets_per_query": 2, "scheduler": "threads"})
+    _configure(configure, tmp_path, tiny_imagenet, TripletList={"triplets_per_query": 2, "dask_scheduler": "threads"})
     assert _status([tasks.TripletList(epoch=4)]) == LuigiStatusCode.SUCCESS
 
 
@@ -185,4 +185,13 @@ def test_record_or_check_accepts_values_that_round_trip_through_json(tmp_path):
     path = tmp_path / "config.json"
     settings = {"S": {"root": tmp_path / "data", "t": (1, 2), "f": 0.1 + 0.2}}
     record_or_check(path, settings, "e")
-    record_or_check(path, settings, "e")  # Path and tuple values compare equal to what was stored
+    recorded = path.read_text()
+    # Stored as JSON sees them: the Path as its string, the tuple as a list, the float exactly.
+    assert json.loads(recorded) == {"S": {"root": str(tmp_path / "data"), "t": [1, 2], "f": 0.1 + 0.2}}
+    # The same Path and tuple values compare equal to what was stored: no error, nothing rewritten.
+    record_or_check(path, settings, "e")
+    assert path.read_text() == recorded
+    # ... while a different Path is still a change.
+    with pytest.raises(ConfigError, match=r"\[S\] root: was"):
+        record_or_check(path, {"S": {"root": tmp_path / "other"}}, "e")
+    assert path.read_text() == recorded

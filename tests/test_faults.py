@@ -174,7 +174,7 @@ def test_full_disk_fails_with_the_path_and_leaves_no_output(tmp_path, small_disk
     """The embedded dataset's pixel store (16 MB) cannot fit on a 256 KiB disk."""
     cfg = fast_config(tmp_path, tmp_path)
     cfg["artifacts"] = {"root": small_disk}
-    cfg["dataset"] = {"source": "embedded", "scheduler": "synchronous"}
+    cfg["dataset"] = {"source": "embedded", "dask_scheduler": "synchronous"}
     outcome = luigi_cli(["IndexDataset"], write_overrides(tmp_path, cfg))
     assert_failed(outcome, "is full", str(small_disk / "datasets" / "embedded-28px"))
     assert not (small_disk / "datasets" / "embedded-28px").exists()

@@ -1,26 +1,31 @@
-"""Figures and reports from synthetic inputs: valid PNGs, escaped, self-contained HTML."""
+"""Figures from synthetic inputs: what each draws (captured just before saving), and the PNG it writes.
+
+The builders here (``step_log``, ``metrics``, ``stage_times``, ``neighbors``) are
+shared with ``tests/test_report_pages.py``.
+"""
 
 from __future__ import annotations
 
-import base64
-import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from PIL import Image
 
-from pipeline.reporting import figures, report
-from pipeline.reporting.figures import (
-    metric_label,
+from pipeline.reporting import (
+    curves,
+    figure_canvas,
+    image_grids,
     plot_accuracy_by_epoch,
     plot_compare,
     plot_loss_by_epoch,
     plot_neighbor_grid,
 )
-from pipeline.reporting.report import render_compare, render_report, write_compare, write_report
+from pipeline.reporting.image_grids import OTHER_CLASS_COLOR, QUERY_FRAME_COLOR, SAME_CLASS_COLOR
 
 EVIL = "<script>alert(1)</script>"
 
@@ -36,14 +41,17 @@ def step_log(epochs: int = 3, steps: int = 20, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def metrics(epochs: int = 3, offset: float = 0.0) -> pd.DataFrame:
+def metrics(epochs: int = 3, offset: float = 0.0, k: int = 30) -> pd.DataFrame:
+    """Epochs 0..``epochs``; precision@k val rises 0.3, 0.4, ...; mAP@R is missing at epoch 1."""
     e = np.arange(epochs + 1)
     v = 0.3 + 0.1 * e + offset
-    df = pd.DataFrame(dict(epoch=e, precision_at_30_val=v, precision_at_30_train=v + 0.02,
-                           precision_at_1_val=v + 0.05, precision_at_10_val=v + 0.01,
-                           r_precision_val=v - 0.05, map_at_r_val=v - 0.1,
-                           triplet_precision_val=0.5 + 0.1 * e))
-    df.loc[1, "map_at_r_val"] = np.nan
+    columns = {"epoch": e, f"precision_at_{k}_val": v, f"precision_at_{k}_train": v + 0.02}
+    for key, value in {"precision_at_1_val": v + 0.05, "precision_at_10_val": v + 0.01, "r_precision_val": v - 0.05,
+                       "map_at_r_val": v - 0.1, "triplet_precision_val": 0.5 + 0.1 * e}.items():
+        columns.setdefault(key, value)  # k may be 1 or 10: precision@k keeps its own values
+    df = pd.DataFrame(columns)
+    if epochs >= 1:
+        df.loc[1, "map_at_r_val"] = np.nan
     return df
 
 
@@ -54,7 +62,8 @@ def stage_times(scale: float = 1.0) -> pd.DataFrame:
                                      120.0 * scale, 20.0 * scale]})
 
 
-def neighbors(q: int = 3, k: int = 4, size: int = 28, seed: int = 0):
+def neighbors(q: int = 3, k: int = 4, size: int = 28, seed: int = 0) -> dict:
+    """Query i is of class ``class<i>``; its even-ranked neighbours share it, odd ones are "other"."""
     rng = np.random.default_rng(seed)
     names = [f"class{i}" for i in range(q)]
     return dict(
@@ -67,53 +76,205 @@ def neighbors(q: int = 3, k: int = 4, size: int = 28, seed: int = 0):
     )
 
 
-def assert_png(path: Path, min_side: int = 300) -> None:
+def assert_png(path: Path, figsize: tuple[float, float]) -> np.ndarray:
+    """``path`` is a PNG of ``figsize`` inches at the figures' DPI with visible content; returns its pixels."""
     assert path.is_file()
     with Image.open(path) as im:
         assert im.format == "PNG"
         im.verify()
     with Image.open(path) as im:
-        w, h = im.size
-    assert min(w, h) >= min_side and max(w, h) <= 6000, (w, h)
+        size = im.size
+        pixels = np.asarray(im.convert("RGB"), dtype=float)
+    expected = [side * figure_canvas.DPI for side in figsize]
+    assert all(abs(got - want) <= 1 for got, want in zip(size, expected)), (size, expected)
+    assert pixels.std() > 10, "the PNG is (nearly) one colour"
+    return pixels
 
 
 def no_temp_files(folder: Path) -> bool:
     return not any(p.name.startswith(".tmp-") for p in folder.iterdir())
 
 
-@pytest.fixture(scope="module")
-def figure_set(tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("figs")
-    return {
-        "loss": plot_loss_by_epoch(step_log(), out / "loss.png"),
-        "accuracy": plot_accuracy_by_epoch(metrics(), out / "accuracy.png", baseline=0.35),
-        "neighbors": plot_neighbor_grid(**neighbors(), out=out / "neighbors.png",
-                                        title="val " + EVIL),
-    }
+# ------------------------------------------------------------------ capturing what a figure drew
 
 
-# ---------------------------------------------------------------------------- figures
+@dataclass
+class Panel:
+    """One axes of a drawn figure, reduced to plain data."""
+
+    title: str
+    ylabel: str
+    cell: tuple[int, int]  # (row, column) in the figure's grid
+    lines: dict[str, tuple[np.ndarray, np.ndarray]]  # label -> (x, y)
+    texts: list[str]
+    frame: str  # colour of the left spine
+    images: list[np.ndarray]
+    cmaps: list[str]
 
 
-def test_figures_are_valid_pngs(figure_set):
-    for path in figure_set.values():
-        assert_png(path)
-    assert no_temp_files(figure_set["loss"].parent)
+@dataclass
+class Drawn:
+    suptitle: str
+    panels: list[Panel]
+
+
+def _panel(ax) -> Panel:
+    spec = ax.get_subplotspec()
+    return Panel(
+        title=ax.get_title(), ylabel=ax.get_ylabel(),
+        cell=(spec.rowspan.start, spec.colspan.start) if spec else (0, 0),
+        lines={line.get_label(): (np.asarray(line.get_xdata(), dtype=float), np.asarray(line.get_ydata(), dtype=float))
+               for line in ax.get_lines()},
+        texts=[t.get_text() for t in ax.texts],
+        frame=to_hex(ax.spines["left"].get_edgecolor()),
+        images=[np.asarray(im.get_array()) for im in ax.get_images()],
+        cmaps=[im.get_cmap().name for im in ax.get_images()],
+    )
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list[Drawn]:
+    """Every figure drawn during the test, as it stood just before saving (saving clears it)."""
+    captured: list[Drawn] = []
+    for module in (curves, image_grids):
+        real = module.save
+
+        def spy(fig: Figure, out: Path, real=real) -> Path:
+            captured.append(Drawn(fig.get_suptitle(), [_panel(ax) for ax in fig.axes]))
+            return real(fig, out)
+
+        monkeypatch.setattr(module, "save", spy)
+    return captured
+
+
+# ------------------------------------------------------------------------------------- curves
+
+
+def test_loss_figure_draws_every_step_and_each_epoch_mean(tmp_path, drawn):
+    log = step_log()
+    path = plot_loss_by_epoch(log, tmp_path / "loss.png")
+    assert_png(path, (8.0, 4.5))
+    assert no_temp_files(tmp_path)
+    (fig,) = drawn
+    lines = {label: xy for p in fig.panels for label, xy in p.lines.items()}
+    assert len(lines["loss per step"][0]) == len(log) == 60
+    x, y = lines["mean loss per epoch"]
+    assert x.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(y, log.groupby("epoch")["loss"].mean())
+    # The collapsed step (epoch 2, step 3 of 0..19) sits 4/20 into epoch 2.
+    cx, cy = lines["embedding collapsed"]
+    assert cx.tolist() == pytest.approx([1.2]) and cy[0] == pytest.approx(log.loss[23])
+    ax2, = [p for p in fig.panels if "active triplet fraction (right axis)" in p.lines]
+    assert np.allclose(ax2.lines["active triplet fraction (right axis)"][1], np.repeat([0.8, 0.4, 0.8 / 3], 20))
+
+
+def test_step_positions_end_each_epoch_at_its_number():
+    log = step_log(epochs=2, steps=4)
+    x = curves.step_positions(log)
+    assert x.tolist() == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
+
+
+def test_accuracy_figure_plots_each_epoch_and_the_baseline(tmp_path, drawn):
+    m = metrics()
+    assert_png(plot_accuracy_by_epoch(m, tmp_path / "accuracy.png", baseline=0.35), (7.0, 4.5))
+    (panel,) = drawn[0].panels
+    assert panel.title == "Precision@30 by epoch" and panel.ylabel == "precision@30"
+    x, y = panel.lines["validation"]
+    assert x.tolist() == [0, 1, 2, 3] and y.tolist() == pytest.approx(m["precision_at_30_val"].tolist())
+    assert panel.lines["training"][1].tolist() == pytest.approx(m["precision_at_30_train"].tolist())
+    assert panel.lines["raw-pixel kNN (0.350)"][1].tolist() == [0.35, 0.35]
+
+
+def test_accuracy_figure_follows_k(tmp_path, drawn):
+    m = metrics(k=10).assign(precision_at_30_val=0.99)  # present, but not the metric asked for
+    plot_accuracy_by_epoch(m, tmp_path / "a.png", k=10)
+    (panel,) = drawn[0].panels
+    assert panel.title == "Precision@10 by epoch" and panel.ylabel == "precision@10"
+    assert panel.lines["validation"][1].tolist() == pytest.approx(m["precision_at_10_val"].tolist())
+
+
+def test_compare_figure_has_one_line_per_experiment(tmp_path, drawn):
+    curves_in = {"a": metrics(), "b": metrics(epochs=2, offset=0.05), "no metric": pd.DataFrame({"epoch": [0]})}
+    assert_png(plot_compare(curves_in, tmp_path / "c.png"), (7.5, 4.5))
+    (panel,) = drawn[0].panels
+    assert panel.title == "precision@30 (val) by epoch"
+    assert list(panel.lines) == ["a", "b", "no metric (no data)"]
+    assert panel.lines["a"][0].tolist() == [0, 1, 2, 3]
+    assert panel.lines["b"][1].tolist() == pytest.approx([0.35, 0.45, 0.55])
+    assert len(panel.lines["no metric (no data)"][0]) == 0
+
+
+def test_compare_figure_follows_k(tmp_path, drawn):
+    plot_compare({"a": metrics(k=10)}, tmp_path / "c.png", k=10)
+    (panel,) = drawn[0].panels
+    assert panel.title == "precision@10 (val) by epoch" and len(panel.lines["a"][0]) == 4
+
+
+@pytest.mark.parametrize("draw, message", [
+    (lambda out: plot_loss_by_epoch(pd.DataFrame(columns=["epoch", "step", "loss", "active_fraction"]), out),
+     "no training steps logged"),
+    (lambda out: plot_accuracy_by_epoch(pd.DataFrame({"epoch": []}), out), "no precision@30 values"),
+    (lambda out: plot_compare({}, out), "no experiments"),
+], ids=["loss", "accuracy", "compare"])
+def test_empty_inputs_draw_a_message(tmp_path, drawn, draw, message):
+    draw(tmp_path / "empty.png")
+    with Image.open(tmp_path / "empty.png") as im:
+        assert np.asarray(im.convert("L")).std() > 1  # the message is drawn, not a blank canvas
+    (panel,) = drawn[0].panels
+    assert panel.texts == [message] and not panel.lines
+
+
+def test_loss_plot_rejects_missing_columns(tmp_path):
+    with pytest.raises(ValueError, match="active_fraction"):
+        plot_loss_by_epoch(step_log().drop(columns="active_fraction"), tmp_path / "l.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -------------------------------------------------------------------------------- image grids
+
+
+def test_neighbor_grid_panels(tmp_path, drawn):
+    n = neighbors(q=3, k=4)
+    assert_png(plot_neighbor_grid(**n, out=tmp_path / "n.png", title="val " + EVIL),
+               (1.45 * 5.12 + 0.3, 1.9 * 3 + 0.7))
+    (fig,) = drawn
+    assert fig.suptitle.startswith("val " + EVIL)  # matplotlib text, not markup: drawn as is
+    # One row per query: the query in column 0, a spacer column 1, neighbours from column 2.
+    assert sorted(p.cell for p in fig.panels) == [(r, c) for r in range(3) for c in [0, 2, 3, 4, 5]]
+    for p in fig.panels:
+        row, col = p.cell
+        assert p.images[0].shape == (28, 28, 3)
+        if col == 0:
+            assert p.frame == QUERY_FRAME_COLOR
+            assert p.title == f"query: class{row}\n2/4 same class"
+            assert np.array_equal(p.images[0], n["query_images"][row])
+        else:
+            j = col - 2
+            same = j % 2 == 0
+            assert p.frame == (SAME_CLASS_COLOR if same else OTHER_CLASS_COLOR)
+            assert p.title == f"{f'class{row}' if same else 'other'}\nd={n['distances'][row, j]:.2f}"
+            assert np.array_equal(p.images[0], n["neighbor_images"][row, j])
 
 
 def test_neighbor_grid_scales_with_queries_and_neighbours(tmp_path):
     small = plot_neighbor_grid(**neighbors(q=1, k=2, size=64), out=tmp_path / "s.png", title="t")
     big = plot_neighbor_grid(**neighbors(q=4, k=8, size=64), out=tmp_path / "b.png", title="t")
-    with Image.open(small) as a, Image.open(big) as b:
-        assert b.size[0] > 2 * a.size[0] and b.size[1] > 2 * a.size[1]
-    assert_png(small, min_side=150)
+    assert_png(small, (1.45 * 3.12 + 0.3, 1.9 + 0.7))
+    assert_png(big, (1.45 * 9.12 + 0.3, 1.9 * 4 + 0.7))
 
 
-def test_neighbor_grid_accepts_grey_images(tmp_path):
+def test_neighbor_grid_shows_grey_images_in_grey(tmp_path, drawn):
     n = neighbors(q=2, k=3)
     n["query_images"] = n["query_images"][..., :1]
     n["neighbor_images"] = n["neighbor_images"][..., 0]
-    assert_png(plot_neighbor_grid(**n, out=tmp_path / "g.png", title="grey"), min_side=150)
+    pixels = assert_png(plot_neighbor_grid(**n, out=tmp_path / "g.png", title="grey"),
+                        (1.45 * 4.12 + 0.3, 1.9 * 2 + 0.7))
+    assert len(drawn[0].panels) == 2 * 4
+    for p in drawn[0].panels:
+        assert p.images[0].shape == (28, 28) and p.cmaps == ["gray"]
+    assert np.array_equal(drawn[0].panels[0].images[0], n["query_images"][0, ..., 0])
+    # Apart from the coloured frames and titles, the page is grey: R == G == B almost everywhere.
+    assert np.mean(np.all(pixels == pixels[..., :1], axis=-1)) > 0.9
 
 
 def test_neighbor_grid_rejects_mismatched_shapes(tmp_path):
@@ -121,7 +282,14 @@ def test_neighbor_grid_rejects_mismatched_shapes(tmp_path):
     n["distances"] = n["distances"][:, :3]
     with pytest.raises(ValueError, match="distances"):
         plot_neighbor_grid(**n, out=tmp_path / "bad.png", title="t")
-    assert not (tmp_path / "bad.png").exists()
+    n = neighbors(q=3, k=4)
+    n["query_names"] = n["query_names"][:2]
+    with pytest.raises(ValueError, match="query count mismatch"):
+        plot_neighbor_grid(**n, out=tmp_path / "bad.png", title="t")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------- failures
 
 
 def test_failure_while_saving_leaves_no_file(tmp_path, monkeypatch):
@@ -133,7 +301,6 @@ def test_failure_while_saving_leaves_no_file(tmp_path, monkeypatch):
     out = tmp_path / "loss.png"
     with pytest.raises(RuntimeError, match="disk full"):
         plot_loss_by_epoch(step_log(), out)
-    assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -141,132 +308,7 @@ def test_failure_while_plotting_leaves_no_file(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(figures, "_step_positions", broken)
-    out = tmp_path / "loss.png"
-    with pytest.raises(RuntimeError):
-        plot_loss_by_epoch(step_log(), out)
-    assert not out.exists() and list(tmp_path.iterdir()) == []
-
-
-def test_empty_inputs_still_draw(tmp_path):
-    empty_log = pd.DataFrame(columns=["epoch", "step", "loss", "active_fraction"])
-    assert_png(plot_loss_by_epoch(empty_log, tmp_path / "l.png"))
-    assert_png(plot_accuracy_by_epoch(pd.DataFrame({"epoch": []}), tmp_path / "a.png"))
-    assert_png(plot_compare({}, tmp_path / "c.png"))
-
-
-def test_loss_plot_rejects_missing_columns(tmp_path):
-    with pytest.raises(ValueError, match="active_fraction"):
-        plot_loss_by_epoch(step_log().drop(columns="active_fraction"), tmp_path / "l.png")
-
-
-def test_step_positions_end_each_epoch_at_its_number():
-    log = step_log(epochs=2, steps=4)
-    x = figures._step_positions(log)
-    assert x.max() == 2 and x.min() > 0
-    assert np.all((x[log.epoch == 1] > 0) & (x[log.epoch == 1] <= 1))
-
-
-def test_compare_plot(tmp_path):
-    curves = {"a": metrics(), "b": metrics(offset=0.05), "no metric": pd.DataFrame({"epoch": [0]})}
-    assert_png(plot_compare(curves, tmp_path / "c.png"))
-
-
-def test_metric_labels():
-    assert metric_label("precision_at_30_val") == "precision@30 (val)"
-    assert metric_label("map_at_r_val") == "mAP@R (val)"
-    assert metric_label("something") == "something"
-
-
-# ----------------------------------------------------------------------------- report
-
-
-def test_report_html_is_self_contained(figure_set):
-    page, md = render_report(
-        "exp " + EVIL, metrics(), figure_set, {"precision_at_30_val": 0.35},
-        {"train": {"margin": 1.0, "name": EVIL}, "seed": 0}, stage_times(),
-        notes=["collapse " + EVIL])
-    assert page.count("data:image/png;base64,") == len(figure_set)
-    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
-    assert "<link" not in page and "<script" not in page
-    assert page.count("&lt;script&gt;") >= 4  # title, heading, config, note
-    for uri in re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page):
-        assert base64.b64decode(uri).startswith(b"\x89PNG")
-    # Table values, 3 decimals; the best per column is highlighted.
-    for value in ("0.300", "0.600", "0.620", "0.650", "n/a"):
-        assert value in page
-    assert '<td class="num best">0.600</td>' in page
-    assert "0.60: met" in page and "0.350" in page
-    assert "355.0" in page  # total seconds
-
-
-def test_report_markdown(figure_set):
-    _, md = render_report("exp " + EVIL, metrics(), figure_set, {"precision_at_30_val": 0.35},
-                          {"train": {"margin": 1.0}}, stage_times(), notes=[EVIL])
-    assert "<script>" not in md and "&lt;script&gt;" in md
-    assert "| epoch | precision@30 (val) |" in md
-    assert "| 0 (before training) | 0.300 |" in md
-    assert "**0.600**" in md
-    assert "](loss.png)" in md and "](neighbors.png)" in md
-    assert "| **total** | **355.0** |" in md
-
-
-def test_headline_reports_missed_target():
-    low = metrics().assign(precision_at_30_val=[0.2, 0.3, 0.4, 0.5])
-    page, md = render_report("low", low, {}, {"precision_at_30_val": 0.45}, {}, stage_times())
-    assert "missed by 0.100" in page and "missed by 0.100" in md
-    assert "(+0.050)" in md
-
-
-def test_report_survives_missing_values():
-    m = pd.DataFrame({"epoch": [0, 1], "precision_at_30_val": [np.nan, np.nan]})
-    page, md = render_report("x", m, {}, {}, {}, pd.DataFrame(columns=["stage", "seconds"]))
-    assert "No validation precision@30" in page and "n/a" in md
-
-
-def test_write_report_copies_outside_figures(tmp_path, figure_set):
-    out = tmp_path / "report"
-    paths = write_report(out, "exp", metrics(), figure_set, {"precision_at_30_val": 0.35},
-                         {"a": {"b": 1}}, stage_times())
-    assert paths == {"html": out / "index.html", "markdown": out / "summary.md"}
-    assert paths["html"].read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
-    for name in ("loss.png", "accuracy.png", "neighbors.png"):
-        assert_png(out / name)
-    assert no_temp_files(out)
-
-
-def test_write_report_missing_figure_writes_nothing(tmp_path):
-    out = tmp_path / "report"
-    with pytest.raises(FileNotFoundError):
-        write_report(out, "exp", metrics(), {"loss": tmp_path / "nope.png"}, {}, {},
-                     stage_times())
-    assert not (out / "index.html").exists() and not (out / "summary.md").exists()
-
-
-def test_compare(tmp_path):
-    experiments = {"semihard": metrics(), "uniform " + EVIL: metrics(epochs=2, offset=-0.1)}
-    times = {"semihard": stage_times(), "uniform " + EVIL: stage_times(0.5)}
-    fig = plot_compare(experiments, tmp_path / "figs" / "compare.png")
-    page, md = render_compare(experiments, times, fig)
-    assert "data:image/png;base64," in page and "<script" not in page
-    assert "<script>" not in md and "](compare.png)" in md
-    assert "| epoch | semihard | uniform &lt;script&gt;alert(1)&lt;/script&gt; |" in md
-    assert "| 3 | 0.600 | n/a |" in md  # the shorter run lacks epoch 3: nothing to beat
-    assert "| 2 | **0.500** | 0.400 |" in md
-    assert "110.0" in page and "55.0" in page  # mean seconds per TrainEpoch
-    paths = write_compare(tmp_path / "cmp", experiments, times, fig)
-    assert paths["html"].is_file() and paths["markdown"].is_file()
-    assert_png(tmp_path / "cmp" / "compare.png")
-
-
-def test_report_module_uses_atomic_writes(monkeypatch, tmp_path, figure_set):
-    written = []
-    real = report.write_text_atomic
-
-    def spy(path, text):
-        written.append(Path(path).name)
-        real(path, text)
-
-    monkeypatch.setattr(report, "write_text_atomic", spy)
-    write_report(tmp_path, "exp", metrics(), figure_set, {}, {}, stage_times())
-    assert written == ["index.html", "summary.md"]
+    monkeypatch.setattr(curves, "step_positions", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        plot_loss_by_epoch(step_log(), tmp_path / "loss.png")
+    assert list(tmp_path.iterdir()) == []

@@ -8,7 +8,8 @@ import torch
 
 from models.embedding_net import ModelSettings, build_model
 from pipeline.embedding.embed import embed_images
-from pipeline.training.loop import TrainSettings, make_optimizer, train_one_epoch
+from pipeline.training.loop import train_one_epoch
+from pipeline.training.optimization import TrainSettings, make_optimizer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

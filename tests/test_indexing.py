@@ -159,7 +159,7 @@ def test_image_folder_index_and_store(configure, tmp_path, image_folder):
 
 def test_build_index_directly(tmp_path, image_folder):
     out = tmp_path / "out"
-    settings = IndexSettings(source="image-folder", root=str(image_folder), stored_size=8, scheduler="synchronous",
+    settings = IndexSettings(source="image-folder", root=str(image_folder), stored_size=8, dask_scheduler="synchronous",
                              partition_size=7)  # several partitions
     summary = build_index(settings, out)
     assert summary["images"] == {"train": 30, "val": 12}
@@ -175,7 +175,7 @@ def test_index_is_the_same_with_threads(tmp_path, tiny_imagenet):
     for scheduler in ("synchronous", "threads"):
         out = tmp_path / scheduler
         build_index(IndexSettings(source="tiny-imagenet", root=str(tiny_imagenet), stored_size=8,
-                                  scheduler=scheduler, partition_size=5), out)
+                                  dask_scheduler=scheduler, partition_size=5), out)
         outs.append(out)
     pd.testing.assert_frame_equal(pd.read_parquet(outs[0] / "index.parquet"), pd.read_parquet(outs[1] / "index.parquet"))
     np.testing.assert_array_equal(np.load(outs[0] / "pixels.npy"), np.load(outs[1] / "pixels.npy"))
@@ -183,7 +183,7 @@ def test_index_is_the_same_with_threads(tmp_path, tiny_imagenet):
 
 def test_embedded_default_dataset(configure, tmp_path):
     # Only the artifacts root is set: the default source is the embedded Fashion-MNIST subset.
-    configure({"artifacts": {"root": tmp_path / "artifacts"}, "dataset": {"scheduler": "synchronous"}})
+    configure({"artifacts": {"root": tmp_path / "artifacts"}, "dataset": {"dask_scheduler": "synchronous"}})
     task = tasks.IndexDataset()
     assert task.source == "embedded"
     ds = _build_ok(task)
@@ -318,7 +318,7 @@ def test_build_index_bad_input_raises_pipeline_error(case, tmp_path):
     breaker, error_type = TIN_BREAKAGES[case]
     expected = breaker(root)
     with pytest.raises(PipelineError) as info:
-        build_index(IndexSettings(source="tiny-imagenet", root=str(root), stored_size=8, scheduler="synchronous"),
+        build_index(IndexSettings(source="tiny-imagenet", root=str(root), stored_size=8, dask_scheduler="synchronous"),
                     tmp_path / "out")
     assert isinstance(info.value, error_type)
     assert expected in str(info.value)
@@ -378,7 +378,7 @@ def test_bad_image_message_says_how_to_skip(configure, tmp_path):
 
 def test_missing_root_setting_is_a_config_error(configure, tmp_path, task_errors):
     configure({"artifacts": {"root": tmp_path / "artifacts"},
-               "dataset": {"source": "image-folder", "scheduler": "synchronous"}})
+               "dataset": {"source": "image-folder", "dask_scheduler": "synchronous"}})
     result = build([tasks.IndexDataset()])
     assert result.status == LuigiStatusCode.FAILED
     assert any("[dataset] root" in str(exc) for _, exc in task_errors)
@@ -419,7 +419,7 @@ def test_skip_leaves_bad_images_out_and_lists_them(configure, tmp_path):
 def test_skip_with_no_bad_images_writes_an_empty_skipped_list(tmp_path, image_folder):
     out = tmp_path / "out"
     build_index(IndexSettings(source="image-folder", root=str(image_folder), stored_size=8, on_bad_image="skip",
-                              scheduler="synchronous"), out)
+                              dask_scheduler="synchronous"), out)
     assert len(pd.read_parquet(out / "skipped.parquet")) == 0
     _check_index(out, 42, size=8)
 

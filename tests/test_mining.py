@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -12,15 +13,16 @@ import pytest
 from pipeline.errors import ConfigError, TrainingError
 from pipeline.sampling import (
     TRIPLET_SCHEMA,
-    ClassLayout,
+    ClassMembers,
+    ListSettings,
     SamplingContext,
     available,
     get_strategy,
     sample_triplets,
 )
-from pipeline.sampling.driver import block_rng
 from pipeline.sampling.mining_summary import summarize_triplets
 from pipeline.sampling.uniform import uniform_negatives, uniform_positives
+from pipeline.seeds import class_rng, shuffle_rng
 
 N_CLASSES, PER_CLASS, DIM, MARGIN = 4, 30, 8, 0.5
 N = N_CLASSES * PER_CLASS
@@ -37,7 +39,7 @@ def _data(seed: int = 0, spread: float = 0.8):
 
 
 def _ctx(labels, emb, *, epoch=1, seed=7, margin=MARGIN):
-    return SamplingContext(ClassLayout.from_labels(labels), epoch=epoch, seed=seed, margin=margin, embeddings=emb)
+    return SamplingContext(ClassMembers.from_labels(labels), epoch=epoch, seed=seed, margin=margin, embeddings=emb)
 
 
 def _truth(emb):
@@ -45,12 +47,20 @@ def _truth(emb):
     return np.sqrt(((e[:, None, :] - e[None, :, :]) ** 2).sum(-1))
 
 
-def _run(name, ctx, tpq=2, n_blocks=3, **opts):
-    table = sample_triplets(
-        ctx, get_strategy(name, **opts), np.arange(ctx.labels.size), triplets_per_query=tpq,
-        n_blocks=n_blocks, scheduler="synchronous",
-    )
-    return table.to_pandas()
+def _run(name, ctx, tpq=2, n_blocks=3, dask_scheduler="synchronous", **opts):
+    settings = ListSettings(triplets_per_query=tpq, n_blocks=n_blocks, dask_scheduler=dask_scheduler)
+    return sample_triplets(ctx, get_strategy(name, **opts), np.arange(ctx.labels.size), settings).to_pandas()
+
+
+# Computed with the code before the sampling package was split (commit c128798). Pool candidates
+# only: kNN may run on another backend elsewhere (faiss or numpy), which may break ties differently.
+MINED_DIGESTS = {
+    ("semihard", ()): "3f471deb094c526a",
+    ("semihard", (("band_pick", "nearest"), ("positive", "farthest"))): "efb34329065120de",
+    ("hard", (("positive", "relevance"), ("relevance_cap", 0.7))): "dec5741bf3416dae",
+    ("mixed", (("mined_share", 0.3), ("positive", "relevance"))): "e51a4b93134ee375",
+    ("mixed", (("chunk_size", 7), ("mined_strategy", "hard"), ("pool_size", 5))): "934d9aebcc4588ee",
+}
 
 
 def _arrays(df):
@@ -129,14 +139,14 @@ def test_semihard_uniform_fallback_when_nothing_beyond():
 def test_hard_is_nearest_negative_of_the_pool():
     labels, emb = _data()
     ctx = _ctx(labels, emb)
-    layout = ctx.layout
+    classes = ctx.classes
     queries = np.repeat(np.arange(N), 2)
     pool_size = 8
     block = get_strategy("hard", pool_size=pool_size).sample(ctx, queries, np.random.default_rng(5))
     # Replay the documented draw order: positives, then one pool per query (one chunk).
     replay = np.random.default_rng(5)
-    uniform_positives(layout, queries, replay)
-    pool = uniform_negatives(layout, np.repeat(queries, pool_size), replay).reshape(-1, pool_size)
+    uniform_positives(classes, queries, replay)
+    pool = uniform_negatives(classes, np.repeat(queries, pool_size), replay).reshape(-1, pool_size)
     d = np.linalg.norm(emb[queries][:, None, :] - emb[pool], axis=2)
     assert np.all(block.strategy == "hard")
     assert np.all(np.any(pool == block.negatives[:, None], axis=1))
@@ -161,18 +171,20 @@ def test_hard_uniform_fallback_when_knn_sees_only_own_class():
     assert np.all(labels[n] != labels[q])
 
 
-@pytest.mark.parametrize("share", [0.0, 0.3, 0.5, 1.0])
-def test_mixed_share(share):
+# (0.25, 1) and (0.05, 1) round differently per class than per driver block (e.g. 4 x round(7.5) = 32
+# mined rows, against 31 over blocks of 60, 30 and 30 rows), so they pin that rounding is per class.
+@pytest.mark.parametrize("share,tpq", [(0.0, 3), (0.3, 3), (0.5, 3), (1.0, 3), (0.25, 1), (0.05, 1)])
+def test_mixed_share_is_rounded_per_class(share, tpq):
     labels, emb = _data()
     ctx = _ctx(labels, emb)
-    tpq, n_blocks = 3, 3
-    df = _run("mixed", ctx, tpq=tpq, n_blocks=n_blocks, mined_share=share, mined_strategy="hard")
+    df = _run("mixed", ctx, tpq=tpq, n_blocks=3, mined_share=share, mined_strategy="hard")
     s = df["strategy"].astype(str).to_numpy()
-    # Definition: round(share * rows) rows of each driver block are mined.
-    from pipeline.sampling.driver import class_blocks
-
-    expected = sum(int(round(share * b.size)) for b in class_blocks(ctx.layout, n_blocks, tpq))
-    assert (s != "uniform").sum() == expected
+    # Definition: round(share * rows) of each class's rows are mined (one strategy call per class).
+    rows_per_class = np.bincount(labels) * tpq
+    assert (s != "uniform").sum() == sum(int(round(share * r)) for r in rows_per_class)
+    q = df["query"].to_numpy()
+    for c, rows in enumerate(rows_per_class):
+        assert (s[labels[q] == c] != "uniform").sum() == int(round(share * rows))
     assert set(s) <= {"uniform", "hard", "hard-uniform"}
     q, p, n, _, dqp, dqn = _arrays(df)
     assert np.allclose(dqn, np.linalg.norm(emb[q] - emb[n], axis=1), atol=ATOL)
@@ -229,14 +241,15 @@ def test_recorded_distances_match_recomputed(name, opts):
 
 
 @pytest.mark.parametrize("name,opts", [("semihard", {}), ("mixed", dict(positive="relevance"))])
-def test_deterministic_per_seed_and_epoch(name, opts):
+def test_rows_depend_on_seed_and_epoch_not_on_blocks_or_scheduler(name, opts):
     labels, emb = _data()
-    a = _run(name, _ctx(labels, emb, epoch=2), **opts)
-    b = _run(name, _ctx(labels, emb, epoch=2), **opts)
-    c = _run(name, _ctx(labels, emb, epoch=3), **opts)
-    pd.testing.assert_frame_equal(a, b)
+    ref = _run(name, _ctx(labels, emb, epoch=2), n_blocks=1, **opts)
+    # Seeding is per class, so regrouping the classes into blocks or threads changes nothing.
+    pd.testing.assert_frame_equal(ref, _run(name, _ctx(labels, emb, epoch=2), n_blocks=4, dask_scheduler="threads",
+                                            **opts))
     cols = ["query", "positive", "negative"]
-    assert not a[cols].equals(c[cols])
+    for other in (_ctx(labels, emb, epoch=3), _ctx(labels, emb, epoch=2, seed=8)):
+        assert not ref[cols].equals(_run(name, other, **opts)[cols])
 
 
 def test_driver_table_is_valid():
@@ -244,8 +257,8 @@ def test_driver_table_is_valid():
     ids = np.arange(N) * 10 + 5
     tpq = 2
     for name in ("semihard", "hard", "mixed"):
-        table = sample_triplets(_ctx(labels, emb), get_strategy(name), ids, triplets_per_query=tpq,
-                                n_blocks=4, scheduler="synchronous")
+        table = sample_triplets(_ctx(labels, emb), get_strategy(name), ids,
+                                ListSettings(triplets_per_query=tpq, n_blocks=4, dask_scheduler="synchronous"))
         assert isinstance(table, pa.Table) and table.schema.equals(TRIPLET_SCHEMA)
         df = table.to_pandas()
         assert len(df) == N * tpq
@@ -273,7 +286,7 @@ def test_options_coerced_from_strings():
      (dict(band_pick="any"), "band_pick"), (dict(pool_size=2.5), "pool_size")],
 )
 def test_invalid_options_name_the_setting(opts, setting):
-    with pytest.raises(ConfigError, match=setting):
+    with pytest.raises(ConfigError, match=rf"\[TripletList\] {setting}\b"):
         get_strategy("semihard", **opts)
 
 
@@ -281,11 +294,11 @@ def test_missing_or_misaligned_embeddings():
     labels, emb = _data()
     q = np.arange(N)
     rng = np.random.default_rng(0)
-    layout = ClassLayout.from_labels(labels)
+    classes = ClassMembers.from_labels(labels)
     for name in ("semihard", "hard", "mixed"):
         s = get_strategy(name)
         with pytest.raises(ConfigError, match="strategy"):
-            s.sample(SamplingContext(layout, epoch=1, seed=0), q, rng)
+            s.sample(SamplingContext(classes, epoch=1, seed=0), q, rng)
         with pytest.raises(ConfigError, match="aligned"):
             s.sample(_ctx(labels, emb[:-1]), q, rng)
         with pytest.raises(ConfigError, match="aligned"):
@@ -298,16 +311,33 @@ def test_missing_or_misaligned_embeddings():
         get_strategy("hard").sample(_ctx(labels, bad), q, rng)
 
 
-def test_block_rng_shared_sequence_is_used():
-    # Same block RNG seed -> same block result, whatever else runs (no hidden global state).
+def test_each_class_is_sampled_with_its_class_rng_then_shuffled():
+    # The driver's contract with strategies: one call per class with class_rng(seed, epoch, label),
+    # classes in label order, then one shuffle of all rows with shuffle_rng(seed, epoch).
     labels, emb = _data()
-    ctx = _ctx(labels, emb)
-    q = np.arange(N)
-    s = get_strategy("semihard", positive="relevance")
-    a = s.sample(ctx, q, block_rng(1, 2, 0))
-    b = s.sample(ctx, q, block_rng(1, 2, 0))
-    assert np.array_equal(a.negatives, b.negatives) and np.array_equal(a.positives, b.positives)
-    assert list(a.strategy) == list(b.strategy)
+    ctx = _ctx(labels, emb, epoch=2, seed=5)
+    strategy = get_strategy("semihard", positive="relevance")
+    table = sample_triplets(ctx, strategy, np.arange(N),
+                            ListSettings(triplets_per_query=2, n_blocks=3, dask_scheduler="synchronous"))
+    parts = [strategy.sample(ctx, np.repeat(ctx.classes.members(c), 2), class_rng(5, 2, c)) for c in range(N_CLASSES)]
+    perm = shuffle_rng(5, 2).permutation(2 * N)
+    for column, field in (("query", "queries"), ("positive", "positives"), ("negative", "negatives")):
+        expected = np.concatenate([getattr(part, field) for part in parts])[perm]
+        assert np.array_equal(table[column].to_numpy(), expected), column
+
+
+def _digest(df: pd.DataFrame) -> str:
+    ids = df[["query", "positive", "negative"]].to_numpy(np.int64)
+    names = "|".join(df["strategy"].astype(str)).encode()
+    return hashlib.sha256(ids.tobytes() + names).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name,opts", list(MINED_DIGESTS))
+def test_mined_lists_are_pinned(name, opts):
+    """The draw order of every mined rule, pinned: refactors must not move a single draw."""
+    labels, emb = _data()
+    df = _run(name, _ctx(labels, emb, epoch=2, seed=3), **dict(opts))
+    assert _digest(df) == MINED_DIGESTS[(name, opts)]
 
 
 def test_summary_with_known_values():
@@ -330,8 +360,9 @@ def test_summary_with_known_values():
 
 def test_summary_of_uniform_list_is_nan_safe():
     labels, emb = _data()
-    ctx = SamplingContext(ClassLayout.from_labels(labels), epoch=0, seed=0)
-    df = sample_triplets(ctx, get_strategy("uniform"), np.arange(N), scheduler="synchronous").to_pandas()
+    ctx = SamplingContext(ClassMembers.from_labels(labels), epoch=0, seed=0)
+    df = sample_triplets(ctx, get_strategy("uniform"), np.arange(N), ListSettings(dask_scheduler="synchronous"))
+    df = df.to_pandas()
     out = summarize_triplets(df, margin=1.0)
     assert out["rows"] == N and out["strategy_share"] == {"uniform": 1.0}
     assert out["rows_with_distances"] == 0
@@ -357,6 +388,6 @@ def test_threaded_scheduler_matches_synchronous():
     labels, emb = _data()
     ctx = _ctx(labels, emb)
     s = get_strategy("mixed", positive="relevance", candidates="knn", knn_k=30)
-    a = sample_triplets(ctx, s, np.arange(N), n_blocks=4, scheduler="synchronous")
-    b = sample_triplets(ctx, s, np.arange(N), n_blocks=4, scheduler="threads")
+    a = sample_triplets(ctx, s, np.arange(N), ListSettings(n_blocks=4, dask_scheduler="synchronous"))
+    b = sample_triplets(ctx, s, np.arange(N), ListSettings(n_blocks=4, dask_scheduler="threads"))
     assert a.equals(b)

@@ -13,7 +13,8 @@ import torch
 
 from models.embedding_net import build_model
 from pipeline.training.partial import fingerprint, load_partial, partial_path, remove_partial, save_partial
-from pipeline.training.loop import EpochProgress, PartialSaves, TrainSettings, make_optimizer, train_one_epoch
+from pipeline.training.loop import EpochProgress, PartialSaves, train_one_epoch
+from pipeline.training.optimization import TrainSettings, make_optimizer
 from tests.test_training import CPU, SMALL, uniform_triplets
 
 SETTINGS = TrainSettings(batch_size=16, lr=0.05, weight_decay=1e-4)

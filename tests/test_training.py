@@ -21,8 +21,10 @@ from models.embedding_net import ModelSettings, build_model
 from pipeline.data.batches import AugmentSettings
 from pipeline.training.checkpoint import load_checkpoint
 from pipeline.errors import TrainingError
-from pipeline.sampling import ClassLayout, SamplingContext, get_strategy, sample_triplets
-from pipeline.training.loop import STEP_LOG_COLUMNS, TrainSettings, make_optimizer, train_one_epoch
+from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
+from pipeline.training.loop import STEP_LOG_COLUMNS, train_one_epoch
+from pipeline.training.losses import LossSettings
+from pipeline.training.optimization import TrainSettings, make_optimizer
 from tests.conftest import build, fast_config
 
 CPU = torch.device("cpu")
@@ -34,9 +36,9 @@ SMALL = ModelSettings(width=8, embedding_dim=16, stem="small-s2")
 def uniform_triplets(train: pd.DataFrame, epoch: int, per_class: int = 30, seed: int = 0) -> np.ndarray:
     """``(10 * per_class, 3)`` uniform triplets over the first ``per_class`` images of each class."""
     sub = train.groupby("label", sort=True).head(per_class).sort_values("image_id")
-    ctx = SamplingContext(layout=ClassLayout.from_labels(sub["label"].to_numpy()), epoch=epoch, seed=seed)
-    table = sample_triplets(ctx, get_strategy("uniform"), sub["image_id"].to_numpy(), n_blocks=2,
-                            scheduler="synchronous")
+    ctx = SamplingContext(classes=ClassMembers.from_labels(sub["label"].to_numpy()), epoch=epoch, seed=seed)
+    table = sample_triplets(ctx, get_strategy("uniform"), sub["image_id"].to_numpy(),
+                            ListSettings(n_blocks=2, dask_scheduler="synchronous"))
     return np.stack([table[c].to_numpy() for c in ("query", "positive", "negative")], axis=1)
 
 
@@ -85,10 +87,11 @@ def test_step_log_has_the_documented_columns(fashion):
     store, train = fashion
     torch.manual_seed(1)
     net = build_model(SMALL)
-    settings = TrainSettings(batch_size=64, lr=0.01, margin=0.5)
+    settings = TrainSettings(batch_size=64, lr=0.01)
     triplets = uniform_triplets(train, epoch=3, per_class=13)  # 130 triplets -> 3 steps, the last one short
     calls = []
-    log = train_one_epoch(net, make_optimizer(net, settings), triplets, store, settings, epoch=3, seed=0,
+    log = train_one_epoch(net, make_optimizer(net, settings), triplets, store, settings,
+                          loss=LossSettings(margin=0.5), epoch=3, seed=0,
                           device=CPU, progress=lambda step, total, loss: calls.append((step, total, loss)),
                           show_bar=False)
     assert tuple(log.columns) == STEP_LOG_COLUMNS == (

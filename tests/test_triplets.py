@@ -7,6 +7,7 @@ query exactly ``triplets_per_query`` times, the list is a pure function of
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -18,8 +19,17 @@ from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from pipeline.errors import ConfigError
-from pipeline.sampling import ClassLayout, SamplingContext, available, get_strategy, sample_triplets
+from pipeline.sampling import (
+    SETTINGS_CLASSES,
+    ClassMembers,
+    ListSettings,
+    SamplingContext,
+    available,
+    get_strategy,
+    sample_triplets,
+)
 from pipeline.sampling.list_files import read_triplet_meta, read_triplets
+from pipeline.sampling.list_settings import STRATEGIES
 from tests.conftest import build, fast_config
 from tests.datagen import make_image_folder
 
@@ -78,13 +88,13 @@ def _same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
 
-def _sample(labels, *, seed=3, epoch=1, tpq=1, n_blocks=3, scheduler="synchronous", ids=None, strategy="uniform"):
+def _sample(labels, *, seed=3, epoch=1, tpq=1, n_blocks=3, dask_scheduler="synchronous", ids=None,
+            strategy="uniform"):
     labels = np.asarray(labels)
-    ctx = SamplingContext(ClassLayout.from_labels(labels), epoch=epoch, seed=seed)
+    ctx = SamplingContext(ClassMembers.from_labels(labels), epoch=epoch, seed=seed)
     ids = np.arange(labels.size) * 10 + 7 if ids is None else ids
-    table = sample_triplets(ctx, get_strategy(strategy), ids, triplets_per_query=tpq, n_blocks=n_blocks,
-                            scheduler=scheduler)
-    return table.to_pandas()
+    settings = ListSettings(triplets_per_query=tpq, n_blocks=n_blocks, dask_scheduler=dask_scheduler)
+    return sample_triplets(ctx, get_strategy(strategy), ids, settings).to_pandas()
 
 
 def _uneven_labels(seed: int = 0) -> np.ndarray:
@@ -116,7 +126,7 @@ def test_task_is_deterministic_across_runs_and_luigi_workers(configure, tmp_path
     b = _configure(configure, tmp_path, tiny_imagenet, artifacts="b")
     _build_ok([tasks.TripletList(epoch=e) for e in epochs], workers=3)
     # The same again from scratch, and with the threaded dask scheduler.
-    c = _configure(configure, tmp_path, tiny_imagenet, artifacts="c", scheduler="threads")
+    c = _configure(configure, tmp_path, tiny_imagenet, artifacts="c", dask_scheduler="threads")
     _build_ok([tasks.TripletList(epoch=e) for e in epochs], workers=1)
     for e in epochs:
         ref = read_triplets(_epoch_dir(a, e))
@@ -227,10 +237,11 @@ def test_sample_triplets_is_a_function_of_seed_and_epoch():
     labels = _uneven_labels()
     ref = _sample(labels, seed=3, epoch=2)
     _same_rows(ref, _sample(labels, seed=3, epoch=2))
-    _same_rows(ref, _sample(labels, seed=3, epoch=2, scheduler="threads"))
-    _same_rows(ref, _sample(labels, seed=3, epoch=2, scheduler="sync"))
-    assert not ref[["query", "positive", "negative"]].equals(_sample(labels, seed=3, epoch=3)[["query", "positive", "negative"]])
-    assert not ref[["query", "positive", "negative"]].equals(_sample(labels, seed=4, epoch=2)[["query", "positive", "negative"]])
+    _same_rows(ref, _sample(labels, seed=3, epoch=2, dask_scheduler="threads"))
+    _same_rows(ref, _sample(labels, seed=3, epoch=2, dask_scheduler="sync"))
+    cols = ["query", "positive", "negative"]
+    assert not ref[cols].equals(_sample(labels, seed=3, epoch=3)[cols])
+    assert not ref[cols].equals(_sample(labels, seed=4, epoch=2)[cols])
 
 
 def test_sample_triplets_rows_come_shuffled():
@@ -274,3 +285,37 @@ def test_rerun_after_deleting_an_epoch_reproduces_it(configure, tmp_path, tiny_i
     luigi.task_register.Register.clear_instance_cache()
     _build_ok([tasks.TripletList(epoch=2)])
     _same_rows(first, read_triplets(_epoch_dir(artifacts, 2)))
+
+
+# --------------------------------------------------------------------------- the settings
+
+
+def test_strategy_choices_are_the_registered_strategies():
+    assert sorted(STRATEGIES) == available()
+    strategy = dataclasses.fields(ListSettings)[0]
+    assert strategy.name == "strategy" and strategy.metadata["choices"] == STRATEGIES
+
+
+def test_settings_share_one_section_without_clashes():
+    """The three classes fill one [TripletList] section: no name twice, each with help, and only the
+    knobs that spread work are run-only (left out of output identities)."""
+    fields = [f for cls in SETTINGS_CLASSES for f in dataclasses.fields(cls) if "help" in f.metadata]
+    names = [f.name for f in fields]
+    assert len(names) == len(set(names)) == 19
+    assert all(f.metadata["help"] for f in fields)
+    assert {f.name for f in fields if f.metadata["run_only"]} == {"n_blocks", "dask_scheduler"}
+    # Tuning fields stay out of the configuration.
+    assert not {"name", "needs_embeddings", "chunk_size", "knn_backend", "knn_device", "band_pick"} & set(names)
+    for cls in SETTINGS_CLASSES:
+        cls()  # every default is valid
+
+
+@pytest.mark.parametrize(
+    "strategy,mine_first_epoch,epoch,expected",
+    [("semihard", True, 1, "semihard"), ("semihard", False, 1, "uniform"), ("semihard", False, 2, "semihard"),
+     ("batched", False, 1, "batched"), ("mixed", False, 3, "mixed")],
+)
+def test_only_an_unmined_first_epoch_falls_back_to_uniform(strategy, mine_first_epoch, epoch, expected):
+    settings = ListSettings(strategy=strategy, mine_first_epoch=mine_first_epoch)
+    assert settings.strategy_for(epoch) == expected
+    assert settings.mines(epoch) == (epoch != 1 or mine_first_epoch)

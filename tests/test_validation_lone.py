@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pipeline.embedding.embed import Embeddings
-from pipeline.evaluation.evaluate import ValidationSettings, validate
+from pipeline.evaluation.evaluate import ValidationSettings, evaluate
 
 RETRIEVAL_KEYS = ("precision_at_1", "precision_at_10", "precision_at_30", "r_precision", "map_at_r")
 
@@ -34,13 +34,13 @@ def _data(val_labels: list[int]) -> tuple[Embeddings, Embeddings]:
 # Class 3: no training image (lone validation queries); class 4: one training image
 # (measurable for validation, but lone as a training query, with itself excluded).
 VAL_LABELS = [0] * 5 + [1] * 5 + [2] * 5 + [3] * 4 + [4] * 2
-SETTINGS = ValidationSettings(train_queries=1000, figure_queries=3, figure_k=3, triplets=50, backend="torch")
+SETTINGS = ValidationSettings(train_queries=1000, figure_queries=3, figure_k=3, triplets=50, knn_backend="torch")
 
 
 def test_lone_validation_queries_are_counted_and_left_out(caplog):
     train, val = _data(VAL_LABELS)
     with caplog.at_level(logging.WARNING, logger="pipeline.evaluation.evaluate"):
-        metrics, per_class, _ = validate(train, val, SETTINGS)
+        metrics, per_class, _ = evaluate(train, val, SETTINGS)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
     # The means cover 17 of the 21 validation queries; class 3's four are excluded.
@@ -53,7 +53,7 @@ def test_lone_validation_queries_are_counted_and_left_out(caplog):
     # Left out, not scored as misses: the means equal those of a run without class 3.
     keep = np.asarray(VAL_LABELS) != 3
     without = Embeddings(val.image_ids[keep], val.labels[keep], val.vectors[keep])
-    reference, _, _ = validate(train, without, SETTINGS)
+    reference, _, _ = evaluate(train, without, SETTINGS)
     assert reference["queries_val"] == 17 and reference["queries_val_excluded"] == 0
     for key in RETRIEVAL_KEYS:
         assert metrics[f"{key}_val"] == pytest.approx(reference[f"{key}_val"]), key
@@ -72,9 +72,9 @@ def test_lone_validation_queries_are_counted_and_left_out(caplog):
 
 def test_no_warning_when_every_class_has_training_images(caplog):
     train, val = _data([0] * 5 + [1] * 5 + [2] * 5)
-    settings = ValidationSettings(train_queries=20, figure_queries=3, figure_k=3, triplets=50, backend="torch")
+    settings = ValidationSettings(train_queries=20, figure_queries=3, figure_k=3, triplets=50, knn_backend="torch")
     with caplog.at_level(logging.WARNING, logger="pipeline.evaluation.evaluate"):
-        metrics, per_class, _ = validate(train, val, settings)
+        metrics, per_class, _ = evaluate(train, val, settings)
     assert metrics["queries_val"] == 15 and metrics["queries_val_excluded"] == 0
     # 20 seeded training queries, split between measured and excluded (class 4's single image).
     assert metrics["queries_train"] + metrics["queries_train_excluded"] == 20

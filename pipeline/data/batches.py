@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from pipeline.settings import setting
 from pipeline.errors import ConfigError
 from pipeline.data.pixel_store import gather
 
@@ -24,9 +25,9 @@ from pipeline.data.pixel_store import gather
 class AugmentSettings:
     """Random crop (pad by ``crop_padding`` then crop back) and horizontal flip."""
 
-    crop_padding: int = 2
-    flip: bool = True
-    enabled: bool = True
+    augment: bool = setting(True, "random crops and flips of the training images")
+    crop_padding: int = setting(2, "random crop: pad by this many pixels (reflect), crop back", minimum=0)
+    flip: bool = setting(True, "random horizontal flips")
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:
@@ -53,7 +54,7 @@ def augment(x: torch.Tensor, settings: AugmentSettings, generator: torch.Generat
     the CPU (cheapest there) or per distinct crop offset on a GPU (at most
     ``(2p+1)^2`` kernel launches). Both give the same result for the same draws.
     """
-    if not settings.enabled:
+    if not settings.augment:
         return x
     b, h, w, _ = x.shape
     dev = x.device

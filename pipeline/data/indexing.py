@@ -25,6 +25,8 @@ from pipeline.data.sources.image_folder import list_image_folder
 from pipeline.data.sources.listing import SourceListing
 from pipeline.data.sources.tiny_imagenet import list_tiny_imagenet
 from pipeline.errors import BadImageError, ConfigError
+from pipeline.paths import check_name
+from pipeline.settings import check, setting
 from pipeline.data.pixel_store import INDEX_FILE, SKIPPED_FILE, STORE_FILE, SUMMARY_FILE, create_store
 
 SOURCES = ("embedded", "fashion-mnist", "tiny-imagenet", "image-folder")
@@ -34,23 +36,30 @@ SPLITS = ("train", "val")
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """What to index and how. ``stored_size`` 0 means the source's native size."""
+    """``[dataset]``: what to index and how. ``stored_size`` 0 means the source's native size."""
 
-    source: str = "embedded"
-    root: str = ""
-    stored_size: int = 0
-    on_bad_image: str = "fail"
-    scheduler: str = "threads"
+    source: str = setting("embedded", "embedded (ships with the repo), fashion-mnist, tiny-imagenet or image-folder",
+                          choices=SOURCES)
+    root: str = setting("", "dataset folder (not for embedded)")
+    name: str = setting("", "dataset folder name under artifacts/datasets/; default: the source")
+    stored_size: int = setting(0, "stored image size in pixels; 0 = native")
+    on_bad_image: str = setting("fail", "fail, or skip corrupt images and list them in skipped.parquet",
+                                choices=("fail", "skip"))
+    dask_scheduler: str = setting("threads", "dask scheduler for decoding", run_only=True)
     partition_size: int = 256
 
     def resolved_size(self) -> int:
         return self.stored_size or NATIVE_SIZE[self.source]
 
-    def validate(self) -> None:
-        if self.source not in SOURCES:
-            raise ConfigError(f"[dataset] source = {self.source!r} is not one of {', '.join(SOURCES)}")
-        if self.on_bad_image not in ("fail", "skip"):
-            raise ConfigError(f"[dataset] on_bad_image = {self.on_bad_image!r}; use 'fail' or 'skip'")
+    def key(self) -> str:
+        """The dataset's folder name under ``<root>/datasets/``: ``<name or source>-<size>px``."""
+        if self.source not in NATIVE_SIZE:
+            self.check()  # names the bad source; the other settings are checked when indexing runs
+        return f"{check_name(self.name or self.source, '[dataset] name')}-{self.resolved_size()}px"
+
+    def check(self) -> None:
+        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
+        check(self, "dataset")
         if self.stored_size < 0 or 0 < self.stored_size < 8 or self.stored_size > 1024:
             raise ConfigError(f"[dataset] stored_size = {self.stored_size}; use 0 (native) or 8..1024 pixels")
         if self.source in ("tiny-imagenet", "image-folder") and not self.root:
@@ -59,7 +68,7 @@ class IndexSettings:
 
 def build_index(settings: IndexSettings, out_dir: str | Path) -> dict:
     """Index the configured source into ``out_dir``; returns the summary dict."""
-    settings.validate()
+    settings.check()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -170,7 +179,7 @@ def _index_files(listing: SourceListing, settings: IndexSettings, out_dir: Path)
     bag = db.from_sequence(items, partition_size=settings.partition_size)
     decoded = bag.map_partitions(_decode_partition, str(store_path), size)
     with ProgressBar(minimum=2.0):
-        results = decoded.compute(scheduler=settings.scheduler)
+        results = decoded.compute(scheduler=settings.dask_scheduler)
     res = pd.DataFrame(results, columns=["row", "width", "height", "mode", "error"]).sort_values("row")
     bad = res["error"] != ""
     if bad.any() and settings.on_bad_image == "fail":

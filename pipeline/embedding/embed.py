@@ -19,9 +19,10 @@ from tqdm.auto import tqdm
 from pipeline.data.batches import iterate_batches, to_float
 from pipeline.device import autocast
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.paths import corrupt_artifact, is_damage
+from pipeline.artifact_damage import corrupt_artifact, is_damage
+from pipeline.paths import EMBEDDING_MANIFEST as MANIFEST
+from pipeline.paths import embedding_shard
 
-MANIFEST = "manifest.json"
 T = TypeVar("T")
 
 
@@ -85,7 +86,7 @@ def write_shards(out_dir: str | Path, index: pd.DataFrame, vectors: np.ndarray, 
             "label": pa.array(part["label"].to_numpy(np.int32)),
             "vector": pa.FixedSizeListArray.from_arrays(flat, dim),
         })
-        name = f"part-{k:05d}.parquet"
+        name = embedding_shard(k)
         # Page checksums let readers tell overwritten bytes from real vectors: floats do
         # not compress, so they are stored as they are and damage would decode as numbers.
         pq.write_table(table, out_dir / name, write_page_checksum=True)

@@ -3,15 +3,25 @@ so the learned numbers can be judged against "no learning at all"."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from pipeline.embedding.embed import Embeddings
+from pipeline.settings import setting
 
 
-def pixel_vectors(store: np.ndarray, image_ids: np.ndarray, max_size: int = 32, chunk: int = 4096) -> np.ndarray:
+@dataclass(frozen=True)
+class BaselineSettings:
+    """``[PixelBaseline]``: raw pixels as embeddings, the floor a learned embedding must beat."""
+
+    max_size: int = setting(32, "pixels are area-downsampled to at most this size", minimum=1)
+
+
+def pixel_vectors(store: np.ndarray, image_ids: np.ndarray, max_size: int = BaselineSettings.max_size, chunk: int = 4096) -> np.ndarray:
     """Flattened float32 pixels in [0, 1], area-downsampled to at most ``max_size``
     pixels a side (raw 64x64x3 vectors would cost 5 GB at Tiny ImageNet scale)."""
     h = store.shape[1]
@@ -25,7 +35,7 @@ def pixel_vectors(store: np.ndarray, image_ids: np.ndarray, max_size: int = 32, 
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def pixel_embeddings(store: np.ndarray, index: pd.DataFrame, split: str, max_size: int = 32) -> Embeddings:
+def pixel_embeddings(store: np.ndarray, index: pd.DataFrame, split: str, max_size: int = BaselineSettings.max_size) -> Embeddings:
     """Raw-pixel "embeddings" of one split, aligned like :func:`load_embeddings`."""
     part = index[index["split"] == split].sort_values("image_id")
     ids = part["image_id"].to_numpy(np.int64)

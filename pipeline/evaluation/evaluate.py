@@ -1,5 +1,5 @@
-"""Validation of one epoch's embeddings: the course's precision@30 and friends,
-computed from saved vectors only (no network, no images).
+"""Evaluate one epoch's embeddings: precision@k (the course's k = 30) and
+friends, computed from saved vectors only (no network, no images).
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ import pandas as pd
 
 from pipeline.embedding.embed import Embeddings
 from pipeline.errors import ConfigError
-from pipeline.knn import knn_search
+from pipeline.knn import BACKENDS, knn_search
+from pipeline.seeds import evaluation_rng
+from pipeline.settings import check, setting
 from pipeline.evaluation.metrics import (
     lone_queries,
     per_class_precision,
@@ -20,7 +22,7 @@ from pipeline.evaluation.metrics import (
     retrieval_metrics,
     triplet_precision,
 )
-from pipeline.sampling.base import ClassLayout
+from pipeline.sampling.class_members import ClassMembers
 from pipeline.sampling.uniform import uniform_negatives, uniform_positives
 
 log = logging.getLogger(__name__)
@@ -35,25 +37,22 @@ class ValidationSettings:
     training accuracy; ``figure_*`` = queries (from distinct classes) and neighbours
     kept for the figures; ``triplets`` = seeded validation triplets."""
 
-    k: int = 30
-    train_queries: int = 1000
-    figure_queries: int = 5
-    figure_k: int = 10
-    triplets: int = 2000
+    k: int = setting(30, "neighbours of precision@k (the course: 30)", minimum=1)
+    train_queries: int = setting(1000, "seeded training images used as queries", minimum=1)
+    figure_queries: int = setting(5, "validation queries (distinct classes) kept for figures", minimum=1)
+    figure_k: int = setting(10, "nearest/farthest images shown per figure query", minimum=1)
+    triplets: int = setting(2000, "seeded validation triplets for triplet precision", minimum=1)
+    knn_backend: str = setting("auto", "exact kNN engine: faiss when installed (auto), faiss or torch",
+                               choices=BACKENDS, run_only=True)
+    # Not a setting of its own: [run] seed.
     seed: int = 0
-    backend: str = "auto"
-
-
-def _rng(seed: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, stream]))
 
 
 def retrieval_scores(queries: Embeddings, database: Embeddings, *, k: int, backend: str,
                      exclude: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray]:
     """Retrieval metrics of ``queries`` against ``database`` and the label matrix of neighbours."""
     self_excluded = exclude is not None
-    # 30 is always reported: it is the course metric the report and figures show.
-    ks = tuple(sorted({1, 10, 30, k}))
+    ks = tuple(sorted({1, 10, k}))
     need = required_neighbors(queries.labels, database.labels, ks=ks, self_excluded=self_excluded)
     _, idx = knn_search(queries.vectors, database.vectors, need, exclude=exclude, backend=backend)
     neighbor_labels = database.labels[idx]
@@ -89,16 +88,16 @@ def query_counts(split: str, queries: np.ndarray, database: np.ndarray, *, self_
 def figure_queries(val: Embeddings, n: int, seed: int) -> np.ndarray:
     """Rows of ``n`` validation images from ``n`` different classes (seeded)."""
     classes = np.unique(val.labels)
-    rng = _rng(seed, 3)
+    rng = evaluation_rng(seed, "figures")
     chosen = np.sort(rng.choice(classes, size=min(n, classes.size), replace=False))
     return np.array([rng.choice(np.flatnonzero(val.labels == c)) for c in chosen], dtype=np.int64)
 
 
-def validate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+def evaluate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Compute the epoch's metrics.
 
     Returns ``(metrics, per_class, neighbors)``: the metric dict (keys
-    ``precision_at_30_val``, ``precision_at_30_train``, ..., plus the counts
+    ``precision_at_<k>_val``, ``precision_at_<k>_train`` (:mod:`pipeline.evaluation.metric_names`), ..., plus the counts
     of :func:`query_counts`: ``queries_val``/``queries_train`` are the queries
     the means are over, ``queries_val_excluded``/``queries_train_excluded``
     those left out because their class has no training image to find),
@@ -107,28 +106,26 @@ def validate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -
     and the nearest/farthest training images of the figure queries (columns
     ``query_id``, ``kind``, ``rank``, ``image_id``, ``distance``).
     """
-    for name in ("k", "train_queries", "figure_queries", "figure_k", "triplets"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"[ValidateEpoch] {name} = {getattr(settings, name)}; it must be at least 1")
-    if len(train.vectors) <= max(settings.k, 30) or len(val.vectors) == 0:
-        raise ConfigError(f"validation needs more than max(k={settings.k}, 30) training vectors and some validation "
+    check(settings, "ValidateEpoch")
+    if len(train.vectors) <= settings.k or len(val.vectors) == 0:
+        raise ConfigError(f"validation needs more than k = {settings.k} training vectors and some validation "
                           f"vectors; got {len(train.vectors)} and {len(val.vectors)}")
     k = settings.k
-    val_scores, val_neighbors = retrieval_scores(val, train, k=k, backend=settings.backend)
+    val_scores, val_neighbors = retrieval_scores(val, train, k=k, backend=settings.knn_backend)
     metrics = {f"{name}_val": value for name, value in val_scores.items()}
 
     n_train = min(settings.train_queries, len(train.vectors))
-    rows = np.sort(_rng(settings.seed, 1).choice(len(train.vectors), size=n_train, replace=False))
+    rows = np.sort(evaluation_rng(settings.seed, "train_queries").choice(len(train.vectors), size=n_train, replace=False))
     sample = Embeddings(train.image_ids[rows], train.labels[rows], train.vectors[rows])
-    train_scores, _ = retrieval_scores(sample, train, k=k, backend=settings.backend, exclude=rows)
+    train_scores, _ = retrieval_scores(sample, train, k=k, backend=settings.knn_backend, exclude=rows)
     metrics.update({f"{name}_train": value for name, value in train_scores.items()})
 
-    layout = ClassLayout.from_labels(val.labels)
-    rng = _rng(settings.seed, 2)
+    classes = ClassMembers.from_labels(val.labels)
+    rng = evaluation_rng(settings.seed, "triplets")
     q = rng.integers(0, len(val.labels), settings.triplets)
-    q = q[layout.count[val.labels[q]] > 1]
-    p = uniform_positives(layout, q, rng)
-    n = uniform_negatives(layout, q, rng)
+    q = q[classes.count[val.labels[q]] > 1]
+    p = uniform_positives(classes, q, rng)
+    n = uniform_negatives(classes, q, rng)
     metrics["triplet_precision_val"] = triplet_precision(val.vectors[q], val.vectors[p], val.vectors[n])
 
     per_class = per_class_precision(val_neighbors, val.labels, k, database_labels=train.labels)
@@ -138,7 +135,7 @@ def validate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -
     frames = []
     for kind, farthest in (("nearest", False), ("farthest", True)):
         dist, idx = knn_search(val.vectors[fq], train.vectors, settings.figure_k, farthest=farthest,
-                               backend=settings.backend)
+                               backend=settings.knn_backend)
         frames.append(pd.DataFrame({
             "query_id": np.repeat(val.image_ids[fq], settings.figure_k),
             "kind": kind,

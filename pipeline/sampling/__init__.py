@@ -1,17 +1,31 @@
 """Offline triplet sampling: one pluggable strategy per module, a registry, a driver.
 
-Importing this package registers the built-in strategies.
+Importing this package registers the built-in strategies. ``SETTINGS_CLASSES``
+holds the dataclasses whose :func:`~pipeline.settings.setting` fields are the
+``[TripletList]`` settings.
 """
 
 from pipeline.sampling import uniform  # noqa: F401  (registers "uniform")
-from pipeline.sampling import mined  # noqa: F401  (registers "semihard", "hard", "mixed")
+from pipeline.sampling import semihard  # noqa: F401  (registers "semihard")
+from pipeline.sampling import hard  # noqa: F401  (registers "hard")
+from pipeline.sampling import mixed  # noqa: F401  (registers "mixed")
 from pipeline.sampling import batched  # noqa: F401  (registers "batched")
-from pipeline.sampling.base import ClassLayout, SamplingContext, TripletBlock, TripletStrategy
+from pipeline.sampling.base import SamplingContext, TripletBlock, TripletStrategy
+from pipeline.sampling.batch_options import BatchOptions
+from pipeline.sampling.class_members import ClassMembers
 from pipeline.sampling.driver import TRIPLET_SCHEMA, sample_triplets
+from pipeline.sampling.list_settings import ListSettings
+from pipeline.sampling.mined_options import MinedOptions
 from pipeline.sampling.registry import available, get_strategy, register
 
+SETTINGS_CLASSES = (ListSettings, MinedOptions, BatchOptions)
+
 __all__ = [
-    "ClassLayout",
+    "BatchOptions",
+    "ClassMembers",
+    "ListSettings",
+    "MinedOptions",
+    "SETTINGS_CLASSES",
     "SamplingContext",
     "TripletBlock",
     "TripletStrategy",

@@ -1,9 +1,11 @@
 """Build one epoch's triplet list: blocks of classes sampled in parallel with dask.
 
-Determinism: each class is sampled with an RNG seeded from ``(seed, epoch,
-class)`` and the final shuffle from ``(seed, epoch)``. Blocks only group classes
-into dask tasks, so the same inputs give identical rows whatever ``n_blocks``,
-the dask scheduler, worker count or Luigi worker process.
+Determinism: each class is sampled with its own RNG,
+:func:`pipeline.seeds.class_rng` (``[seed, epoch, label]``), and the rows are
+then shuffled with :func:`pipeline.seeds.shuffle_rng` (``[seed, epoch, 2**30]``).
+Blocks only group classes into dask tasks, so the same inputs give identical
+rows whatever ``n_blocks``, the dask scheduler, worker count or Luigi worker
+process.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import dask
 import numpy as np
 import pyarrow as pa
 
-from pipeline.sampling.base import ClassLayout, SamplingContext, TripletBlock, TripletStrategy
+from pipeline.sampling.base import SamplingContext, TripletBlock, TripletStrategy
+from pipeline.sampling.class_members import ClassMembers
+from pipeline.sampling.list_settings import ListSettings
+from pipeline.seeds import class_rng, shuffle_rng
 
 TRIPLET_SCHEMA = pa.schema(
     [
@@ -31,32 +36,25 @@ TRIPLET_SCHEMA = pa.schema(
 # A batch-structured list: the same columns plus the batch number (second, read right after the epoch).
 BATCHED_SCHEMA = TRIPLET_SCHEMA.insert(1, pa.field("batch", pa.int32()))
 
-_SHUFFLE_STREAM = 1 << 30  # keeps the shuffle RNG apart from every block's RNG
 
-
-def block_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
-    """The RNG of one class (``stream`` = its label): a pure function of (seed, epoch, stream)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, epoch, stream]))
-
-
-def class_blocks(layout: ClassLayout, n_blocks: int, triplets_per_query: int) -> list[np.ndarray]:
-    """Query positions (each repeated ``triplets_per_query`` times) split by class blocks."""
-    classes = np.array_split(np.arange(layout.n_classes), max(1, min(n_blocks, layout.n_classes)))
+def class_blocks(classes: ClassMembers, n_blocks: int, triplets_per_query: int) -> list[np.ndarray]:
+    """Query positions (each repeated ``triplets_per_query`` times) split into blocks of whole classes."""
+    groups = np.array_split(np.arange(classes.n_classes), max(1, min(n_blocks, classes.n_classes)))
     blocks = []
-    for cls in classes:
-        if cls.size == 0:
+    for group in groups:
+        if group.size == 0:
             continue
-        lo = int(layout.start[cls[0]])
-        hi = int(layout.start[cls[-1]] + layout.count[cls[-1]])
-        blocks.append(np.repeat(layout.order[lo:hi], triplets_per_query))
+        lo = int(classes.start[group[0]])
+        hi = int(classes.start[group[-1]] + classes.count[group[-1]])
+        blocks.append(np.repeat(classes.order[lo:hi], triplets_per_query))
     return blocks
 
 
 def _run_block(strategy: TripletStrategy, ctx: SamplingContext, queries: np.ndarray) -> TripletBlock:
     """Sample a block class by class, each class with its own RNG, so the rows do
     not depend on how classes are grouped into blocks (``n_blocks``)."""
-    labels = ctx.layout.labels[queries]
-    parts = [strategy.sample(ctx, queries[labels == c], block_rng(ctx.seed, ctx.epoch, int(c)))
+    labels = ctx.classes.labels[queries]
+    parts = [strategy.sample(ctx, queries[labels == c], class_rng(ctx.seed, ctx.epoch, int(c)))
              for c in np.unique(labels)]
     return concat_blocks(parts)
 
@@ -79,30 +77,32 @@ def sample_triplets(
     ctx: SamplingContext,
     strategy: TripletStrategy,
     image_ids: np.ndarray,
-    *,
-    triplets_per_query: int = 1,
-    n_blocks: int = 8,
-    scheduler: str | None = None,
+    settings: ListSettings | None = None,
 ) -> pa.Table:
     """Sample one epoch of triplets and return them as an Arrow table.
 
     ``image_ids[i]`` is the dataset id of training position ``i`` (the positions
-    that ``ctx.layout`` and ``ctx.embeddings`` index). Every training image is the
-    query ``triplets_per_query`` times; rows come in a seeded shuffled order.
-    ``scheduler`` is any dask scheduler name (``"synchronous"`` in tests).
+    that ``ctx.classes`` and ``ctx.embeddings`` index). Every training image is the
+    query ``settings.triplets_per_query`` times; rows come in a seeded shuffled
+    order. ``settings.n_blocks`` and ``settings.dask_scheduler`` (any dask
+    scheduler name, ``"synchronous"`` in tests) only spread the work.
+    ``settings.strategy`` is not read: the caller builds ``strategy``
+    (:meth:`ListSettings.strategy_for` picks its name for an epoch).
     A strategy that builds whole tables (``sample_table``, e.g. ``batched``) gets the
     epoch at once: its batches span classes, so class blocks do not apply.
+    Without ``settings``, the defaults of :class:`ListSettings`.
     """
+    settings = settings or ListSettings()
     if hasattr(strategy, "sample_table"):
         return strategy.sample_table(ctx, image_ids)
-    blocks = class_blocks(ctx.layout, n_blocks, triplets_per_query)
+    blocks = class_blocks(ctx.classes, settings.n_blocks, settings.triplets_per_query)
     tasks = [dask.delayed(_run_block)(strategy, ctx, q) for q in blocks]
-    results: list[TripletBlock] = list(dask.compute(*tasks, scheduler=scheduler))
+    results: list[TripletBlock] = list(dask.compute(*tasks, scheduler=settings.dask_scheduler))
     return assemble_table(results, ctx, image_ids)
 
 
 def assemble_table(results: list[TripletBlock], ctx: SamplingContext, image_ids: np.ndarray) -> pa.Table:
-    """Concatenate block results, shuffle with the epoch RNG and map to image ids."""
+    """Concatenate block results, shuffle with the epoch's shuffle RNG and map to image ids."""
     q = np.concatenate([r.queries for r in results])
     p = np.concatenate([r.positives for r in results])
     n = np.concatenate([r.negatives for r in results])
@@ -110,7 +110,7 @@ def assemble_table(results: list[TripletBlock], ctx: SamplingContext, image_ids:
     nan = lambda r: np.full(r.queries.size, np.nan, np.float32)  # noqa: E731
     dqp = np.concatenate([r.d_qp if r.d_qp is not None else nan(r) for r in results]).astype(np.float32)
     dqn = np.concatenate([r.d_qn if r.d_qn is not None else nan(r) for r in results]).astype(np.float32)
-    perm = block_rng(ctx.seed, ctx.epoch, _SHUFFLE_STREAM).permutation(q.size)
+    perm = shuffle_rng(ctx.seed, ctx.epoch).permutation(q.size)
     q, p, n, s, dqp, dqn = q[perm], p[perm], n[perm], s[perm], dqp[perm], dqn[perm]
     return triplet_table(ctx, image_ids, q, p, n, s, dqp, dqn)
 
@@ -120,7 +120,7 @@ def triplet_table(ctx: SamplingContext, image_ids: np.ndarray, q: np.ndarray, p:
                   batch: np.ndarray | None = None) -> pa.Table:
     """The Parquet-ready table of triplets given as training positions; with ``batch``, a
     batch-structured one (the ``batch`` column second)."""
-    labels = ctx.layout.labels
+    labels = ctx.classes.labels
     ids = np.asarray(image_ids, dtype=np.int64)
     columns = {
         "epoch": pa.array(np.full(q.size, ctx.epoch, np.int32)),

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.errors import PipelineError
-from pipeline.paths import corrupt_artifact, is_damage
+from pipeline.artifact_damage import corrupt_artifact, is_damage
+from pipeline.paths import TRIPLET_LIST_FILE as PART
 from pipeline.training.steps import StepBatch, batch_steps, triplet_steps
 
-PART = "part-00000.parquet"
 META_KEY = b"deep_ranking"
 
 

@@ -1,4 +1,4 @@
-"""Summary statistics of one epoch's triplet list, for the ``inspect`` command.
+"""Summary statistics of one epoch's triplet list, for ``python -m pipeline.show triplets``.
 
 :func:`summarize_triplets` takes the triplet table as a DataFrame (columns of
 :data:`pipeline.sampling.driver.TRIPLET_SCHEMA`; only ``strategy``, ``d_qp`` and

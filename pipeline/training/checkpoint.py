@@ -18,7 +18,7 @@ import torch
 
 from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
-from pipeline.paths import corrupt_artifact, rebuild_hint
+from pipeline.artifact_damage import corrupt_artifact, rebuild_hint
 
 _PLAIN = (str, int, float, bool, type(None))
 

@@ -21,65 +21,24 @@ from tqdm.auto import tqdm
 
 from pipeline.data.batches import AugmentSettings, augment, iterate_batches, to_float
 from pipeline.device import autocast
-from pipeline.errors import ConfigError, TrainingError
-from pipeline.training.losses import all_triplet_losses, listed_triplet_losses, reduce_losses
+from pipeline.errors import TrainingError
+from pipeline.seeds import augment_seed
+from pipeline.training.losses import LossSettings, all_triplet_losses, listed_triplet_losses, reduce_losses
+from pipeline.training.optimization import TrainSettings
 from pipeline.training.steps import StepBatch, triplet_steps
 
 log = logging.getLogger(__name__)
 
-# Seed-stream tag of the augmentation RNG: [seed, epoch, AUGMENT_STREAM, step].
-AUGMENT_STREAM = 7
-
 STEP_LOG_COLUMNS = ("epoch", "step", "loss", "active_fraction", "lr", "seconds", "mean_distance", "collapsed",
                     "images", "triplets")
 STEP_LOG_DTYPES = ("int64", "int64", "float64", "float64", "float64", "float64", "float64", "bool", "int64", "int64")
-REDUCTIONS = ("mean", "active")
-IN_BATCH = ("listed", "all")
+# A step counts as collapsed when its mean distance is below this share of the margin.
+COLLAPSE_TOLERANCE = 1e-3
 
 
-@dataclass(frozen=True)
-class TrainSettings:
-    """Optimisation settings (the defaults are the course protocol)."""
-
-    batch_size: int = 64
-    optimizer: str = "sgd"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    lr_step: int = 0
-    lr_gamma: float = 0.1
-    margin: float = 1.0
-    squared: bool = False
-    reduce: str = "mean"
-    in_batch: str = "listed"
-    collapse_tolerance: float = 1e-3
-
-    def validate(self) -> None:
-        if self.optimizer not in ("sgd", "adam"):
-            raise ConfigError(f"[TrainEpoch] optimizer = {self.optimizer!r}; use sgd or adam")
-        if self.batch_size < 1:
-            raise ConfigError(f"[TrainEpoch] batch_size = {self.batch_size}; it must be at least 1")
-        if not self.lr > 0:
-            raise ConfigError(f"[TrainEpoch] lr = {self.lr}; it must be positive")
-        if self.margin < 0:
-            raise ConfigError(f"[TrainEpoch] margin = {self.margin}; it must be non-negative")
-        if self.reduce not in REDUCTIONS:
-            raise ConfigError(f"[TrainEpoch] reduce = {self.reduce!r}; use {' or '.join(REDUCTIONS)}")
-        if self.in_batch not in IN_BATCH:
-            raise ConfigError(f"[TrainEpoch] in_batch = {self.in_batch!r}; use {' or '.join(IN_BATCH)}")
-
-
-def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
-    """SGD with momentum (course default) or Adam."""
-    if s.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-
-
-def make_scheduler(optimizer: torch.optim.Optimizer, s: TrainSettings) -> torch.optim.lr_scheduler.LRScheduler:
-    """Step decay every ``lr_step`` epochs (stepped once per epoch); 0 keeps lr constant."""
-    step = s.lr_step if s.lr_step > 0 else 10**9
-    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=s.lr_gamma)
+def empty_step_log() -> pd.DataFrame:
+    """The step log of an epoch that trained no step (epoch 0), with its columns and dtypes."""
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(STEP_LOG_COLUMNS, STEP_LOG_DTYPES)})
 
 
 def step_generator(seed: int, epoch: int, step: int, device: torch.device) -> torch.Generator:
@@ -89,7 +48,7 @@ def step_generator(seed: int, epoch: int, step: int, device: torch.device) -> to
     restart at any step with the very augmentations it would have drawn.
     """
     g = torch.Generator(device=device)
-    g.manual_seed(int(np.random.SeedSequence([seed, epoch, AUGMENT_STREAM, step]).generate_state(1)[0]))
+    g.manual_seed(augment_seed(seed, epoch, step))
     return g
 
 
@@ -134,6 +93,7 @@ def train_one_epoch(
     store: np.ndarray,
     settings: TrainSettings,
     *,
+    loss: LossSettings = LossSettings(),
     epoch: int,
     seed: int,
     device: torch.device,
@@ -148,7 +108,7 @@ def train_one_epoch(
     ``triplets`` is either a ``(T, 3)`` array of query/positive/negative image ids,
     trained in ``settings.batch_size`` rows per step in the order given, or the
     steps of a batch-structured list (:func:`pipeline.training.steps.batch_steps`).
-    With ``settings.in_batch = "all"`` a batch's loss covers every in-batch triplet
+    With ``loss.in_batch = "all"`` a batch's loss covers every in-batch triplet
     under the current embeddings instead of the listed ones; steps of a plain list
     (no labels) always use their listed triplets.
 
@@ -160,7 +120,8 @@ def train_one_epoch(
     Raises :class:`TrainingError` naming epoch and step on a non-finite loss, or
     on non-finite weights at the end of the epoch.
     """
-    settings.validate()
+    settings.check()
+    loss.check()
     steps = triplet_steps(triplets, settings.batch_size) if isinstance(triplets, np.ndarray) else list(triplets)
     n_steps = len(steps)
     start = resume.step if resume is not None else 0
@@ -185,22 +146,22 @@ def train_one_epoch(
         x = to_float(pixels if on_cpu else augment(pixels, augment_settings, next(generators)))
         with autocast(device):
             z = model(x).float()
-        losses, d_qp, d_qn = _step_losses(z, steps[step], settings, device)
-        loss = reduce_losses(losses, settings.reduce)
-        if not torch.isfinite(loss):
+        losses, d_qp, d_qn = _step_losses(z, steps[step], loss, device)
+        mean_loss = reduce_losses(losses, loss.reduce)
+        if not torch.isfinite(mean_loss):
             raise TrainingError(
-                f"epoch {epoch} step {step}: the loss is {loss.item()} (not finite); training diverged. "
+                f"epoch {epoch} step {step}: the loss is {mean_loss.item()} (not finite); training diverged. "
                 "Lower [TrainEpoch] lr, or check the input data; no checkpoint was written for this epoch"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        mean_loss.backward()
         optimizer.step()
         now = time.perf_counter()
-        loss_v = float(loss.detach())
+        loss_v = float(mean_loss.detach())
         mean_d = float(torch.cat([d_qp, d_qn]).mean().detach())
         rows.append(
             (epoch, step, loss_v, float((losses > 0).float().mean()), lr, now - tick, mean_d,
-             mean_d < settings.collapse_tolerance * max(settings.margin, 1e-12), int(steps[step].images.size),
+             mean_d < COLLAPSE_TOLERANCE * max(loss.margin, 1e-12), int(steps[step].images.size),
              int(losses.numel()))
         )
         tick = now
@@ -219,14 +180,14 @@ def train_one_epoch(
     return log_df
 
 
-def _step_losses(z: torch.Tensor, step: StepBatch, settings: TrainSettings,
+def _step_losses(z: torch.Tensor, step: StepBatch, loss: LossSettings,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-triplet losses of one step and the distances behind them."""
-    if settings.in_batch == "all" and bool((step.labels >= 0).all()):
-        return all_triplet_losses(z, torch.from_numpy(step.labels).to(device), margin=settings.margin,
-                                  squared=settings.squared)
+    if loss.in_batch == "all" and bool((step.labels >= 0).all()):
+        return all_triplet_losses(z, torch.from_numpy(step.labels).to(device), margin=loss.margin,
+                                  squared=loss.squared)
     index = [torch.from_numpy(a).to(device) for a in (step.anchors, step.positives, step.negatives)]
-    return listed_triplet_losses(z, *index, margin=settings.margin, squared=settings.squared)
+    return listed_triplet_losses(z, *index, margin=loss.margin, squared=loss.squared)
 
 
 def warn_if_collapsed(step_log: pd.DataFrame, epoch: int) -> bool:

@@ -1,8 +1,31 @@
-"""The ranking loss of the course protocol: max(0, g + D(q,p) - D(q,n))."""
+"""The ranking loss of the course protocol: max(0, g + D(q,p) - D(q,n)), and its settings."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+from pipeline.settings import check, setting
+
+REDUCTIONS = ("mean", "active")
+IN_BATCH = ("listed", "all")
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """``[loss]``: the triplet loss, shared by training and by the mining that targets its margin."""
+
+    margin: float = setting(1.0, "the gap g of max(0, g + D(q,p) - D(q,n))", minimum=0.0)
+    squared: bool = setting(False, "squared instead of plain Euclidean distance")
+    reduce: str = setting("mean", "average over all triplets (mean, the course) or over active ones",
+                          choices=REDUCTIONS)
+    in_batch: str = setting("listed", "batched lists: train on the listed triplets or on all in-batch ones",
+                            choices=IN_BATCH)
+
+    def check(self) -> None:
+        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
+        check(self, "loss")
 
 
 def pairwise_distance(a: torch.Tensor, b: torch.Tensor, *, squared: bool = False) -> torch.Tensor:

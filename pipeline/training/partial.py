@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,7 +23,9 @@ import torch
 from torch import nn
 
 from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+from pipeline import paths
 from pipeline.errors import PipelineError
+from pipeline.settings import setting
 from pipeline.training.loop import EpochProgress
 
 log = logging.getLogger(__name__)
@@ -30,8 +33,7 @@ log = logging.getLogger(__name__)
 
 def partial_path(train_dir: str | Path) -> Path:
     """``train/epoch=NNN`` -> ``train/.partial-epoch=NNN.pt``."""
-    train_dir = Path(train_dir)
-    return train_dir.with_name(f".partial-{train_dir.name}.pt")
+    return paths.partial_checkpoint(train_dir)
 
 
 def fingerprint(triplets: np.ndarray, settings: Mapping[str, Any]) -> str:
@@ -75,3 +77,12 @@ def load_partial(path: str | Path, digest: str) -> tuple[dict[str, Any], EpochPr
 
 def remove_partial(path: str | Path) -> None:
     Path(path).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PartialSaveSettings:
+    """How often a training epoch saves its progress (run-only: results do not depend on it)."""
+
+    checkpoint_minutes: float = setting(10.0, "save the epoch's progress this often (0 = never)", run_only=True,
+                                        minimum=0.0)
+    checkpoint_every: int = setting(0, "also save it every N steps (0 = only by time)", run_only=True, minimum=0)

@@ -1,4 +1,4 @@
-"""Small helpers shared by the task modules."""
+"""How every task writes its one output: atomically, and one process at a time."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from typing import Callable, Iterator
 
 import luigi
 
-from pipeline import paths
 from pipeline.atomic import atomic_path, remove_stale_temporaries
-from pipeline.experiment_config import check_recorded
 from pipeline.locks import exclusive_lock, lock_file
 from tasks.config import artifacts
 
@@ -52,34 +50,3 @@ def single_writer(run: Callable[[luigi.Task], None]) -> Callable[[luigi.Task], N
             run(task)
 
     return locked
-
-
-class RecordedSettings:
-    """Mixin for tasks whose settings are recorded in ``<experiment>/config.json``.
-
-    ``complete()`` refuses settings that contradict the record, even when the
-    output exists: Luigi then reports the error before running anything. The
-    task provides ``experiment`` and ``recorded_settings()``.
-    """
-
-    def config_path(self) -> Path:
-        return paths.experiment_dir(artifacts().root, self.experiment) / "config.json"
-
-    def check_settings(self) -> None:
-        """Raise :class:`ConfigError` if the current settings contradict the experiment's record."""
-        check_recorded(self.config_path(), self.recorded_settings(), self.experiment)
-
-    def complete(self) -> bool:
-        self.check_settings()
-        return super().complete()
-
-
-def progress_reporter(task: luigi.Task, label: str, every: int = 10):
-    """A callback (step, total, loss) that updates Luigi's progress and status."""
-
-    def report(step: int, total: int, loss: float) -> None:
-        if step % every == 0 or step == total:
-            task.set_progress_percentage(round(100.0 * step / max(total, 1), 1))
-            task.set_status_message(f"{label}: step {step}/{total}, loss {loss:.4f}")
-
-    return report

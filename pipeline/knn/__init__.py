@@ -1,0 +1,34 @@
+"""Exact k-nearest (and k-farthest) neighbour search by Euclidean distance.
+
+Two interchangeable backends find the candidates:
+
+* ``"faiss"`` (:mod:`pipeline.knn.faiss_backend`) — ``faiss.IndexFlatL2`` (exact
+  brute force; farthest search uses an ``IndexFlatIP`` over augmented vectors).
+  faiss is an optional dependency, so it is imported only when this backend is
+  used. The index holds a copy of the database (200 MB for 100k x 512 float32).
+* ``"torch"`` (:mod:`pipeline.knn.torch_backend`) — a tiled
+  ``||q||^2 - 2 q.x + ||x||^2`` expansion with ``topk``, which also runs on a GPU.
+
+Both process the queries in blocks, so memory stays bounded by the block size
+rather than growing with ``queries x database`` (at Tiny ImageNet scale the full
+matrix would be 10k x 100k floats = 4 GB).
+
+Both compute squared distances with the float32 expansion, which each rounds in
+its own way, so on their own they disagree about near-ties and about which
+members of a large tie group (duplicate vectors, a collapsed embedding) make the
+cut. The answer is therefore made canonical afterwards
+(:func:`pipeline.knn.canonical.canonical_top_k`): each backend returns a few
+candidates beyond k; wherever the expansion's error bound cannot separate two of
+them, their distances are recomputed exactly
+(:func:`pipeline.knn.exact.exact_squared`, identical for every backend); and when
+the group tied at the k-th place may extend past the candidates, that query is
+re-ranked against the whole database (:func:`pipeline.knn.rescan.rescan`). Both
+backends then return the same rows, in the same order.
+
+The public entry point is :func:`knn_search` (:mod:`pipeline.knn.search`); the
+error bounds and memory limits it relies on live in :mod:`pipeline.knn.limits`.
+"""
+
+from pipeline.knn.search import BACKENDS, knn_search
+
+__all__ = ["BACKENDS", "knn_search"]

@@ -1,0 +1,62 @@
+"""The faiss candidate search: exact brute force with ``IndexFlatL2`` (nearest) or
+``IndexFlatIP`` over augmented vectors (farthest). faiss is optional, so it is
+imported only when this backend runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+
+
+def faiss_search(
+    queries: np.ndarray,
+    database: np.ndarray,
+    want: int,
+    farthest: bool,
+    exclude: np.ndarray | None,
+    block_size: int,
+    device: str | None,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(first_row, squared_distances, indices)`` of the ``want`` best candidates per query block.
+
+    The excluded row, if among them, is left for the caller to drop; ``exclude``
+    and ``device`` are accepted only to share the torch backend's signature.
+    """
+    try:
+        import faiss
+    except ImportError as error:
+        raise ConfigError(
+            "knn_search: backend='faiss' needs the faiss package (pip install faiss-cpu); "
+            "install it or use backend='torch'."
+        ) from error
+    dim = database.shape[1]
+    if farthest:
+        # Farthest by L2 is the largest ||x||^2 - 2 q.x (+ ||q||^2, constant per query),
+        # i.e. a max inner product between [-2q, 1] and [x, ||x||^2].
+        index = faiss.IndexFlatIP(dim + 1)
+        for start in range(0, len(database), block_size):
+            index.add(_augment_database(database[start : start + block_size]))
+    else:
+        index = faiss.IndexFlatL2(dim)
+        index.add(database)
+    for start in range(0, len(queries), block_size):
+        block = queries[start : start + block_size]
+        if farthest:
+            scores, idx = index.search(_augment_queries(block), want)
+            squared = scores + np.einsum("ij,ij->i", block, block)[:, None]
+        else:
+            squared, idx = index.search(block, want)
+        yield start, squared, idx.astype(np.int64, copy=False)
+
+
+def _augment_database(rows: np.ndarray) -> np.ndarray:
+    """``[x, ||x||^2]`` rows, float32."""
+    return np.hstack([rows, np.einsum("ij,ij->i", rows, rows)[:, None]]).astype(np.float32)
+
+
+def _augment_queries(rows: np.ndarray) -> np.ndarray:
+    """``[-2q, 1]`` rows, float32."""
+    return np.hstack([-2.0 * rows, np.ones((len(rows), 1), dtype=np.float32)]).astype(np.float32)

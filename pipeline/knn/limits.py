@@ -1,0 +1,39 @@
+"""Error bounds and memory limits of the exact kNN search.
+
+The other modules of :mod:`pipeline.knn` read these as ``limits.NAME`` when they
+run (never ``from ... import NAME``), so a test can shrink one with monkeypatch
+to reach rarely taken paths (rescans, deduplication, tiling) on small data.
+"""
+
+from __future__ import annotations
+
+# Bound on the absolute error of a float32 expansion ||q||^2 - 2 q.x + ||x||^2,
+# as a fraction of ||q||^2 + max_j ||x_j||^2 (each term is at most that sum).
+# The three terms and their two sums are each rounded (a few float32 eps, 6e-8
+# each), and the dot product accumulates d roundings: d * eps = 3e-5 at d = 512
+# in the worst case, but BLAS kernels keep many partial sums whose rounding errors
+# are unbiased, so the error grows like sqrt(d) * eps = 1.4e-6 at d = 512.
+# Measured maxima with both backends, for Gaussian, non-negative, offset (50 + x),
+# unit-norm and collapsed data at d = 8..2048, stay below 6e-7: 1e-5 leaves a
+# 15x margin, and it grows with sqrt(d) beyond d = 1024 to keep it.
+EXPANSION_ERROR = 1e-5
+# Candidates fetched beyond the k + 1 that suffice: a near-tie at the k-th place
+# then rarely reaches the last candidate, which would force a full rescan.
+EXTRA_CANDIDATES = 3
+# Squared distances below this fraction of ||q||^2 are also recomputed exactly:
+# there the expansion's error (~1e-6 * ||q||^2) is large relative to the distance
+# (a query's distance to its own copy would come out as ~1e-3 instead of 0).
+EXPANSION_TRUSTED = 1e-2
+# Neighbour pairs recomputed exactly per step, bounding the gathered rows' memory.
+EXACT_CHUNK_ROWS = 4096
+# A full rescan computes float64 distances for at most this many (query, row)
+# pairs, and converts at most this many database values to float64, per step (32 MiB).
+SCAN_ELEMENTS = 1 << 22
+# A rescan's tie group larger than this is ranked per distinct vector: identical
+# rows (a collapsed embedding) have identical distances, computed once.
+DEDUPLICATE_ABOVE = 4096
+
+# The torch backend also tiles the database so one (query block x database tile)
+# distance matrix holds at most this many float32 values (128 MiB): large enough
+# for efficient matrix products, small enough to keep peak memory well under 1 GB.
+TORCH_TILE_ELEMENTS = 1 << 25

@@ -1,0 +1,154 @@
+"""The public :func:`knn_search`: argument checks, backend choice, and the block loop
+that turns each backend's candidates into the canonical answer."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from pipeline.errors import ConfigError
+from pipeline.knn import limits
+from pipeline.knn.canonical import canonical_top_k
+from pipeline.knn.database import Database
+from pipeline.knn.faiss_backend import faiss_search
+from pipeline.knn.torch_backend import torch_search
+
+BACKENDS = ("auto", "faiss", "torch")
+
+
+def knn_search(
+    queries: np.ndarray,
+    database: np.ndarray,
+    k: int,
+    *,
+    farthest: bool = False,
+    exclude: np.ndarray | None = None,
+    backend: str = "auto",
+    block_size: int = 4096,
+    device: str | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest (or farthest) database rows for each query by Euclidean distance.
+
+    Args:
+        queries: ``(Q, d)`` float array.
+        database: ``(N, d)`` float array.
+        k: neighbours per query, ``1 <= k <= N`` (``N - 1`` when ``exclude`` is given).
+        farthest: return the k *farthest* rows instead (hard-negative mining).
+        exclude: optional int ``(Q,)`` database index to leave out for each query
+            (``-1`` = none), used when queries are database members, e.g.
+            training accuracy that must not count the query itself.
+        backend: ``"faiss"``, ``"torch"`` or ``"auto"`` (faiss when importable,
+            else torch; torch when an explicit non-CPU ``device`` is requested,
+            because faiss here is the CPU build).
+        block_size: queries processed per step; bounds the working memory.
+        device: torch device for the torch backend; default ``"cuda"`` when
+            available, else ``"cpu"``. Ignored by the faiss backend.
+
+    Returns:
+        ``(distances, indices)``: float32 ``(Q, k)`` *unsquared* Euclidean
+        distances and int64 ``(Q, k)`` database row indices. Row ``i`` holds
+        exactly the first k database rows (without ``exclude[i]``) in the
+        canonical order: by the squared distance ``sum((x - q)^2)`` to
+        ``queries[i]`` computed in float64 (ascending for nearest, descending for
+        farthest), equal distances by ascending row index. Hence the indices are
+        identical whichever backend runs, whatever the block size, and however
+        large a group of tied distances is (duplicate vectors, a collapsed
+        embedding): of a tie group only its lowest (nearest) indices are kept.
+        Distances are exact for near-tied and small ones, elsewhere within float32
+        rounding of the float32 expansion (relative error ~1e-6 of the squared norms).
+    """
+    queries, database, exclude = validate_inputs(queries, database, k, exclude, block_size)
+    backend = resolve_backend(backend, device)
+    search = faiss_search if backend == "faiss" else torch_search
+    # Candidates beyond k show whether the k-th place is tied with rows left out;
+    # with exclude, the excluded row may take one of them.
+    want = min(k + 1 + limits.EXTRA_CANDIDATES + (exclude is not None), len(database))
+    rows = Database(database, farthest)
+    distances = np.empty((len(queries), k), dtype=np.float32)
+    indices = np.empty((len(queries), k), dtype=np.int64)
+    for start, squared, idx in search(queries, database, want, farthest, exclude, block_size, device):
+        stop = start + len(idx)
+        skip = None if exclude is None else exclude[start:stop]
+        distances[start:stop], indices[start:stop] = canonical_top_k(
+            queries[start:stop], squared, idx, skip, k, rows
+        )
+    return distances, indices
+
+
+def validate_inputs(
+    queries: np.ndarray,
+    database: np.ndarray,
+    k: int,
+    exclude: np.ndarray | None,
+    block_size: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Check shapes and values; return C-contiguous float32 inputs (faiss needs them).
+
+    Raises :class:`ConfigError` naming the argument and how to fix it.
+    """
+    queries = np.asarray(queries)
+    database = np.asarray(database)
+    for name, array in (("queries", queries), ("database", database)):
+        if array.ndim != 2:
+            raise ConfigError(
+                f"knn_search: {name} must be a 2-D array (rows = embeddings), got shape "
+                f"{array.shape}; reshape it to (n, dim)."
+            )
+        if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+            raise ConfigError(f"knn_search: {name} must hold real numbers, got dtype {array.dtype}.")
+    if queries.shape[1] != database.shape[1]:
+        raise ConfigError(
+            f"knn_search: queries have dimension {queries.shape[1]} but the database has "
+            f"{database.shape[1]}; embed both with the same model."
+        )
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"knn_search: k must be a positive integer, got {k!r}.")
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ConfigError(f"knn_search: block_size must be a positive integer, got {block_size!r}.")
+    n = len(database)
+    limit = n - 1 if exclude is not None else n
+    if k > limit:
+        detail = f" minus the excluded row = {limit}" if exclude is not None else ""
+        raise ConfigError(
+            f"knn_search: k={k} exceeds the database size ({n} rows{detail}); "
+            f"lower k to at most {limit} or search a larger database."
+        )
+    if exclude is not None:
+        exclude = np.asarray(exclude)
+        if exclude.shape != (len(queries),) or not np.issubdtype(exclude.dtype, np.integer):
+            raise ConfigError(
+                f"knn_search: exclude must be an integer array of shape ({len(queries)},) "
+                f"(one database index per query, -1 for none), got {exclude.dtype} {exclude.shape}."
+            )
+        if len(exclude) and (exclude.min() < -1 or exclude.max() >= n):
+            raise ConfigError(
+                f"knn_search: exclude values must lie in [-1, {n - 1}] (a database row or -1 for "
+                f"none), got range [{exclude.min()}, {exclude.max()}]."
+            )
+        exclude = exclude.astype(np.int64, copy=False)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    database = np.ascontiguousarray(database, dtype=np.float32)
+    # NaN rows would silently sort anywhere; they usually mean a diverged model.
+    for name, array in (("queries", queries), ("database", database)):
+        # A float64 row sum of float32 values is finite iff the row is; it needs no (n, dim) temporary.
+        if np.isfinite(array.sum(axis=1, dtype=np.float64)).all():
+            continue
+        finite = np.isfinite(array).all(axis=1)
+        if not finite.all():
+            raise ConfigError(
+                f"knn_search: {name} row {int(np.argmin(finite))} contains NaN or infinite values "
+                f"({int((~finite).sum())} rows in all); re-embed with a model that produces finite outputs."
+            )
+    return queries, database, exclude
+
+
+def resolve_backend(backend: str, device: str | None) -> str:
+    """The backend ``"auto"`` stands for (see :func:`knn_search`); raise on an unknown name."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"knn_search: backend must be one of {BACKENDS}, got {backend!r}.")
+    if backend != "auto":
+        return backend
+    if device is not None and not str(device).startswith("cpu"):
+        return "torch"
+    return "faiss" if importlib.util.find_spec("faiss") is not None else "torch"

@@ -1,0 +1,104 @@
+"""A whole training epoch from its saved inputs: the previous checkpoint, the
+epoch's triplet list and the dataset's pixel store.
+
+This is what ``TrainEpoch`` runs; it is here, free of Luigi, so that scripts,
+benchmarks and other schedulers can train an epoch the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pandas as pd
+import torch
+
+from models.embedding_net import ModelSettings
+from pipeline import paths
+from pipeline.data.batches import AugmentSettings
+from pipeline.data.pixel_store import open_store
+from pipeline.sampling.list_files import training_steps
+from pipeline.seeds import training_epoch_seed
+from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.training.loop import PartialSaves, train_one_epoch
+from pipeline.training.losses import LossSettings
+from pipeline.training.optimization import TrainSettings, make_lr_scheduler, make_optimizer
+from pipeline.training.partial import (PartialSaveSettings, fingerprint, load_partial, partial_path, remove_partial,
+                                       save_partial)
+from pipeline.training.state import checkpoint_state, lr_scheduler_state, network_from_checkpoint
+
+
+@dataclass(frozen=True)
+class EpochSettings:
+    """Everything that decides what an epoch computes (``config`` is recorded in its checkpoint)."""
+
+    model: ModelSettings
+    train: TrainSettings
+    loss: LossSettings
+    augment: AugmentSettings
+    config: Mapping[str, Any]
+
+    def check(self) -> None:
+        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
+        self.model.check()
+        self.train.check()
+        self.loss.check()
+
+
+def train_epoch(previous_checkpoint: str | Path, triplet_dir: str | Path, dataset_dir: str | Path,
+                out_dir: str | Path, settings: EpochSettings, *, epoch: int, seed: int, device: torch.device,
+                saves: PartialSaveSettings = PartialSaveSettings(),
+                progress: Callable[[int, int, float], None] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Train ``epoch`` from epoch ``epoch - 1``'s checkpoint; return the new checkpoint dict and the step log.
+
+    Progress is saved now and then beside ``out_dir`` (the epoch's final folder,
+    which the caller writes), and a rerun after a kill resumes from it: see
+    :mod:`pipeline.training.partial`.
+    """
+    started = time.perf_counter()
+    prev = load_checkpoint(previous_checkpoint)
+    torch.manual_seed(training_epoch_seed(seed, epoch))
+    steps, identity = training_steps(triplet_dir, settings.train.batch_size)
+    partial = partial_path(out_dir)
+    digest = fingerprint(identity, {"config": settings.config, "epoch": epoch, "augment": asdict(settings.augment)})
+    resumed = load_partial(partial, digest)
+    net = network_from_checkpoint(prev, settings.model, device, f"epoch {epoch - 1}")
+    if resumed:
+        net.load_state_dict(resumed[0]["model"])
+    optimizer = make_optimizer(net, settings.train)
+    optimizer.load_state_dict(resumed[0]["optimizer"] if resumed else prev["optimizer"])
+    lr_scheduler = make_lr_scheduler(optimizer, settings.train)
+    lr_scheduler.load_state_dict(lr_scheduler_state(prev))
+    plan = PartialSaves(save=lambda done: save_partial(partial, net, optimizer, done, digest),
+                        every_steps=saves.checkpoint_every, every_seconds=60.0 * saves.checkpoint_minutes)
+    step_log = train_one_epoch(net, optimizer, steps, open_store(dataset_dir), settings.train, loss=settings.loss,
+                               epoch=epoch, seed=seed, device=device, augment_settings=settings.augment,
+                               progress=progress, resume=resumed[1] if resumed else None, saves=plan)
+    lr_scheduler.step()
+    state = checkpoint_state(net, optimizer, lr_scheduler, epoch=epoch, config=settings.config, device=str(device),
+                             seconds=round(time.perf_counter() - started, 3))
+    return state, step_log
+
+
+def write_epoch(folder: str | Path, state: Mapping[str, Any], step_log: pd.DataFrame) -> None:
+    """Write an epoch's files into ``folder`` (a temporary folder the caller renames into place):
+    the checkpoint, the step log and a small summary that readers use instead of the checkpoint."""
+    folder = Path(folder)
+    save_checkpoint(folder / paths.CHECKPOINT_FILE, dict(state))
+    step_log.to_parquet(folder / paths.STEP_LOG_FILE, index=False)
+    summary = {"epoch": state["epoch"], "seconds": state.get("seconds"), "steps": len(step_log)}
+    (folder / paths.TRAIN_SUMMARY_FILE).write_text(json.dumps(summary))
+
+
+def finish_epoch(out_dir: str | Path) -> None:
+    """Drop the epoch's partial checkpoint once its folder is complete."""
+    remove_partial(partial_path(out_dir))
+
+
+def epoch_seconds(train_dir: str | Path) -> float | None:
+    """Seconds an epoch took, from its summary (no need to load the checkpoint)."""
+    path = Path(train_dir) / paths.TRAIN_SUMMARY_FILE
+    return json.loads(path.read_text()).get("seconds") if path.is_file() else None
