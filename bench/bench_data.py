@@ -13,11 +13,11 @@ import argparse
 import tempfile
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
-
-import common  # noqa: F401  (puts the repo on sys.path)
 from common import best_of
+
 from pipeline.data.batches import AugmentSettings, augment, iterate_batches, to_float
 from pipeline.data.pixel_store import create_store
 

@@ -13,13 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
 
-import common  # noqa: F401  (puts the repo on sys.path)
 from models.embedding_net import ModelSettings, build_model
-from pipeline.embedding.embed import embed_images
 from pipeline.data.pixel_store import create_store
+from pipeline.embedding.embed import embed_images
 
 
 @torch.no_grad()

@@ -30,21 +30,21 @@ import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
 
-import common  # noqa: F401  (puts the repo on sys.path)
 from models.embedding_net import ModelSettings, build_model
 from pipeline.data.batches import AugmentSettings, augment, to_float
-from pipeline.embedding.embed import embed_images
 from pipeline.data.indexing import IndexSettings, build_index
-from pipeline.knn import knn_search
 from pipeline.data.pixel_store import gather, open_store, read_index
+from pipeline.embedding.embed import embed_images
+from pipeline.knn import knn_search
 from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
-from pipeline.training.steps import batch_steps
 from pipeline.training.loop import step_generator, train_one_epoch
 from pipeline.training.losses import LossSettings
 from pipeline.training.optimization import TrainSettings, make_lr_scheduler, make_optimizer
+from pipeline.training.steps import batch_steps
 
 MODEL = ModelSettings(arch="resnet18", embedding_dim=64, normalize=False, stem="small-s2", width=16)
 BASE = TrainSettings(batch_size=64, lr=0.01, momentum=0.9, weight_decay=1e-4, lr_step=9, lr_gamma=0.2)

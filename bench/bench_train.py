@@ -16,14 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
 
-import common  # noqa: F401  (puts the repo on sys.path)
 from models.embedding_net import ModelSettings, build_model
-from pipeline.training.losses import triplet_loss
 from pipeline.data.pixel_store import create_store
 from pipeline.training.loop import train_one_epoch
+from pipeline.training.losses import triplet_loss
 from pipeline.training.optimization import TrainSettings, make_optimizer
 
 

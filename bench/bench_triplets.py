@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import common  # noqa: F401,E402  (puts the repo on sys.path)
 import numpy as np
 import pandas as pd
 
-import common  # noqa: F401,E402  (puts the repo on sys.path)
 from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.sampling.list_files import write_triplet_list
 

@@ -9,6 +9,7 @@ So the data path only moves uint8 pixels and nothing else resizes images.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -124,3 +125,20 @@ def build_model(settings: ModelSettings) -> EmbeddingNet:
 def settings_dict(settings: ModelSettings) -> dict:
     """Plain dict for checkpoints and reports."""
     return asdict(settings)
+
+
+def network_from_checkpoint(state: Mapping[str, Any], expected: ModelSettings, device: torch.device,
+                            what: str) -> EmbeddingNet:
+    """The network saved in ``state``, on ``device`` in channels-last layout.
+
+    Raises :class:`ConfigError` when the current ``[model]`` settings (``expected``)
+    differ from those ``what`` (e.g. "epoch 3 of experiment 'demo'") was trained
+    with: the same folder would otherwise mix two networks.
+    """
+    settings = ModelSettings(**state["model_settings"])
+    if settings != expected:
+        raise ConfigError(f"[model] settings differ from those {what} was trained with ({state['model_settings']}); "
+                          "restore them or use a new --experiment name")
+    net = build_model(settings)
+    net.load_state_dict(state["model"])
+    return net.to(device, memory_format=torch.channels_last)

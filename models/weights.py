@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 from models.embedding_net import EmbeddingNet
-from pipeline.training.checkpoint import safe_load
+from pipeline.checkpoint import safe_load
 from pipeline.errors import ConfigError, PipelineError, WeightsUnavailableError
 from pipeline.settings import setting
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from pipeline.errors import CorruptArtifactError
 
-
 _EPOCH = re.compile(r"^epoch=(\d+)$")
 _METRICS = re.compile(r"^epoch=(\d+)\..+$")
 _EPOCHS = re.compile(r"^epochs=(\d+)$")

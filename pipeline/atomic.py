@@ -19,9 +19,9 @@ what to do, with nothing left under the final name and no temporary behind.
 from __future__ import annotations
 
 import contextlib
-import glob
 import ctypes
 import errno
+import glob
 import os
 import secrets
 import shutil

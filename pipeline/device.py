@@ -36,7 +36,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     except RuntimeError:
         raise ConfigError(f"[compute] device = {name!r} is not a torch device; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"[compute] device = {name!r} but this machine has no CUDA GPU; use --compute-device auto or cpu")
+        raise ConfigError(f"[compute] device = {name!r} but this machine has no CUDA GPU; "
+                          "use --compute-device auto or cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"[compute] device = {name!r} but this machine has {torch.cuda.device_count()} GPU(s); "
                           "use cuda:0 .. cuda:N-1 or auto")

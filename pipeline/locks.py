@@ -13,7 +13,6 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-
 from typing import Iterator
 
 from pipeline.atomic import write_error

@@ -17,12 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import paths
-from pipeline.errors import PipelineError
 from pipeline.data.indexing import IndexSettings
-from pipeline.data.pixel_store import SKIPPED_FILE, SUMMARY_FILE, read_index
-from pipeline.settings import significant
-from pipeline.sampling.mining_summary import summarize_triplets
+from pipeline.data.pixel_store import read_index
+from pipeline.errors import PipelineError
+from pipeline.paths import DATASET_SUMMARY_FILE as SUMMARY_FILE
+from pipeline.paths import SKIPPED_FILE
 from pipeline.sampling.list_files import read_triplet_meta, read_triplets
+from pipeline.sampling.mining_summary import summarize_triplets
+from pipeline.settings import significant
 
 
 def triplet_report(triplets: pd.DataFrame, index: pd.DataFrame, *, margin: float = 1.0, sample: int = 8,

@@ -9,16 +9,13 @@ first with its own settings, e.g. ``RunAll --experiment semihard
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import luigi
 
 from pipeline import paths
 from pipeline.evaluation.evaluate import ValidationSettings
-from pipeline.reporting import plot_compare, write_compare
-from pipeline.reporting.inputs import metrics_table, stage_times
-from pipeline.training.epoch import epoch_seconds
+from pipeline.reporting.experiment_report import build_comparison
 from tasks.config import artifacts, epochs_param
 from tasks.output_writing import log, single_writer, temporary_dir
 
@@ -52,16 +49,8 @@ class Compare(luigi.Task):
 
     @single_writer
     def run(self) -> None:
-        tables, times = {}, {}
-        for name, outs in self.input().items():
-            tables[name] = metrics_table([Path(o["metrics"].path) for o in outs])
-            entries = []
-            for i, o in enumerate(outs):
-                if i > 0:
-                    entries.append((f"TrainEpoch({i})", epoch_seconds(o["train"].path)))
-                entries.append((f"ValidateEpoch({i})", json.loads(Path(o["metrics"].path).read_text()).get("seconds")))
-            times[name] = stage_times(entries)
+        experiments = {name: ([Path(o["metrics"].path) for o in outs], [Path(o["train"].path) for o in outs])
+                       for name, outs in self.input().items()}
         with temporary_dir(self.output()) as tmp:
-            fig = plot_compare(tables, tmp / "compare.png", k=self.k)
-            write_compare(tmp, tables, times, fig, k=self.k)
-        log.info("comparison: %s", Path(self.output().path) / paths.REPORT_HTML)
+            page = build_comparison(tmp, experiments, k=self.k)
+        log.info("comparison: %s", Path(self.output().path) / page)

@@ -13,6 +13,7 @@ import luigi
 from pipeline.atomic import atomic_path, remove_stale_temporaries
 from pipeline.locks import exclusive_lock, lock_file
 from tasks.config import artifacts
+from tasks.config_keys import check_config_keys
 
 log = logging.getLogger("luigi-interface")
 
@@ -30,7 +31,8 @@ def temporary_dir(target: luigi.LocalTarget) -> Iterator[Path]:
 
 
 def single_writer(run: Callable[[luigi.Task], None]) -> Callable[[luigi.Task], None]:
-    """Decorate a task's ``run()`` so one process at a time builds its output.
+    """Decorate a task's ``run()`` so one process at a time builds its output, and only
+    under a configuration whose keys are all settings (:mod:`tasks.config_keys`).
 
     Two runs of one experiment with separate (local) schedulers would otherwise
     build the same outputs side by side. The second now waits for the first,
@@ -40,6 +42,7 @@ def single_writer(run: Callable[[luigi.Task], None]) -> Callable[[luigi.Task], N
 
     @functools.wraps(run)
     def locked(task: luigi.Task) -> None:
+        check_config_keys()
         with exclusive_lock(lock_file(task.output().path, artifacts().root), what=str(task)) as waited:
             if waited and task.complete():
                 log.info("%s was completed by another process meanwhile", task)

@@ -7,6 +7,7 @@ from pathlib import Path
 from pipeline import paths
 from pipeline.experiment_config import check_recorded, record_or_check
 from tasks.config import artifacts
+from tasks.config_keys import check_config_keys
 
 
 class RecordedSettings:
@@ -21,7 +22,9 @@ class RecordedSettings:
         return paths.config_file(artifacts().root, self.experiment)
 
     def check_settings(self) -> None:
-        """Raise :class:`ConfigError` if the current settings contradict the experiment's record."""
+        """Raise :class:`ConfigError` if the configuration has keys that are not settings, or if
+        the current settings contradict the experiment's record."""
+        check_config_keys()
         check_recorded(self.config_path(), self.recorded_settings(), self.experiment)
 
     def record_settings(self) -> None:

@@ -8,9 +8,9 @@ from typing import Callable
 
 import luigi
 import luigi.configuration
-import pytest
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from pipeline.data.indexing import IndexSettings, build_index

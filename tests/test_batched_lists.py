@@ -13,12 +13,12 @@ import torch
 
 from models.embedding_net import build_model
 from pipeline.errors import ConfigError
-from pipeline.training.losses import all_triplet_losses, reduce_losses
 from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.sampling.batched import BatchOptions, compose_batches
-from pipeline.training.steps import batch_steps
 from pipeline.training.loop import train_one_epoch
+from pipeline.training.losses import all_triplet_losses, reduce_losses
 from pipeline.training.optimization import TrainSettings, make_optimizer
+from pipeline.training.steps import batch_steps
 from tests.test_training import CPU, SMALL
 
 MARGIN = 1.0

@@ -18,7 +18,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from tests.conftest import fast_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -111,6 +111,23 @@ def test_invalid_setting_value_exits_non_zero_naming_the_setting(tmp_path, tiny_
     assert_failed(outcome, "[TrainEpoch] lr = -1.0")
 
 
+def test_invalid_choice_exits_non_zero_naming_the_setting_and_choices(tmp_path, tiny_imagenet):
+    config = write_overrides(tmp_path, overrides(tmp_path, tiny_imagenet))
+    outcome = luigi_cli(["RunAll", "--TrainEpoch-optimizer", "rmsprop"], config)
+    assert_failed(outcome, "[TrainEpoch] optimizer = 'rmsprop'; use one of sgd, adam")
+
+
+@pytest.mark.parametrize("section, key, hint", [
+    ("TrainEpoch", "margin", "moved to [loss] margin"),  # where the margin lived before [loss]
+    ("TripletList", "pool_sise", "not a setting of [TripletList]"),
+])
+def test_a_key_that_is_not_a_setting_is_refused_before_anything_runs(tmp_path, tiny_imagenet, section, key, hint):
+    config = write_overrides(tmp_path, overrides(tmp_path, tiny_imagenet, **{section: {key: 2}}))
+    outcome = luigi_cli(["RunAll"], config)
+    assert_failed(outcome, f"[{section}] {key}: {hint}", code="scheduling_error")
+    assert not (tmp_path / "artifacts" / "test").exists()
+
+
 def test_unparsable_setting_value_exits_non_zero(tmp_path, tiny_imagenet):
     config = write_overrides(tmp_path, overrides(tmp_path, tiny_imagenet))
     outcome = luigi_cli(["RunAll", "--TrainEpoch-lr", "fast"], config)

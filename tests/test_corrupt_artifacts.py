@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import artifact_damage, paths
-from pipeline.embedding.embed import MANIFEST, load_embeddings, read_manifest, write_shards
-from pipeline.errors import CorruptArtifactError, PipelineError
 from pipeline.data.indexing import IndexSettings, build_index
 from pipeline.data.pixel_store import INDEX_FILE, STORE_FILE, create_store, open_store, read_index
+from pipeline.embedding.embed import MANIFEST, load_embeddings, read_manifest, write_shards
+from pipeline.errors import CorruptArtifactError, PipelineError
 from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.sampling.list_files import PART, read_triplet_meta, read_triplets, triplet_ids, write_triplet_list
 from tests.datagen import corrupt_file

@@ -12,10 +12,10 @@ from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from models.embedding_net import ModelSettings, build_model
+from pipeline.checkpoint import load_checkpoint
 from pipeline.data.batches import to_float
-from pipeline.training.checkpoint import load_checkpoint
-from pipeline.embedding.embed import embed_images, load_embeddings, read_manifest, write_shards
 from pipeline.data.pixel_store import open_store, read_index
+from pipeline.embedding.embed import embed_images, load_embeddings, read_manifest, write_shards
 from tests.conftest import build
 
 MODEL = ModelSettings(arch="resnet18", width=8, embedding_dim=8, stem="small-s2")  # fast_config's [model]

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.checkpoint import load_checkpoint
 from pipeline.embedding.embed import load_embeddings
 from tests.conftest import fast_config
 from tests.test_cli_failures import assert_failed, luigi_cli, write_overrides

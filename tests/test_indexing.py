@@ -20,9 +20,9 @@ from luigi.execution_summary import LuigiStatusCode
 
 import pipeline.data.indexing
 import tasks
+from pipeline.data.indexing import IndexSettings, build_index
 from pipeline.data.sources.decode import decode_image
 from pipeline.errors import BadImageError, DatasetLayoutError, PipelineError
-from pipeline.data.indexing import IndexSettings, build_index
 from tests.conftest import build, fast_config
 from tests.datagen import TINY_IMAGENET_WORDS, corrupt_file, make_image_folder, make_tiny_imagenet, tiny_imagenet_wnids
 

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.knn import knn_search
 from pipeline.evaluation.metrics import (
     lone_queries,
     map_at_r,
@@ -19,6 +18,7 @@ from pipeline.evaluation.metrics import (
     retrieval_metrics,
     triplet_precision,
 )
+from pipeline.knn import knn_search
 
 # Query 0 (class 1, R=3): hits at ranks 1 and 3 of the first 3; query 1 (class 2, R=2): hit at rank 2 only.
 NEIGHBORS = np.array([[1, 0, 1, 1], [0, 2, 0, 2]])

@@ -4,7 +4,6 @@ the pipeline level and through the partial-checkpoint files."""
 
 from __future__ import annotations
 
-
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,9 @@ import pytest
 import torch
 
 from models.embedding_net import build_model
-from pipeline.training.partial import fingerprint, load_partial, partial_path, remove_partial, save_partial
 from pipeline.training.loop import EpochProgress, PartialSaves, train_one_epoch
 from pipeline.training.optimization import TrainSettings, make_optimizer
+from pipeline.training.partial import fingerprint, load_partial, partial_path, remove_partial, save_partial
 from tests.test_training import CPU, SMALL, uniform_triplets
 
 SETTINGS = TrainSettings(batch_size=16, lr=0.05, weight_decay=1e-4)
@@ -114,20 +113,20 @@ def test_a_diverged_model_is_never_saved_as_complete(fashion):
 
 def test_old_checkpoints_are_refused_then_upgraded_by_the_command(tmp_path):
     """A checkpoint with a pickled numpy RNG state (as earlier versions wrote) is refused, and
-    `python -m pipeline.training.checkpoint upgrade` makes it loadable with weights_only=True."""
+    `python -m pipeline.checkpoint upgrade` makes it loadable with weights_only=True."""
     import subprocess
     import sys
 
-    from pipeline.training.checkpoint import load_checkpoint
+    from pipeline.checkpoint import load_checkpoint
     from pipeline.errors import PipelineError
 
     net, opt = fresh()
     path = tmp_path / "train" / "epoch=001" / "checkpoint.pt"
     path.parent.mkdir(parents=True)
     torch.save({"model": net.state_dict(), "epoch": 1, "rng": {"numpy": np.random.get_state()}}, path)
-    with pytest.raises(PipelineError, match="python -m pipeline.training.checkpoint upgrade"):
+    with pytest.raises(PipelineError, match="python -m pipeline.checkpoint upgrade"):
         load_checkpoint(path)
-    done = subprocess.run([sys.executable, "-m", "pipeline.training.checkpoint", "upgrade", str(path)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "pipeline.checkpoint", "upgrade", str(path)], capture_output=True,
                           text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert "dropped rng" in done.stdout

@@ -18,7 +18,7 @@ import torch
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.checkpoint import load_checkpoint
 from tests.conftest import build, fast_config
 
 

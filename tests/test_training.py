@@ -18,8 +18,8 @@ from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from models.embedding_net import ModelSettings, build_model
+from pipeline.checkpoint import load_checkpoint
 from pipeline.data.batches import AugmentSettings
-from pipeline.training.checkpoint import load_checkpoint
 from pipeline.errors import TrainingError
 from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.training.loop import STEP_LOG_COLUMNS, train_one_epoch

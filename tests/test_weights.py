@@ -16,7 +16,7 @@ from luigi.execution_summary import LuigiStatusCode
 import tasks
 from models.embedding_net import ModelSettings, build_model
 from models.weights import apply_weights, cached_weights_file
-from pipeline.training.checkpoint import load_checkpoint
+from pipeline.checkpoint import load_checkpoint
 from pipeline.errors import ConfigError, WeightsUnavailableError
 from tests.conftest import build, fast_config
 

@@ -16,9 +16,9 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from pipeline.settings import setting
-from pipeline.errors import ConfigError
 from pipeline.data.pixel_store import gather
+from pipeline.errors import ConfigError
+from pipeline.settings import setting
 
 
 @dataclass(frozen=True)

@@ -19,15 +19,16 @@ import torch
 import torch.nn.functional as F
 from dask.diagnostics import ProgressBar
 
+from pipeline.data.pixel_store import INDEX_FILE, STORE_FILE, create_store
 from pipeline.data.sources.decode import decode_image
 from pipeline.data.sources.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, EMBEDDED_DIR, ArraySplit, load_fashion_mnist
 from pipeline.data.sources.image_folder import list_image_folder
 from pipeline.data.sources.listing import SourceListing
 from pipeline.data.sources.tiny_imagenet import list_tiny_imagenet
 from pipeline.errors import BadImageError, ConfigError
-from pipeline.paths import check_name
+from pipeline.paths import DATASET_SUMMARY_FILE as SUMMARY_FILE
+from pipeline.paths import SKIPPED_FILE, check_name
 from pipeline.settings import check, setting
-from pipeline.data.pixel_store import INDEX_FILE, SKIPPED_FILE, STORE_FILE, SUMMARY_FILE, create_store
 
 SOURCES = ("embedded", "fashion-mnist", "tiny-imagenet", "image-folder")
 NATIVE_SIZE = {"embedded": 28, "fashion-mnist": 28, "tiny-imagenet": 64, "image-folder": 64}

@@ -15,12 +15,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline.errors import DatasetLayoutError
 from pipeline.artifact_damage import corrupt_artifact, is_damage
+from pipeline.errors import DatasetLayoutError
 from pipeline.paths import DATASET_INDEX_FILE as INDEX_FILE
-from pipeline.paths import DATASET_SUMMARY_FILE as SUMMARY_FILE
 from pipeline.paths import PIXEL_STORE_FILE as STORE_FILE
-from pipeline.paths import SKIPPED_FILE
 
 
 def create_store(path: str | Path, n: int, size: int, channels: int = 3) -> np.memmap:

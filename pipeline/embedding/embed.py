@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pipeline.artifact_damage import corrupt_artifact, is_damage
 from pipeline.data.batches import iterate_batches, to_float
 from pipeline.device import autocast
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.artifact_damage import corrupt_artifact, is_damage
 from pipeline.paths import EMBEDDING_MANIFEST as MANIFEST
 from pipeline.paths import embedding_shard
 

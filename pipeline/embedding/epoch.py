@@ -8,12 +8,11 @@ from pathlib import Path
 
 import torch
 
-from models.embedding_net import ModelSettings
+from models.embedding_net import ModelSettings, network_from_checkpoint
+from pipeline.checkpoint import load_checkpoint
 from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import embed_images, write_shards
 from pipeline.settings import setting
-from pipeline.training.checkpoint import load_checkpoint
-from pipeline.training.state import network_from_checkpoint
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,20 @@ so the learned numbers can be judged against "no learning at all"."""
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from pipeline.atomic import write_text_atomic
+from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import Embeddings
+from pipeline.evaluation.evaluate import ValidationSettings, evaluate
 from pipeline.settings import setting
 
 
@@ -21,7 +27,8 @@ class BaselineSettings:
     max_size: int = setting(32, "pixels are area-downsampled to at most this size", minimum=1)
 
 
-def pixel_vectors(store: np.ndarray, image_ids: np.ndarray, max_size: int = BaselineSettings.max_size, chunk: int = 4096) -> np.ndarray:
+def pixel_vectors(store: np.ndarray, image_ids: np.ndarray, max_size: int = BaselineSettings.max_size,
+                  chunk: int = 4096) -> np.ndarray:
     """Flattened float32 pixels in [0, 1], area-downsampled to at most ``max_size``
     pixels a side (raw 64x64x3 vectors would cost 5 GB at Tiny ImageNet scale)."""
     h = store.shape[1]
@@ -35,8 +42,22 @@ def pixel_vectors(store: np.ndarray, image_ids: np.ndarray, max_size: int = Base
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
-def pixel_embeddings(store: np.ndarray, index: pd.DataFrame, split: str, max_size: int = BaselineSettings.max_size) -> Embeddings:
+def pixel_embeddings(store: np.ndarray, index: pd.DataFrame, split: str,
+                     max_size: int = BaselineSettings.max_size) -> Embeddings:
     """Raw-pixel "embeddings" of one split, aligned like :func:`load_embeddings`."""
     part = index[index["split"] == split].sort_values("image_id")
     ids = part["image_id"].to_numpy(np.int64)
     return Embeddings(ids, part["label"].to_numpy(np.int64), pixel_vectors(store, ids, max_size))
+
+
+def pixel_baseline(dataset_dir: str | Path, out_file: str | Path, settings: BaselineSettings,
+                   validation: ValidationSettings) -> dict:
+    """Evaluate raw pixels of ``dataset_dir`` as embeddings and write the metrics JSON to ``out_file``."""
+    started = time.perf_counter()
+    store, index = open_store(dataset_dir), read_index(dataset_dir, ["image_id", "split", "label"])
+    train = pixel_embeddings(store, index, "train", settings.max_size)
+    val = pixel_embeddings(store, index, "val", settings.max_size)
+    metrics, _, _ = evaluate(train, val, validation)
+    metrics = {**metrics, "max_size": settings.max_size, "seconds": round(time.perf_counter() - started, 3)}
+    write_text_atomic(out_file, json.dumps(metrics, indent=2))
+    return metrics

@@ -12,9 +12,6 @@ import pandas as pd
 
 from pipeline.embedding.embed import Embeddings
 from pipeline.errors import ConfigError
-from pipeline.knn import BACKENDS, knn_search
-from pipeline.seeds import evaluation_rng
-from pipeline.settings import check, setting
 from pipeline.evaluation.metrics import (
     lone_queries,
     per_class_precision,
@@ -22,8 +19,11 @@ from pipeline.evaluation.metrics import (
     retrieval_metrics,
     triplet_precision,
 )
+from pipeline.knn import BACKENDS, knn_search
 from pipeline.sampling.class_members import ClassMembers
 from pipeline.sampling.uniform import uniform_negatives, uniform_positives
+from pipeline.seeds import evaluation_rng
+from pipeline.settings import check, setting
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,8 @@ def evaluate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -
     metrics = {f"{name}_val": value for name, value in val_scores.items()}
 
     n_train = min(settings.train_queries, len(train.vectors))
-    rows = np.sort(evaluation_rng(settings.seed, "train_queries").choice(len(train.vectors), size=n_train, replace=False))
+    drawn = evaluation_rng(settings.seed, "train_queries").choice(len(train.vectors), size=n_train, replace=False)
+    rows = np.sort(drawn)
     sample = Embeddings(train.image_ids[rows], train.labels[rows], train.vectors[rows])
     train_scores, _ = retrieval_scores(sample, train, k=k, backend=settings.knn_backend, exclude=rows)
     metrics.update({f"{name}_train": value for name, value in train_scores.items()})

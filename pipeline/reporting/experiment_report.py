@@ -1,4 +1,4 @@
-"""An experiment's report folder, built from its saved artifacts only."""
+"""An experiment's report folder, and the comparison of experiments, built from saved artifacts only."""
 
 from __future__ import annotations
 
@@ -6,19 +6,27 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 
 from pipeline import paths
-from pipeline.data.pixel_store import SUMMARY_FILE, open_store, read_index
+from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import read_manifest
 from pipeline.evaluation.metric_names import precision_key
 from pipeline.reporting.captions import ACCURACY, FARTHEST_NEIGHBORS, LOSS, NEAREST_NEIGHBORS
-from pipeline.reporting.curves import plot_accuracy_by_epoch, plot_loss_by_epoch
+from pipeline.reporting.compare_page import write_compare
+from pipeline.reporting.curves import plot_accuracy_by_epoch, plot_compare, plot_loss_by_epoch
 from pipeline.reporting.image_grids import plot_neighbor_grid
-from pipeline.reporting.inputs import (collapse_notes, metric_values, metrics_table, neighbor_grid_inputs, stage_times,
-                                       step_logs, training_summary)
+from pipeline.reporting.inputs import (
+    collapse_notes,
+    metric_values,
+    metrics_table,
+    neighbor_grid_inputs,
+    stage_times,
+    step_logs,
+    training_summary,
+)
 from pipeline.reporting.report_page import write_report
 from pipeline.sampling.list_files import read_triplet_meta
 from pipeline.training.epoch import epoch_seconds
@@ -43,7 +51,7 @@ def _json(path: Path) -> dict:
 
 def stage_seconds(inputs: ReportInputs) -> list[tuple[str, float | None]]:
     """``(stage, seconds)`` of every task behind the report, from what each recorded."""
-    entries = [("IndexDataset", _json(inputs.dataset_dir / SUMMARY_FILE)["seconds"]),
+    entries = [("IndexDataset", _json(inputs.dataset_dir / paths.DATASET_SUMMARY_FILE)["seconds"]),
                ("PixelBaseline", _json(inputs.baseline_file).get("seconds"))]
     for i, (metrics, train, emb) in enumerate(zip(inputs.metrics_files, inputs.train_dirs, inputs.embedding_dirs)):
         triplets = inputs.triplet_dirs[i]
@@ -77,4 +85,25 @@ def build_report(out_dir: Path, experiment: str, inputs: ReportInputs, *, k: int
     times = stage_seconds(inputs) + [("Report", time.perf_counter() - started)]
     written = write_report(out_dir, experiment, metrics, figures, baseline, _json(inputs.config_file),
                            stage_times(times), collapse_notes(steps), k=k, training=training_summary(steps))
+    return Path(written["html"].name)
+
+
+def build_comparison(out_dir: Path, experiments: Mapping[str, tuple[Sequence[Path], Sequence[Path]]], *,
+                     k: int) -> Path:
+    """The side-by-side page of finished experiments, into ``out_dir`` (a temporary folder).
+
+    ``experiments`` maps a name to its ``(metrics_files, train_dirs)`` for epochs
+    0..N. Returns the HTML page's name.
+    """
+    tables, times = {}, {}
+    for name, (metrics_files, train_dirs) in experiments.items():
+        tables[name] = metrics_table(list(metrics_files))
+        entries: list[tuple[str, float | None]] = []
+        for i, (metrics, train) in enumerate(zip(metrics_files, train_dirs)):
+            if i > 0:
+                entries.append((f"TrainEpoch({i})", epoch_seconds(train)))
+            entries.append((f"ValidateEpoch({i})", _json(metrics).get("seconds")))
+        times[name] = stage_times(entries)
+    figure = plot_compare(tables, out_dir / "compare.png", k=k)
+    written = write_compare(out_dir, tables, times, figure, k=k)
     return Path(written["html"].name)

@@ -5,11 +5,13 @@ holds the dataclasses whose :func:`~pipeline.settings.setting` fields are the
 ``[TripletList]`` settings.
 """
 
-from pipeline.sampling import uniform  # noqa: F401  (registers "uniform")
-from pipeline.sampling import semihard  # noqa: F401  (registers "semihard")
-from pipeline.sampling import hard  # noqa: F401  (registers "hard")
-from pipeline.sampling import mixed  # noqa: F401  (registers "mixed")
-from pipeline.sampling import batched  # noqa: F401  (registers "batched")
+from pipeline.sampling import (
+    batched,  # noqa: F401  (registers "batched")
+    hard,  # noqa: F401  (registers "hard")
+    mixed,  # noqa: F401  (registers "mixed")
+    semihard,  # noqa: F401  (registers "semihard")
+    uniform,  # noqa: F401  (registers "uniform")
+)
 from pipeline.sampling.base import SamplingContext, TripletBlock, TripletStrategy
 from pipeline.sampling.batch_options import BatchOptions
 from pipeline.sampling.class_members import ClassMembers

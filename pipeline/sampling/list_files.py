@@ -15,10 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.errors import PipelineError
 from pipeline.artifact_damage import corrupt_artifact, is_damage
+from pipeline.errors import PipelineError
 from pipeline.paths import TRIPLET_LIST_FILE as PART
-from pipeline.training.steps import StepBatch, batch_steps, triplet_steps
 
 META_KEY = b"deep_ranking"
 
@@ -94,19 +93,12 @@ def triplet_ids(triplet_dir: str | Path) -> np.ndarray:
     return _ids(_read(path, list(_ID_COLUMNS)), path)
 
 
-def training_steps(triplet_dir: str | Path, batch_size: int) -> tuple[list[StepBatch], np.ndarray]:
-    """The steps ``TrainEpoch`` takes over one epoch's list, and the array that identifies them.
+def read_list(triplet_dir: str | Path) -> tuple[pa.Table, np.ndarray]:
+    """The whole list in one read, and its ``(T, 3)`` int64 (query, positive, negative) ids.
 
-    A batch-structured list (with a ``batch`` column) gives one step per batch;
-    a plain list, steps of ``batch_size`` rows (:mod:`pipeline.training.steps`).
-    The second value (ids, plus batch numbers when present) fingerprints the list
-    for partial checkpoints.
+    Raises :class:`~pipeline.errors.CorruptArtifactError` if the file is
+    damaged, naming it and the task that rebuilds it.
     """
     path = _part(triplet_dir)
-    t = _read(path, None)  # one read: ids, and the batch columns where the list has them
-    ids = _ids(t, path)
-    if "batch" not in t.column_names:
-        return triplet_steps(ids, batch_size), ids
-    batch = t["batch"].to_numpy()
-    steps = batch_steps(batch, ids, t["query_label"].to_numpy(), t["negative_label"].to_numpy())
-    return steps, np.column_stack([ids, batch])
+    table = _read(path, None)
+    return table, _ids(table, path)

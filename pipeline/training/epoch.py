@@ -16,19 +16,25 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 import torch
 
-from models.embedding_net import ModelSettings
+from models.embedding_net import ModelSettings, network_from_checkpoint
 from pipeline import paths
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.data.batches import AugmentSettings
 from pipeline.data.pixel_store import open_store
-from pipeline.sampling.list_files import training_steps
 from pipeline.seeds import training_epoch_seed
-from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.training.loop import PartialSaves, train_one_epoch
 from pipeline.training.losses import LossSettings
 from pipeline.training.optimization import TrainSettings, make_lr_scheduler, make_optimizer
-from pipeline.training.partial import (PartialSaveSettings, fingerprint, load_partial, partial_path, remove_partial,
-                                       save_partial)
-from pipeline.training.state import checkpoint_state, lr_scheduler_state, network_from_checkpoint
+from pipeline.training.partial import (
+    PartialSaveSettings,
+    fingerprint,
+    load_partial,
+    partial_path,
+    remove_partial,
+    save_partial,
+)
+from pipeline.training.state import checkpoint_state, lr_scheduler_state
+from pipeline.training.steps import training_steps
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.training.checkpoint import load_checkpoint, save_checkpoint
 from pipeline import paths
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.settings import setting
 from pipeline.training.loop import EpochProgress

@@ -16,7 +16,6 @@ import torch
 
 from models.embedding_net import EmbeddingNet, ModelSettings, build_model
 from models.weights import WeightSettings, apply_weights
-from pipeline.errors import ConfigError
 from pipeline.seeds import initial_network_seed
 from pipeline.training.optimization import TrainSettings, make_lr_scheduler, make_optimizer
 
@@ -47,20 +46,3 @@ def initial_state(model_settings: ModelSettings, weights: WeightSettings, train:
 def lr_scheduler_state(state: Mapping[str, Any]) -> dict[str, Any]:
     """The learning-rate schedule of a checkpoint (``scheduler`` in checkpoints before it was renamed)."""
     return state["lr_scheduler"] if "lr_scheduler" in state else state["scheduler"]
-
-
-def network_from_checkpoint(state: Mapping[str, Any], expected: ModelSettings, device: torch.device,
-                            what: str) -> EmbeddingNet:
-    """The network saved in ``state``, on ``device`` in channels-last layout.
-
-    Raises :class:`ConfigError` when the current ``[model]`` settings (``expected``)
-    differ from those ``what`` (e.g. "epoch 3 of experiment 'demo'") was trained
-    with: the same folder would otherwise mix two networks.
-    """
-    settings = ModelSettings(**state["model_settings"])
-    if settings != expected:
-        raise ConfigError(f"[model] settings differ from those {what} was trained with ({state['model_settings']}); "
-                          "restore them or use a new --experiment name")
-    net = build_model(settings)
-    net.load_state_dict(state["model"])
-    return net.to(device, memory_format=torch.channels_last)

@@ -10,10 +10,12 @@ of the batch is forwarded once and the triplets index into them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import ConfigError
+from pipeline.sampling.list_files import read_list
 
 
 @dataclass(frozen=True)
@@ -73,3 +75,18 @@ def batch_steps(batch: np.ndarray, triplets: np.ndarray, query_labels: np.ndarra
         steps.append(StepBatch(images=images, labels=labels, anchors=local[:, 0], positives=local[:, 1],
                                negatives=local[:, 2]))
     return steps
+
+
+def training_steps(triplet_dir: str | Path, batch_size: int) -> tuple[list[StepBatch], np.ndarray]:
+    """The steps an epoch takes over its saved list, and the array that identifies them.
+
+    A batch-structured list (with a ``batch`` column) gives one step per batch;
+    a plain list, steps of ``batch_size`` rows. The second value (ids, plus batch
+    numbers when present) fingerprints the list for partial checkpoints.
+    """
+    table, ids = read_list(triplet_dir)
+    if "batch" not in table.column_names:
+        return triplet_steps(ids, batch_size), ids
+    batch = table["batch"].to_numpy()
+    steps = batch_steps(batch, ids, table["query_label"].to_numpy(), table["negative_label"].to_numpy())
+    return steps, np.column_stack([ids, batch])

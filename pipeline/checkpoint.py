@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
+from pipeline.artifact_damage import corrupt_artifact, rebuild_hint
 from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
-from pipeline.artifact_damage import corrupt_artifact, rebuild_hint
 
 _PLAIN = (str, int, float, bool, type(None))
 
@@ -83,7 +83,7 @@ def safe_load(path: str | Path, what: str, fix: str) -> Any:
             raise PipelineError(
                 f"{what} {path} holds Python objects other than tensors and plain containers; loading it would "
                 "run arbitrary code from the file, so it is refused. If you trust the file (e.g. a checkpoint of an "
-                f"earlier version of this pipeline), convert it once: python -m pipeline.training.checkpoint upgrade {path}"
+                f"earlier version of this pipeline), convert it once: python -m pipeline.checkpoint upgrade {path}"
             ) from exc
         raise PipelineError(f"{what} {path} is damaged ({exc}); {fix}") from exc
     except FileNotFoundError as exc:
@@ -134,10 +134,10 @@ def upgrade(path: str | Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m pipeline.training.checkpoint upgrade FILE...``: see :func:`upgrade`."""
+    """``python -m pipeline.checkpoint upgrade FILE...``: see :func:`upgrade`."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.training.checkpoint", description=upgrade.__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m pipeline.checkpoint", description=upgrade.__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("upgrade", help="rewrite trusted files so they load with weights_only=True")
     up.add_argument("files", nargs="+", type=Path)
