@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import CorruptArtifactError
+from pipeline.paths import validation_files
 
 _EPOCH = re.compile(r"^epoch=(\d+)$")
 _METRICS = re.compile(r"^epoch=(\d+)\..+$")
 _EPOCHS = re.compile(r"^epochs=(\d+)$")
 # The per-epoch folders of an experiment and the task that writes each.
-_EPOCH_TASKS = {"triplets": "TripletList", "train": "TrainEpoch", "embeddings": "EmbedEpoch"}
-
-
+_EPOCH_TASKS = {"triplets": "TripletList", "train": "TrainEpoch", "embeddings": "EmbedEpoch", "search": "SearchIndex"}
 @dataclass(frozen=True)
 class Producer:
     """The task that wrote an artifact and what to delete so that it runs again."""
@@ -50,9 +49,8 @@ def producer_of(path: str | Path) -> Producer | None:
             return Producer(_EPOCH_TASKS[name], ("--epoch", str(int(m.group(1))), "--experiment", parts[i - 1]),
                             (base / child,))
         if i >= 1 and name == "metrics" and (m := _METRICS.match(child)):
-            stem = f"epoch={m.group(1)}"
             # The JSON marks the epoch validated; its Parquet sidecars are rewritten with it.
-            files = (base / f"{stem}.json", base / f"{stem}.per_class.parquet", base / f"{stem}.neighbors.parquet")
+            files = validation_files(base / f"epoch={m.group(1)}.json")
             return Producer("ValidateEpoch", ("--epoch", str(int(m.group(1))), "--experiment", parts[i - 1]), files)
         if i >= 1 and name == "report" and (m := _EPOCHS.match(child)):
             return Producer("Report", ("--epochs", str(int(m.group(1))), "--experiment", parts[i - 1]),

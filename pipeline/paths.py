@@ -7,7 +7,8 @@
     <root>/<experiment>/triplets/epoch=NNN/part-00000.parquet
     <root>/<experiment>/train/epoch=NNN/  checkpoint.pt, steps.parquet
     <root>/<experiment>/embeddings/epoch=NNN/  part-*.parquet, manifest.json
-    <root>/<experiment>/metrics/epoch=NNN.json (+ .per_class.parquet, .neighbors.parquet)
+    <root>/<experiment>/metrics/epoch=NNN.json (+ .per_class, .neighbors, .queries, .confusion .parquet)
+    <root>/<experiment>/search/epoch=NNN/  index.faiss, items.parquet, meta.json
     <root>/<experiment>/report/epochs=NNN/ index.html, summary.md, *.png
     <root>/compare/<a>--<b>/epochs=NNN/   index.html, summary.md, compare.png
 """
@@ -33,6 +34,11 @@ DATASET_INDEX_FILE = "index.parquet"
 PIXEL_STORE_FILE = "pixels.npy"
 SKIPPED_FILE = "skipped.parquet"
 DATASET_SUMMARY_FILE = "summary.json"
+SEARCH_INDEX_FILE = "index.faiss"
+SEARCH_ITEMS_FILE = "items.parquet"
+SEARCH_META_FILE = "meta.json"
+EXPORT_MODEL_FILE = "model.pt"
+EXPORT_PREPROCESSING_FILE = "preprocessing.json"
 REPORT_HTML = "index.html"
 REPORT_MARKDOWN = "summary.md"
 LOCKS_DIR = ".locks"
@@ -86,6 +92,11 @@ def embeddings_dir(root: str | Path, experiment: str, epoch: int) -> Path:
     return experiment_dir(root, experiment) / "embeddings" / epoch_dir(epoch)
 
 
+def search_dir(root: str | Path, experiment: str, epoch: int) -> Path:
+    """``<experiment>/search/epoch=NNN/``: the SearchIndex over that epoch's embeddings."""
+    return experiment_dir(root, experiment) / "search" / epoch_dir(epoch)
+
+
 def metrics_file(root: str | Path, experiment: str, epoch: int) -> Path:
     return experiment_dir(root, experiment) / "metrics" / f"{epoch_dir(epoch)}.json"
 
@@ -93,6 +104,18 @@ def metrics_file(root: str | Path, experiment: str, epoch: int) -> Path:
 def metrics_sidecar(metrics: Path, name: str) -> Path:
     """``metrics/epoch=NNN.json`` -> ``metrics/epoch=NNN.<name>.parquet``."""
     return metrics.with_name(f"{metrics.stem}.{name}.parquet")
+
+
+# The Parquet sidecars ValidateEpoch writes beside metrics/epoch=NNN.json (metrics_sidecar names):
+# per-class precision, the figure queries' neighbours, every query's precision and
+# neighbours, class-confusion counts.
+VALIDATION_SIDECARS = ("per_class", "neighbors", "queries", "confusion")
+
+
+def validation_files(metrics_file: str | Path) -> tuple[Path, ...]:
+    """Every file of one epoch's validation: ``metrics_file`` (the JSON) and its sidecars."""
+    metrics_file = Path(metrics_file)
+    return (metrics_file, *(metrics_sidecar(metrics_file, name) for name in VALIDATION_SIDECARS))
 
 
 def report_dir(root: str | Path, experiment: str, epochs: int) -> Path:

@@ -4,7 +4,8 @@
 
 Graph: IndexDataset -> TripletList(N) -> TrainEpoch(N) -> EmbedEpoch(N) ->
 ValidateEpoch(N) -> Report -> RunAll; TrainEpoch(N) also needs TrainEpoch(N-1),
-and a mined TripletList(N) needs EmbedEpoch(N-1).
+and a mined TripletList(N) needs EmbedEpoch(N-1). SearchIndex(N) indexes
+EmbedEpoch(N) for ``python -m pipeline.search`` and ``python -m pipeline.serve``.
 """
 
 from tasks.compare import Compare, ExperimentEpochOutputs
@@ -13,6 +14,7 @@ from tasks.index_dataset import IndexDataset
 from tasks.pixel_baseline import PixelBaseline
 from tasks.report import Report
 from tasks.run_all import RunAll
+from tasks.search_index import SearchIndex
 from tasks.validate_epoch import ValidateEpoch, ValidateEpochs
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "PixelBaseline",
     "Report",
     "RunAll",
+    "SearchIndex",
     "TrainEpoch",
     "TripletList",
     "ValidateEpoch",

@@ -5,9 +5,12 @@
 
 Writes ``metrics/epoch=NNN.json`` (precision@k on validation and on a seeded
 training sample, precision@1/@10, R-precision, MAP@R, triplet precision) beside
-``epoch=NNN.per_class.parquet`` and ``epoch=NNN.neighbors.parquet`` (the figure
-queries' nearest and farthest training images). The JSON is written last, so
-its presence means the epoch's validation is complete.
+four Parquet sidecars: ``epoch=NNN.per_class.parquet``, ``epoch=NNN.neighbors.parquet``
+(the figure queries' nearest and farthest training images), ``epoch=NNN.queries.parquet``
+(every validation query's precision@k and nearest training images) and
+``epoch=NNN.confusion.parquet`` (which classes appear among each class's
+neighbours). The JSON is written last, so its presence means the epoch's
+validation is complete.
 """
 
 from __future__ import annotations

@@ -321,7 +321,8 @@ def test_missing_triplet_list(triplets):
      ["demo/train/epoch=000"]),
     ("demo/metrics/epoch=004.per_class.parquet", "ValidateEpoch", "ValidateEpoch --epoch 4 --experiment demo",
      ["demo/metrics/epoch=004.json", "demo/metrics/epoch=004.per_class.parquet",
-      "demo/metrics/epoch=004.neighbors.parquet"]),
+      "demo/metrics/epoch=004.neighbors.parquet", "demo/metrics/epoch=004.queries.parquet",
+      "demo/metrics/epoch=004.confusion.parquet"]),
     ("demo/report/epochs=006/index.html", "Report", "Report --epochs 6 --experiment demo", ["demo/report/epochs=006"]),
 ])
 def test_producer_of(tmp_path, rel, task, rerun, delete):

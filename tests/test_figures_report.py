@@ -110,6 +110,9 @@ class Panel:
     frame: str  # colour of the left spine
     images: list[np.ndarray]
     cmaps: list[str]
+    xlabel: str
+    xticks: list[str]
+    yticks: list[str]
 
 
 @dataclass
@@ -129,14 +132,16 @@ def _panel(ax) -> Panel:
         frame=to_hex(ax.spines["left"].get_edgecolor()),
         images=[np.asarray(im.get_array()) for im in ax.get_images()],
         cmaps=[im.get_cmap().name for im in ax.get_images()],
+        xlabel=ax.get_xlabel(),
+        xticks=[t.get_text() for t in ax.get_xticklabels()],
+        yticks=[t.get_text() for t in ax.get_yticklabels()],
     )
 
 
-@pytest.fixture
-def drawn(monkeypatch) -> list[Drawn]:
-    """Every figure drawn during the test, as it stood just before saving (saving clears it)."""
+def spy_on_saves(monkeypatch, modules) -> list[Drawn]:
+    """Every figure the ``modules`` save from now on, as it stood just before saving (saving clears it)."""
     captured: list[Drawn] = []
-    for module in (curves, image_grids):
+    for module in modules:
         real = module.save
 
         def spy(fig: Figure, out: Path, real=real) -> Path:
@@ -145,6 +150,12 @@ def drawn(monkeypatch) -> list[Drawn]:
 
         monkeypatch.setattr(module, "save", spy)
     return captured
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list[Drawn]:
+    """Every curve and image grid drawn during the test."""
+    return spy_on_saves(monkeypatch, (curves, image_grids))
 
 
 # ------------------------------------------------------------------------------------- curves

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import ConfigError
+from pipeline.evaluation.breakdown import per_class_precision
 from pipeline.evaluation.metrics import (
     lone_queries,
     map_at_r,
-    per_class_precision,
     precision_at_k,
     r_precision,
     relevant_counts,

@@ -1,20 +1,32 @@
 """Validation tasks: parallel ValidateEpochs equals a one-worker run, the metric
-files hold the documented keys, and the raw-pixel baseline beats chance."""
+files hold the documented keys, every query's record and the class confusion
+match a brute-force search, an epoch missing a sidecar is validated again, and
+the raw-pixel baseline beats chance."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from collections import Counter
 from pathlib import Path
 
 import luigi
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from pipeline.data.pixel_store import read_index
+from pipeline.embedding.embed import load_embeddings
+from pipeline.evaluation.breakdown import QUERIES_SCHEMA
 from tests.conftest import build, fast_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_section(cfg: dict) -> dict:
@@ -39,12 +51,15 @@ def trained(configure, tmp_path: Path, tiny_imagenet: Path) -> Path:
     return exp
 
 
-def read_metrics(exp: Path) -> dict[int, tuple[dict, pd.DataFrame, pd.DataFrame]]:
+def read_metrics(exp: Path) -> dict[int, tuple[dict, pd.DataFrame, pd.DataFrame, list[pd.DataFrame]]]:
+    """Per epoch: the JSON, the per-class and figure-neighbour sidecars, and the other sidecars."""
     out = {}
     for e in EPOCHS:
         base = exp / "metrics" / f"epoch={e:03d}"
         metrics = json.loads(base.with_suffix(".json").read_text())
-        out[e] = (metrics, pd.read_parquet(f"{base}.per_class.parquet"), pd.read_parquet(f"{base}.neighbors.parquet"))
+        others = [pd.read_parquet(f"{base}.{name}.parquet") for name in ("queries", "confusion")]
+        out[e] = (metrics, pd.read_parquet(f"{base}.per_class.parquet"), pd.read_parquet(f"{base}.neighbors.parquet"),
+                  others)
     return out
 
 
@@ -61,11 +76,13 @@ def test_parallel_validate_epochs_equals_one_worker(trained: Path):
     serial = read_metrics(trained)
 
     for e in EPOCHS:
-        (pm, pc, pn), (sm, sc, sn) = parallel[e], serial[e]
+        (pm, pc, pn, po), (sm, sc, sn, so) = parallel[e], serial[e]
         assert pm["epoch"] == e
         assert {k: v for k, v in pm.items() if k != "seconds"} == {k: v for k, v in sm.items() if k != "seconds"}
         pd.testing.assert_frame_equal(pc, sc)
         pd.testing.assert_frame_equal(pn, sn)
+        for p_frame, s_frame in zip(po, so):
+            pd.testing.assert_frame_equal(p_frame, s_frame)
     # Different epochs give different numbers (each task read its own epoch's embeddings).
     assert parallel[1][2]["distance"].tolist() != parallel[3][2]["distance"].tolist()
 
@@ -93,6 +110,22 @@ def test_validate_epoch_writes_the_documented_metrics(trained: Path, tmp_path: P
     train_ids = set(read_index(next((tmp_path / "artifacts" / "datasets").iterdir()))
                     .query("split == 'train'")["image_id"])
     assert set(neighbors["image_id"]) <= train_ids
+
+    # Every validation query's precision@30 and 3 (figure_k) nearest training ids, and the
+    # class confusion over the 30 nearest, as a brute-force search over the saved vectors finds them.
+    train = load_embeddings(trained / "embeddings" / "epoch=003", "train")
+    val = load_embeddings(trained / "embeddings" / "epoch=003", "val")
+    d = ((val.vectors[:, None, :].astype(np.float64) - train.vectors[None].astype(np.float64)) ** 2).sum(-1)
+    order = np.argsort(d, axis=1, kind="stable")
+    queries = pq.read_table(trained / "metrics" / "epoch=003.queries.parquet")
+    assert queries.schema.remove_metadata() == QUERIES_SCHEMA
+    queries = queries.to_pandas()
+    assert queries["image_id"].tolist() == val.image_ids.tolist() and queries["label"].tolist() == val.labels.tolist()
+    np.testing.assert_allclose(queries["precision"], (train.labels[order[:, :30]] == val.labels[:, None]).mean(1))
+    assert [list(n) for n in queries["neighbors"]] == train.image_ids[order[:, :3]].tolist()
+    confusion = pd.read_parquet(trained / "metrics" / "epoch=003.confusion.parquet")
+    expected = Counter((int(q), int(n)) for q, row in zip(val.labels, train.labels[order[:, :30]]) for n in row)
+    assert {(q, n): c for q, n, c in confusion.itertuples(index=False)} == dict(expected)
 
 
 def test_pixel_baseline_beats_chance(fast_pipeline, tmp_path: Path):
@@ -129,6 +162,38 @@ def test_validate_epoch_with_another_k_is_recomputed(fast_pipeline, tmp_path: Pa
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     metrics = json.loads((tmp_path / "artifacts" / "test" / "metrics" / "epoch=000.json").read_text())
     assert "precision_at_5_val" in metrics, sorted(metrics)
+
+
+def test_report_shows_failures_and_revalidates_an_epoch_missing_a_sidecar(configure, tmp_path: Path,
+                                                                          tiny_imagenet: Path):
+    cfg = fast_config(tmp_path, tiny_imagenet)
+    run_section(cfg)["epochs"] = 1
+    config = configure(cfg)
+    assert build([tasks.RunAll()]).status == LuigiStatusCode.SUCCESS
+    exp = tmp_path / "artifacts" / "test"
+    report = exp / "report" / "epochs=001"
+    page = (report / "index.html").read_text()
+    for heading in ("Worst queries", "Precision by class", "Class confusion"):
+        assert f"<h2>{heading}</h2>" in page, heading
+    assert (report / "worst_queries.png").is_file() and (report / "confusion.png").is_file()
+    assert "![worst queries](worst_queries.png)" in (report / "summary.md").read_text()
+    before = json.loads((exp / "metrics" / "epoch=001.json").read_text())
+
+    # As if epoch 1 was validated by a version that wrote fewer sidecars. The command runs
+    # in tmp_path, so only the test's luigi.cfg applies (not the repository's).
+    (exp / "metrics" / "epoch=001.queries.parquet").unlink()
+    env = dict(os.environ, PYTHONPATH=str(REPO), LUIGI_CONFIG_PATH=str(config), OMP_NUM_THREADS="1")
+    proc = subprocess.run([str(Path(sys.executable).parent / "luigi"), "--module", "tasks", "Report",
+                           "--local-scheduler"], cwd=tmp_path, env=env, timeout=300, check=False, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, errors="replace")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    summary = proc.stdout.split("===== Luigi Execution Summary =====", 1)[1]
+    assert "ran successfully:" in summary, summary
+    ran = summary.split("ran successfully:", 1)[1].split("\n\n", 1)[0]
+    assert "1 ValidateEpoch(" in ran and "1 Report(" in ran and "TrainEpoch" not in ran, summary
+    assert (exp / "metrics" / "epoch=001.queries.parquet").is_file()
+    after = json.loads((exp / "metrics" / "epoch=001.json").read_text())
+    assert {k: v for k, v in after.items() if k != "seconds"} == {k: v for k, v in before.items() if k != "seconds"}
 
 
 def test_report_is_rebuilt_when_validation_settings_change(fast_pipeline, tmp_path: Path):

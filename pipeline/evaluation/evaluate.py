@@ -1,5 +1,6 @@
 """Evaluate one epoch's embeddings: precision@k (the course's k = 30) and
-friends, computed from saved vectors only (no network, no images).
+friends, and where retrieval fails (per query, per class, class confusion),
+computed from saved vectors only (no network, no images).
 """
 
 from __future__ import annotations
@@ -9,16 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.embedding.embed import Embeddings
 from pipeline.errors import ConfigError
-from pipeline.evaluation.metrics import (
-    lone_queries,
-    per_class_precision,
-    required_neighbors,
-    retrieval_metrics,
-    triplet_precision,
-)
+from pipeline.evaluation.breakdown import confusion_counts, per_class_precision, query_precision, query_table
+from pipeline.evaluation.metrics import lone_queries, required_neighbors, retrieval_metrics, triplet_precision
 from pipeline.knn import BACKENDS, knn_search
 from pipeline.sampling.class_members import ClassMembers
 from pipeline.sampling.uniform import uniform_negatives, uniform_positives
@@ -48,16 +45,34 @@ class ValidationSettings:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One epoch's validation: what :func:`evaluate_epoch` returns, one field per output file."""
+
+    metrics: dict  # the metrics JSON's numbers
+    per_class: pd.DataFrame  # label, n_queries, precision_at_<k>
+    neighbors: pd.DataFrame  # the figure queries' nearest and farthest training images
+    queries: pa.Table  # every validation query: image_id, label, precision, neighbors (figure_k ids)
+    confusion: pd.DataFrame  # query_label, neighbor_label, count over the k nearest
+
+
 def retrieval_scores(queries: Embeddings, database: Embeddings, *, k: int, backend: str,
-                     exclude: np.ndarray | None = None) -> tuple[dict[str, float], np.ndarray]:
-    """Retrieval metrics of ``queries`` against ``database`` and the label matrix of neighbours."""
+                     exclude: np.ndarray | None = None,
+                     min_neighbors: int = 0) -> tuple[dict[str, float], np.ndarray]:
+    """Retrieval metrics of ``queries`` against ``database`` and the matrix of
+    neighbours (database rows, nearest first) they were computed from.
+
+    The matrix has at least ``min_neighbors`` columns when the database has that
+    many rows; the canonical order of :func:`knn_search` makes a longer search's
+    first columns those of a shorter one, so asking for more changes no metric.
+    """
     self_excluded = exclude is not None
     ks = tuple(sorted({1, 10, k}))
     need = required_neighbors(queries.labels, database.labels, ks=ks, self_excluded=self_excluded)
+    need = max(need, min(min_neighbors, len(database.labels) - int(self_excluded)))
     _, idx = knn_search(queries.vectors, database.vectors, need, exclude=exclude, backend=backend)
-    neighbor_labels = database.labels[idx]
-    return retrieval_metrics(neighbor_labels, queries.labels, database.labels, ks=ks,
-                             self_excluded=self_excluded), neighbor_labels
+    return retrieval_metrics(database.labels[idx], queries.labels, database.labels, ks=ks,
+                             self_excluded=self_excluded), idx
 
 
 def query_counts(split: str, queries: np.ndarray, database: np.ndarray, *, self_excluded: bool = False) -> dict[str, int]:
@@ -94,24 +109,35 @@ def figure_queries(val: Embeddings, n: int, seed: int) -> np.ndarray:
 
 
 def evaluate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    """Compute the epoch's metrics.
+    """``(metrics, per_class, neighbors)`` of :func:`evaluate_epoch`, for callers that need no more."""
+    result = evaluate_epoch(train, val, settings)
+    return result.metrics, result.per_class, result.neighbors
 
-    Returns ``(metrics, per_class, neighbors)``: the metric dict (keys
+
+def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSettings) -> Evaluation:
+    """Compute the epoch's metrics and where retrieval fails.
+
+    Returns an :class:`Evaluation`: the metric dict (keys
     ``precision_at_<k>_val``, ``precision_at_<k>_train`` (:mod:`pipeline.evaluation.metric_names`), ..., plus the counts
     of :func:`query_counts`: ``queries_val``/``queries_train`` are the queries
     the means are over, ``queries_val_excluded``/``queries_train_excluded``
     those left out because their class has no training image to find),
     per-class precision@k on validation (classes with no training image keep
-    their row with NaN precision, see :func:`pipeline.evaluation.metrics.per_class_precision`),
-    and the nearest/farthest training images of the figure queries (columns
-    ``query_id``, ``kind``, ``rank``, ``image_id``, ``distance``).
+    their row with NaN precision, see :func:`pipeline.evaluation.breakdown.per_class_precision`),
+    the nearest/farthest training images of the figure queries (columns
+    ``query_id``, ``kind``, ``rank``, ``image_id``, ``distance``), every
+    validation query's precision@k (NaN if lone) and ``figure_k`` nearest training
+    ids, and the class-confusion counts over the k nearest. The last two come
+    from the validation search the metrics use: no extra kNN search.
     """
     check(settings, "ValidateEpoch")
     if len(train.vectors) <= settings.k or len(val.vectors) == 0:
         raise ConfigError(f"validation needs more than k = {settings.k} training vectors and some validation "
                           f"vectors; got {len(train.vectors)} and {len(val.vectors)}")
     k = settings.k
-    val_scores, val_neighbors = retrieval_scores(val, train, k=k, backend=settings.knn_backend)
+    val_scores, val_idx = retrieval_scores(val, train, k=k, backend=settings.knn_backend,
+                                           min_neighbors=settings.figure_k)
+    val_neighbors = train.labels[val_idx]
     metrics = {f"{name}_val": value for name, value in val_scores.items()}
 
     n_train = min(settings.train_queries, len(train.vectors))
@@ -131,6 +157,10 @@ def evaluate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -
 
     per_class = per_class_precision(val_neighbors, val.labels, k, database_labels=train.labels)
     per_class = per_class.rename(columns={"precision_at_k": f"precision_at_{k}"})
+    queries = query_table(val.image_ids, val.labels,
+                          query_precision(val_neighbors, val.labels, k, database_labels=train.labels),
+                          train.image_ids[val_idx[:, : settings.figure_k]])
+    confusion = confusion_counts(val_neighbors, val.labels, k)
 
     fq = figure_queries(val, settings.figure_queries, settings.seed)
     frames = []
@@ -147,4 +177,4 @@ def evaluate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -
     metrics = {k_: float(v) for k_, v in metrics.items()}
     metrics.update(query_counts("val", val.labels, train.labels))
     metrics.update(query_counts("train", sample.labels, train.labels, self_excluded=True))
-    return metrics, per_class, pd.concat(frames, ignore_index=True)
+    return Evaluation(metrics, per_class, pd.concat(frames, ignore_index=True), queries, confusion)

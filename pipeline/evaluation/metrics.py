@@ -13,8 +13,8 @@ numbers are comparable with published deep-metric-learning results:
 Queries whose class has no other database item (R = 0, "lone" queries) have no
 defined R-precision or MAP@R; like pytorch-metric-learning we leave them out of
 every mean, precision@k included. :func:`lone_queries` marks them, so callers
-can count and report what was left out, and :func:`per_class_precision` gives
-their classes NaN rather than a misleading 0.
+can count and report what was left out, and the breakdowns of
+:mod:`pipeline.evaluation.breakdown` give them NaN rather than a misleading 0.
 
 Inputs are ``neighbor_labels`` ``(Q, K)``: the database labels of each query's
 neighbours, nearest first (``database_labels[indices]`` from
@@ -26,7 +26,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pandas as pd
 
 from pipeline.errors import ConfigError
 
@@ -166,39 +165,6 @@ def retrieval_metrics(
     metrics["r_precision"] = _mean(r_precision(neighbor_labels, query_labels, r))
     metrics["map_at_r"] = _mean(map_at_r(neighbor_labels, query_labels, r))
     return metrics
-
-
-def per_class_precision(
-    neighbor_labels: np.ndarray,
-    query_labels: np.ndarray,
-    k: int = 30,
-    *,
-    database_labels: np.ndarray | None = None,
-    self_excluded: bool = False,
-) -> pd.DataFrame:
-    """Mean precision@k per query class, to spot the classes the embedding confuses.
-
-    Returns a DataFrame with columns ``label``, ``n_queries``, ``precision_at_k``,
-    one row per query class in sorted label order.
-
-    When ``database_labels`` is given, classes whose queries are lone (see
-    :func:`lone_queries`; e.g. a validation class with no training image) keep
-    their row, with ``n_queries`` counting their queries, but get NaN as
-    precision: they are left out of :func:`retrieval_metrics`' means, and a
-    0 would read as "the embedding failed" when nothing could be retrieved.
-    Keeping the row (rather than dropping it) makes the gap visible in the
-    table; pandas' ``mean()`` skips the NaN, as the overall means do. Without
-    ``database_labels`` every class gets a number, lone or not.
-    """
-    per_query = precision_at_k(neighbor_labels, query_labels, k)
-    if database_labels is not None:
-        lone = lone_queries(query_labels, database_labels, self_excluded=self_excluded)
-        per_query = np.where(lone, np.nan, per_query)
-    frame = pd.DataFrame({"label": _labels(query_labels, "query_labels"), "precision_at_k": per_query})
-    grouped = frame.groupby("label", sort=True)["precision_at_k"]
-    return pd.DataFrame(
-        {"n_queries": grouped.size(), "precision_at_k": grouped.mean()}
-    ).reset_index()[["label", "n_queries", "precision_at_k"]]
 
 
 def triplet_precision(emb_q: np.ndarray, emb_p: np.ndarray, emb_n: np.ndarray) -> float:

@@ -7,13 +7,16 @@ is still shown, under its own name, rather than under a guessed description.
 
 from __future__ import annotations
 
-__all__ = ["ACCURACY", "COMPARISON", "FARTHEST_NEIGHBORS", "LOSS", "NEAREST_NEIGHBORS", "caption"]
+__all__ = ["ACCURACY", "COMPARISON", "CONFUSION", "FARTHEST_NEIGHBORS", "LOSS", "NEAREST_NEIGHBORS", "WORST_QUERIES",
+           "caption"]
 
 LOSS = "loss"
 ACCURACY = "accuracy"
 NEAREST_NEIGHBORS = "nearest neighbors"
 FARTHEST_NEIGHBORS = "farthest neighbors"
 COMPARISON = "comparison"
+WORST_QUERIES = "worst queries"
+CONFUSION = "class confusion"
 
 _NEIGHBORS = ("{which} training images to sample validation queries (one query per class), with their "
               "Euclidean distance; green frame: same class as the query, red: another class.")
@@ -25,6 +28,11 @@ _CAPTIONS = {
     NEAREST_NEIGHBORS: _NEIGHBORS.replace("{which}", "Nearest"),
     FARTHEST_NEIGHBORS: _NEIGHBORS.replace("{which}", "Farthest"),
     COMPARISON: "Validation precision@{k} by epoch for each experiment.",
+    WORST_QUERIES: ("The validation queries with the lowest precision@{k} (ties by image id), each beside its "
+                    "nearest training images; green frame: same class as the query, red: another class."),
+    CONFUSION: ("Share of each validation class's {k} nearest training images (row) that belong to each class "
+                "(column), on a square-root colour scale; the diagonal is the class's precision@{k}, dark cells "
+                "off it are classes taken for one another."),
 }
 
 

@@ -17,6 +17,7 @@ from pipeline.evaluation.metric_names import precision_key
 from pipeline.reporting.captions import ACCURACY, FARTHEST_NEIGHBORS, LOSS, NEAREST_NEIGHBORS
 from pipeline.reporting.compare_page import write_compare
 from pipeline.reporting.curves import plot_accuracy_by_epoch, plot_compare, plot_loss_by_epoch
+from pipeline.reporting.failure_report import failure_report
 from pipeline.reporting.image_grids import plot_neighbor_grid
 from pipeline.reporting.inputs import (
     collapse_notes,
@@ -70,7 +71,7 @@ def build_report(out_dir: Path, experiment: str, inputs: ReportInputs, *, k: int
     metrics = metrics_table(list(inputs.metrics_files))
     steps = step_logs([Path(t) / paths.STEP_LOG_FILE for t in inputs.train_dirs])
     baseline = metric_values(_json(inputs.baseline_file))
-    store, index = open_store(inputs.dataset_dir), read_index(inputs.dataset_dir, ["image_id", "class_name"])
+    store, index = open_store(inputs.dataset_dir), read_index(inputs.dataset_dir, ["image_id", "label", "class_name"])
     neighbors = pd.read_parquet(paths.metrics_sidecar(Path(inputs.metrics_files[-1]), "neighbors"))
     last_epoch = len(inputs.metrics_files) - 1
     figures = {
@@ -82,9 +83,13 @@ def build_report(out_dir: Path, experiment: str, inputs: ReportInputs, *, k: int
         figures[key] = plot_neighbor_grid(
             **neighbor_grid_inputs(neighbors, kind, store, index), out=out_dir / f"{kind}.png",
             title=f"{kind.capitalize()} training images to validation queries (epoch {last_epoch})")
+    failure_figures, failures = failure_report(Path(inputs.metrics_files[-1]), store, index, out_dir, k=k,
+                                               epoch=last_epoch)
+    figures.update(failure_figures)
     times = stage_seconds(inputs) + [("Report", time.perf_counter() - started)]
     written = write_report(out_dir, experiment, metrics, figures, baseline, _json(inputs.config_file),
-                           stage_times(times), collapse_notes(steps), k=k, training=training_summary(steps))
+                           stage_times(times), collapse_notes(steps), k=k, training=training_summary(steps),
+                           failures=failures)
     return Path(written["html"].name)
 
 

@@ -1,5 +1,6 @@
 """The report of one experiment: headline, notes, accuracy and training by
-epoch, figures, raw-pixel baseline, time per stage and resolved configuration.
+epoch, figures, where the model fails (worst queries, precision by class, class
+confusion), raw-pixel baseline, time per stage and resolved configuration.
 
 Built once as HTML (self-contained) and once as Markdown, section by section,
 from the same tables.
@@ -13,7 +14,9 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from pipeline.reporting.captions import CONFUSION, WORST_QUERIES
 from pipeline.reporting.course import COURSE_K, COURSE_TARGET, course_target_applies
+from pipeline.reporting.failure_tables import FailureTables
 from pipeline.reporting.headline import headline
 from pipeline.reporting.html_render import html_figure, html_headline, html_page, html_table
 from pipeline.reporting.markdown_render import md_escape, md_figure, md_headline, md_table
@@ -28,6 +31,33 @@ _TRAINING_NOTE = ("Images forwarded and triplets in the loss per epoch; a batch-
                   "distinct image of a batch once for all of its triplets.")
 _BASELINE_NOTE = "kNN on raw pixels, same queries and metrics."
 _EPOCH_0_NOTE = "Epoch 0 is the network before training;"
+# Figures shown in the failure sections rather than under "Figures".
+_FAILURE_FIGURES = (WORST_QUERIES, CONFUSION)
+
+
+def _failure_sections(failures: FailureTables, figures: Mapping[str, Path], k: int) -> tuple[list[str], list[str]]:
+    """HTML blocks and Markdown lines of the worst queries, precision by class and class confusion."""
+    worst = (f"Validation queries of epoch {failures.epoch} with the lowest precision@{k} (ties by image id; "
+             "queries whose class has no training image are left out).")
+    by_class = (f"Epoch {failures.epoch}, worst first; n/a: no training image of the class. The last column is the "
+                f"other class most frequent among the class's {k} nearest training images.")
+    confusion = (f"Epoch {failures.epoch}; rows: validation classes, columns: the classes of their {k} nearest "
+                 "training images. With many classes only some ticks are named; the table above lists every class.")
+    sections = [("Worst queries", worst, WORST_QUERIES, failures.worst),
+                ("Precision by class", by_class, None, failures.per_class),
+                ("Class confusion", confusion, CONFUSION, None)]
+    h: list[str] = []
+    m: list[str] = []
+    for heading, note, key, table in sections:
+        h += [f"<h2>{heading}</h2>", f'<p class="muted">{html.escape(note)}</p>']
+        m += [f"## {heading}", "", md_escape(note), ""]
+        if key in figures:
+            h.append(html_figure(key, Path(figures[key]), k))
+            m += [md_figure(key, Path(figures[key]), k), ""]
+        if table is not None:
+            h.append(html_table(table))
+            m += [md_table(table), ""]
+    return h, m
 
 
 def _epoch_time_line(stage_times: pd.DataFrame) -> str:
@@ -41,7 +71,7 @@ def render_report(experiment: str, metrics: pd.DataFrame, figures: Mapping[str, 
                   baseline: Mapping[str, Any], config: Mapping[str, Any],
                   stage_times: pd.DataFrame, notes: list[str] | None = None,
                   *, k: int = COURSE_K, target: float = COURSE_TARGET,
-                  training: pd.DataFrame | None = None) -> tuple[str, str]:
+                  training: pd.DataFrame | None = None, failures: FailureTables | None = None) -> tuple[str, str]:
     """Return ``(html, markdown)`` reporting one experiment.
 
     ``k`` is ``[ValidateEpoch] k``: the headline and captions speak of
@@ -50,7 +80,10 @@ def render_report(experiment: str, metrics: pd.DataFrame, figures: Mapping[str, 
     on ``config``, the experiment's ``config.json``). ``figures`` maps a key of
     :mod:`.captions` to a PNG path; the HTML embeds the file, the Markdown links
     to its bare file name. Notes (collapse warnings and the like) are listed
-    right under the headline so they are not missed.
+    right under the headline so they are not missed. ``failures`` adds the
+    sections of where the model fails, with the figures keyed
+    ``captions.WORST_QUERIES`` and ``captions.CONFUSION`` (shown there, not
+    under "Figures").
     """
     title = f"Deep ranking report: {experiment}"
     head = headline(metrics, baseline, k, target if course_target_applies(config, k) else None)
@@ -71,9 +104,14 @@ def render_report(experiment: str, metrics: pd.DataFrame, figures: Mapping[str, 
         h += ["<h2>Training by epoch</h2>", f'<p class="muted">{html.escape(_TRAINING_NOTE)}</p>',
               html_table(train)]
         m += ["## Training by epoch", "", md_escape(_TRAINING_NOTE), "", md_table(train), ""]
-    if figures:
-        h += ["<h2>Figures</h2>"] + [html_figure(key, Path(p), k) for key, p in figures.items()]
-        m += ["## Figures", ""] + [md_figure(key, Path(p), k) + "\n" for key, p in figures.items()]
+    general = {key: p for key, p in figures.items() if failures is None or key not in _FAILURE_FIGURES}
+    if general:
+        h += ["<h2>Figures</h2>"] + [html_figure(key, Path(p), k) for key, p in general.items()]
+        m += ["## Figures", ""] + [md_figure(key, Path(p), k) + "\n" for key, p in general.items()]
+    if failures is not None:
+        fh, fm = _failure_sections(failures, figures, k)
+        h += fh
+        m += fm
     base = baseline_table(metrics, baseline, k)
     h += ["<h2>Raw-pixel baseline</h2>", f'<p class="muted">{_BASELINE_NOTE}</p>', html_table(base)]
     m += ["## Raw-pixel baseline", "", _BASELINE_NOTE, "", md_table(base), ""]
@@ -94,7 +132,8 @@ def write_report(out_dir: Path, experiment: str, metrics: pd.DataFrame,
                  figures: Mapping[str, Path], baseline: Mapping[str, Any],
                  config: Mapping[str, Any], stage_times: pd.DataFrame,
                  notes: list[str] | None = None, *, k: int = COURSE_K,
-                 target: float = COURSE_TARGET, training: pd.DataFrame | None = None) -> dict[str, Path]:
+                 target: float = COURSE_TARGET, training: pd.DataFrame | None = None,
+                 failures: FailureTables | None = None) -> dict[str, Path]:
     """Write ``index.html`` and ``summary.md`` of :func:`render_report` into ``out_dir`` atomically.
 
     Figures outside ``out_dir`` are copied in first. Returns
@@ -104,5 +143,5 @@ def write_report(out_dir: Path, experiment: str, metrics: pd.DataFrame,
     out_dir.mkdir(parents=True, exist_ok=True)
     placed = place_figures(out_dir, figures)
     page, summary = render_report(experiment, metrics, placed, baseline, config, stage_times, notes,
-                                  k=k, target=target, training=training)
+                                  k=k, target=target, training=training, failures=failures)
     return write_pages(out_dir, page, summary)

@@ -1,0 +1,130 @@
+"""Find what a search needs on disk (the epoch's index, its checkpoint, its dataset),
+or say exactly what is missing and the command that makes it."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import paths
+from pipeline.errors import ConfigError, DatasetLayoutError, PipelineError
+from pipeline.settings import significant
+
+_EPOCH = re.compile(r"^epoch=(\d+)$")
+
+
+class SearchUnavailableError(PipelineError):
+    """The experiment, epoch or search index asked for does not exist (yet)."""
+
+
+@dataclass(frozen=True)
+class SearchArtifacts:
+    """The folders and files one epoch's search reads."""
+
+    search_dir: Path
+    checkpoint: Path
+
+
+def _epochs(folder: Path, marker: str) -> list[int]:
+    """Epoch numbers of the ``epoch=NNN`` subfolders of ``folder`` that hold ``marker``."""
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in folder.iterdir()
+                  if (m := _EPOCH.match(p.name)) and (p / marker).is_file())
+
+
+def trained_epochs(root: str | Path, experiment: str) -> list[int]:
+    """Epochs of ``experiment`` that have a checkpoint."""
+    return _epochs(paths.experiment_dir(root, experiment) / "train", paths.CHECKPOINT_FILE)
+
+
+def indexed_epochs(root: str | Path, experiment: str) -> list[int]:
+    """Epochs of ``experiment`` that have a (complete) search index."""
+    return _epochs(paths.experiment_dir(root, experiment) / "search", paths.SEARCH_META_FILE)
+
+
+def describe_epochs(epochs: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``; ``[]`` -> ``"none"``."""
+    if not epochs:
+        return "none"
+    runs: list[str] = []
+    start = prev = epochs[0]
+    for e in [*epochs[1:], None]:
+        if e is not None and e == prev + 1:
+            prev = e
+            continue
+        runs.append(str(start) if start == prev else f"{start}-{prev}")
+        if e is not None:
+            start = prev = e
+    return ", ".join(runs)
+
+
+def index_command(experiment: str, epoch: int) -> str:
+    """The command that trains (if needed), embeds and indexes ``epoch``."""
+    return f"luigi --module tasks SearchIndex --experiment {experiment} --epoch {epoch} --local-scheduler"
+
+
+def locate(root: str | Path, experiment: str, epoch: int) -> SearchArtifacts:
+    """The search folder and checkpoint of ``epoch``; raise :class:`SearchUnavailableError`
+    naming what is missing (experiment, trained epoch or index) and how to make it."""
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ConfigError(f"epoch = {epoch!r}; use a trained epoch number (0 = the initial network)")
+    exp = paths.experiment_dir(root, experiment)
+    if not exp.is_dir():
+        base = Path(root)
+        found = sorted(p.name for p in base.iterdir() if (p / "train").is_dir()) if base.is_dir() else []
+        raise SearchUnavailableError(
+            f"experiment {experiment!r} does not exist under {base} (experiments there: {', '.join(found) or 'none'}); "
+            f"name an existing one, or train it with `luigi --module tasks RunAll --experiment {experiment} "
+            "--local-scheduler`")
+    checkpoint = paths.train_dir(root, experiment, epoch) / paths.CHECKPOINT_FILE
+    folder = paths.search_dir(root, experiment, epoch)
+    if not checkpoint.is_file():
+        raise SearchUnavailableError(
+            f"epoch {epoch} of experiment {experiment!r} is not trained (no {checkpoint}; trained epochs: "
+            f"{describe_epochs(trained_epochs(root, experiment))}); train and index it with `{index_command(experiment, epoch)}`")
+    if not (folder / paths.SEARCH_META_FILE).is_file():
+        raise SearchUnavailableError(
+            f"epoch {epoch} of experiment {experiment!r} has no search index (no {folder}; indexed epochs: "
+            f"{describe_epochs(indexed_epochs(root, experiment))}); build it with `{index_command(experiment, epoch)}`")
+    return SearchArtifacts(search_dir=folder, checkpoint=checkpoint)
+
+
+def dataset_folder(root: str | Path, experiment: str, meta: Mapping[str, Any]) -> Path:
+    """The indexed dataset the search index was built from.
+
+    ``meta["dataset_dir"]`` is absolute; when the artifacts folder has moved since,
+    the same dataset is looked up under ``root`` from the experiment's recorded
+    ``[dataset]`` settings (``config.json``).
+    """
+    recorded = Path(meta["dataset_dir"])
+    if recorded.is_dir():
+        return recorded
+    moved = _recorded_dataset(root, experiment)
+    if moved is not None and moved.is_dir():
+        return moved
+    raise DatasetLayoutError(f"the dataset {recorded} that the search index was built from is missing; rebuild it "
+                             "with `luigi --module tasks IndexDataset --local-scheduler` under the experiment's "
+                             "[dataset] settings")
+
+
+def _recorded_dataset(root: str | Path, experiment: str) -> Path | None:
+    """The dataset folder under ``root`` named by the experiment's ``config.json``, if it records one."""
+    try:
+        dataset = json.loads(paths.config_file(root, experiment).read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(dataset, dict):
+        return None
+    # Imported here: indexing pulls in torch and dask, which the command's input checks do without.
+    from pipeline.data.indexing import IndexSettings
+
+    known = significant(IndexSettings())
+    try:
+        return paths.dataset_dir(root, IndexSettings(**{k: v for k, v in dataset.items() if k in known}).key())
+    except (ConfigError, TypeError):
+        return None
