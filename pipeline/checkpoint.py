@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,24 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
         tmp.write_bytes(buffer.getbuffer())
 
 
+class UntrustedFileError(PipelineError):
+    """A torch file that would need full unpickling (arbitrary code) to load."""
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """A ``torch.save`` file: a zip archive, or a legacy one that starts as a pickle.
+
+    Random or overwritten bytes also fail the weights-only loader; they are damage,
+    not a file that needs full unpickling.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return zipfile.is_zipfile(path) or head[:1] == b"\x80"
+
+
 def safe_load(path: str | Path, what: str, fix: str) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, with errors a user can act on.
 
@@ -79,17 +98,19 @@ def safe_load(path: str | Path, what: str, fix: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc):
-            raise PipelineError(
+        if "weights_only" in str(exc) and _looks_like_torch_file(path):
+            raise UntrustedFileError(
                 f"{what} {path} holds Python objects other than tensors and plain containers; loading it would "
                 "run arbitrary code from the file, so it is refused. If you trust the file (e.g. a checkpoint of an "
                 f"earlier version of this pipeline), convert it once: python -m pipeline.checkpoint upgrade {path}"
             ) from exc
+        if "weights_only" in str(exc):  # torch's long advice is about trusted pickles, not damage
+            raise PipelineError(f"{what} {path} is damaged (its bytes are not a file torch.save wrote); {fix}") from exc
         raise PipelineError(f"{what} {path} is damaged ({exc}); {fix}") from exc
     except FileNotFoundError as exc:
         raise PipelineError(f"{what} {path} does not exist; {fix}") from exc
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
-        raise PipelineError(f"{what} {path} cannot be read ({exc}); {fix}") from exc
+    except Exception as exc:  # noqa: BLE001  (overwritten bytes fail in the unpickler in many ways: KeyError, ...)
+        raise PipelineError(f"{what} {path} cannot be read ({type(exc).__name__}: {exc}); {fix}") from exc
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -100,10 +121,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         state = safe_load(path, "checkpoint", rebuild_hint(path))
+    except UntrustedFileError:
+        raise
     except PipelineError as exc:
-        if isinstance(exc.__cause__, pickle.UnpicklingError) and "weights_only" in str(exc.__cause__):
-            raise
-        raise corrupt_artifact(path, str(exc.__cause__ or exc)) from exc
+        raise corrupt_artifact(path, str(exc.__cause__ or exc) if "weights_only" not in str(exc.__cause__)
+                               else "its bytes are not a file torch.save wrote") from exc
     if not isinstance(state, dict) or "model" not in state:
         raise corrupt_artifact(path, "not one of this pipeline's checkpoints: no 'model' entry")
     return state

@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from pipeline import artifact_damage, paths
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.data.indexing import IndexSettings, build_index
 from pipeline.data.pixel_store import INDEX_FILE, STORE_FILE, create_store, open_store, read_index
 from pipeline.embedding.embed import MANIFEST, load_embeddings, read_manifest, write_shards
@@ -339,3 +341,32 @@ def test_producer_of(tmp_path, rel, task, rerun, delete):
 def test_producer_of_an_unknown_file(tmp_path):
     assert artifact_damage.producer_of(tmp_path / "notes.txt") is None
     assert str(tmp_path / "notes.txt") in artifact_damage.rebuild_hint(tmp_path / "notes.txt")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint(root: Path) -> Path:
+    path = paths.train_dir(root, EXPERIMENT, 3) / paths.CHECKPOINT_FILE
+    path.parent.mkdir(parents=True)
+    save_checkpoint(path, {"model": {"w": torch.arange(64.0)}, "epoch": 3})
+    return path
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zero", "garbage"])
+def test_damaged_checkpoint(tmp_path, damage):
+    path = _checkpoint(tmp_path)
+    corrupt_file(path, damage)
+    with pytest.raises(CorruptArtifactError, match=r"TrainEpoch --epoch 3 --experiment test"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_bytes_in_a_checkpoint_are_damage_not_an_untrusted_file(tmp_path, seed):
+    # Overwritten bytes trip the unpickler in many ways (KeyError, IndexError,
+    # UnpicklingError...); each must read as damage with the rebuild command.
+    path = _checkpoint(tmp_path)
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(CorruptArtifactError) as caught:
+        load_checkpoint(path)
+    assert "TrainEpoch --epoch 3" in str(caught.value) and "upgrade" not in str(caught.value)

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.pixel_store import gather
+from pipeline.training.loop import collapsed_tail
 
 
 def metric_values(record: dict) -> dict:
@@ -50,8 +51,8 @@ def collapse_notes(steps: pd.DataFrame) -> list[str]:
     """A note for every epoch whose last tenth of steps was flagged as collapsed."""
     notes = []
     for epoch, part in steps.groupby("epoch") if len(steps) else []:
-        tail = part.tail(max(1, len(part) // 10))
-        if bool(tail["collapsed"].all()):
+        tail = collapsed_tail(part)
+        if tail is not None:
             notes.append(f"epoch {epoch}: embedding collapse (mean distance {tail['mean_distance'].mean():.2e}, "
                          f"loss {tail['loss'].mean():.3f}); the network maps images to nearly one point")
     return notes

@@ -190,13 +190,22 @@ def _step_losses(z: torch.Tensor, step: StepBatch, loss: LossSettings,
     return listed_triplet_losses(z, *index, margin=loss.margin, squared=loss.squared)
 
 
+def collapsed_tail(step_log: pd.DataFrame) -> pd.DataFrame | None:
+    """The last tenth of one epoch's steps if every one of them was flagged collapsed, else None.
+
+    The one rule both the training warning and the report's note apply.
+    """
+    if step_log.empty:
+        return None
+    tail = step_log.tail(max(1, len(step_log) // 10))
+    return tail if bool(tail["collapsed"].all()) else None
+
+
 def warn_if_collapsed(step_log: pd.DataFrame, epoch: int) -> bool:
     """Warn when the embedding collapsed (distances ~0, loss stuck at the margin)
     over the last tenth of the epoch; returns whether it did."""
-    if step_log.empty:
-        return False
-    tail = step_log.tail(max(1, len(step_log) // 10))
-    collapsed = bool(tail["collapsed"].all())
+    tail = collapsed_tail(step_log)
+    collapsed = tail is not None
     if collapsed:
         log.warning(
             "epoch %d: embedding collapse: mean distance %.2e with loss %.4f at the margin; "
