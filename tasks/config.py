@@ -1,5 +1,5 @@
 """Shared configuration sections of ``luigi.cfg``: ``[artifacts]``, ``[run]``,
-``[model]``, ``[loss]`` and ``[compute]``.
+``[model]``, ``[loss]``, ``[compute]`` and ``[dask]``.
 
 Each section's settings are declared once, on a dataclass in :mod:`pipeline` or
 :mod:`models`; see :mod:`tasks.parameters`. Settings that belong to one task
@@ -12,6 +12,7 @@ import luigi
 
 from models.embedding_net import ModelSettings
 from models.weights import WeightSettings
+from pipeline.dask_cluster import DaskSettings
 from pipeline.device import ComputeSettings
 from pipeline.experiment_config import RunSettings
 from pipeline.training.losses import LossSettings
@@ -61,6 +62,15 @@ class compute(luigi.Config):  # noqa: N801
 
     def settings(self) -> ComputeSettings:
         return settings_of(self, ComputeSettings)
+
+
+@settings_parameters(DaskSettings)
+class dask(luigi.Config):  # noqa: N801
+    """``[dask] address``: the cluster IndexDataset decoding and TripletList class blocks run on
+    (run-only). ``--dask-address local:2`` on the command line."""
+
+    def settings(self) -> DaskSettings:
+        return settings_of(self, DaskSettings)
 
 
 class RunSeed:

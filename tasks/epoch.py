@@ -9,7 +9,8 @@ They live together because they recurse through the epochs:
 ``EmbedEpoch(N-1)``, which embeds with ``TrainEpoch(N-1)``.
 
 - ``TripletList``: ``[TripletList]`` settings; margin from ``[loss]``, seed from
-  ``[run]``. Writes ``triplets/epoch=NNN/part-00000.parquet``; see it with
+  ``[run]``; a plain list's class blocks run on ``[dask] address`` when it is set.
+  Writes ``triplets/epoch=NNN/part-00000.parquet``; see it with
   ``python -m pipeline.show triplets --epoch 2``.
 - ``TrainEpoch``: ``[TrainEpoch]`` (optimiser, batch size, augmentation, partial
   checkpoints), ``[loss]`` and ``[model]``; epoch 0 saves the initial network.
@@ -34,11 +35,13 @@ from pathlib import Path
 import luigi
 
 from pipeline import paths
+from pipeline.dask_cluster import dask_client, parse_address
 from pipeline.data.batches import AugmentSettings
 from pipeline.device import start_compute
 from pipeline.embedding.epoch import EmbedSettings, embed_epoch
 from pipeline.errors import ConfigError
 from pipeline.sampling import SETTINGS_CLASSES, BatchOptions, ListSettings, MinedOptions, TripletStrategy, get_strategy
+from pipeline.sampling.driver import runs_on_dask
 from pipeline.sampling.epoch_list import sample_epoch_list
 from pipeline.settings import significant
 from pipeline.training.epoch import EpochSettings, finish_epoch, train_epoch, write_epoch
@@ -47,6 +50,7 @@ from pipeline.training.optimization import TrainSettings
 from pipeline.training.partial import PartialSaveSettings
 from pipeline.training.state import initial_state
 from tasks.config import RunSeed, artifacts, compute, experiment_param, loss, model
+from tasks.config import dask as dask_section
 from tasks.index_dataset import IndexDataset
 from tasks.output_writing import log, single_writer, temporary_dir
 from tasks.parameters import settings_of, settings_parameters
@@ -94,10 +98,15 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
     def run(self) -> None:
         self.record_settings()
         embeddings = self.input().get("embeddings")
-        with temporary_dir(self.output()) as tmp:
+        strategy = self.sampling_strategy()
+        address = dask_section().settings().address
+        parse_address(address)  # a malformed address is refused even where no cluster is needed
+        # A batched list is sampled whole, in this process: no cluster to start for it.
+        with dask_client(address if runs_on_dask(strategy) else "") as client, temporary_dir(self.output()) as tmp:
             meta = sample_epoch_list(self.input()["index"].path, embeddings.path if embeddings else None, tmp,
-                                     self.sampling_strategy(), self.list_settings(), epoch=self.epoch, seed=self.seed,
-                                     margin=loss().settings().margin, recorded=self.sampling_settings())
+                                     strategy, self.list_settings(), epoch=self.epoch, seed=self.seed,
+                                     margin=loss().settings().margin, recorded=self.sampling_settings(),
+                                     client=client)
         log.info("triplet list for epoch %d: %d rows (%s) in %.1fs", self.epoch, meta["rows"], meta["strategy"],
                  meta["seconds"])
 

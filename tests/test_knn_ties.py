@@ -161,3 +161,71 @@ def test_exact_squared_does_not_depend_on_the_batch():
     np.testing.assert_array_equal(together, alone)
     np.testing.assert_array_equal(together, broadcast)
     np.testing.assert_allclose(together, ((queries.astype(np.float64) - rows) ** 2).sum(1), rtol=1e-14)
+
+
+def test_distinct_merges_only_identical_vectors_among_the_given_rows():
+    # Rows 0..5 share one key, as +v and -v do for a query at the origin: a merge by
+    # key alone would give them one distance source; only bit-identical rows may merge.
+    rng = np.random.default_rng(12)
+    v, w = rng.standard_normal((2, 8)).astype(np.float32)
+    vectors = np.array([v, -v, v, -v, v, w, w, v], dtype=np.float32)
+    rows = np.array([0, 1, 2, 3, 4, 6, 7])  # row 5 not given: it must not be a source
+    approx = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 1.0])
+    ids, first = Database(vectors, farthest=False).distinct(rows, approx)
+    np.testing.assert_array_equal(vectors[first[ids]], vectors[rows])
+    assert set(first) <= set(rows)
+    # The copies of v (the key run's first row) merge; -v, though tied, stays apart
+    # from them (its copies may stay unmerged: that only costs a distance).
+    assert ids[0] == ids[2] == ids[4] == ids[6]
+    assert ids[1] != ids[0] and ids[3] != ids[0] and ids[5] not in ids[:5]
+
+
+def test_collapsed_groups_with_equidistant_distinct_vectors(monkeypatch):
+    # The query at the origin sees +v and -v (each repeated) at exactly one distance:
+    # ranking per distinct vector must still keep every row's own index order.
+    monkeypatch.setattr(limits, "DEDUPLICATE_ABOVE", 4)
+    deduplications = calls(monkeypatch, Database, "distinct")
+    rng = np.random.default_rng(13)
+    v = rng.standard_normal(8).astype(np.float32)
+    database = np.vstack([np.tile(v, (20, 1)), np.tile(-v, (20, 1)), 3 * rng.standard_normal((20, 8))])
+    database = database[rng.permutation(60)].astype(np.float32)
+    queries = np.vstack([np.zeros(8), v, rng.standard_normal(8)]).astype(np.float32)
+    for backend in ["torch"] + (["faiss"] if importlib.util.find_spec("faiss") else []):
+        for farthest in (False, True):
+            _, idx = knn_search(queries, database, 30, farthest=farthest, backend=backend)
+            _, ref_idx, _ = reference(queries, database, 30, farthest)
+            np.testing.assert_array_equal(idx, ref_idx)
+    assert deduplications
+
+
+@pytest.mark.skipif(importlib.util.find_spec("faiss") is None, reason="faiss not installed")
+def test_faiss_nearest_search_copies_no_database(monkeypatch):
+    import faiss
+
+    def refuse(*args):
+        raise AssertionError("IndexFlatL2 copies the database")
+
+    monkeypatch.setattr(faiss, "IndexFlatL2", refuse)
+    queries, database = np.ones((2, 4), dtype=np.float32), np.arange(20, dtype=np.float32).reshape(5, 4)
+    _, idx = knn_search(queries, database, 2, backend="faiss")
+    np.testing.assert_array_equal(idx, [[0, 1], [0, 1]])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_spare_candidates_grow_with_k(monkeypatch, backend):
+    # Crowded distances at the k-th place (one far row widens the error bound to ~140
+    # rows' worth): a fixed handful of spares cannot pass the near-tie and every query
+    # is rescanned; spares in proportion to k do, with the same canonical answer.
+    rng = np.random.default_rng(14)
+    database = rng.uniform(-1, 1, (20_000, 2)).astype(np.float32)
+    database[0] = 30.0
+    queries = rng.uniform(-0.2, 0.2, (6, 2)).astype(np.float32)
+    _, ref_idx, _ = reference(queries, database, 2000)
+    rescans = calls(monkeypatch, canonical, "rescan")
+    answers = []
+    for fraction in (0.0, 0.25):
+        monkeypatch.setattr(limits, "EXTRA_FRACTION", fraction)
+        rescans.clear()
+        answers.append(knn_search(queries, database, 2000, backend=backend)[1])
+        np.testing.assert_array_equal(answers[-1], ref_idx)
+        assert bool(rescans) == (fraction == 0.0)

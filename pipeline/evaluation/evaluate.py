@@ -14,8 +14,9 @@ import pyarrow as pa
 
 from pipeline.embedding.embed import Embeddings
 from pipeline.errors import ConfigError
+from pipeline.evaluation.bounded import bounded_retrieval
 from pipeline.evaluation.breakdown import confusion_counts, per_class_precision, query_precision, query_table
-from pipeline.evaluation.metrics import lone_queries, required_neighbors, retrieval_metrics, triplet_precision
+from pipeline.evaluation.metrics import lone_queries, triplet_precision
 from pipeline.knn import BACKENDS, knn_search
 from pipeline.sampling.class_members import ClassMembers
 from pipeline.sampling.uniform import uniform_negatives, uniform_positives
@@ -59,20 +60,22 @@ class Evaluation:
 def retrieval_scores(queries: Embeddings, database: Embeddings, *, k: int, backend: str,
                      exclude: np.ndarray | None = None,
                      min_neighbors: int = 0) -> tuple[dict[str, float], np.ndarray]:
-    """Retrieval metrics of ``queries`` against ``database`` and the matrix of
-    neighbours (database rows, nearest first) they were computed from.
+    """Retrieval metrics of ``queries`` against ``database`` and each query's nearest
+    database rows (nearest first) from the same search.
 
-    The matrix has at least ``min_neighbors`` columns when the database has that
-    many rows; the canonical order of :func:`knn_search` makes a longer search's
-    first columns those of a shorter one, so asking for more changes no metric.
+    The metrics need each query's R neighbours (R = its class's size in the
+    database); they are computed one block of queries at a time
+    (:func:`pipeline.evaluation.bounded.bounded_retrieval`), so only the returned
+    columns are held for every query: ``max(k, min_neighbors)`` of them, fewer
+    only when the database is smaller. ``min_neighbors`` may widen the search,
+    which changes no metric: the canonical order of :func:`knn_search` makes a
+    longer search's first columns those of a shorter one.
     """
-    self_excluded = exclude is not None
     ks = tuple(sorted({1, 10, k}))
-    need = required_neighbors(queries.labels, database.labels, ks=ks, self_excluded=self_excluded)
-    need = max(need, min(min_neighbors, len(database.labels) - int(self_excluded)))
-    _, idx = knn_search(queries.vectors, database.vectors, need, exclude=exclude, backend=backend)
-    return retrieval_metrics(database.labels[idx], queries.labels, database.labels, ks=ks,
-                             self_excluded=self_excluded), idx
+    result = bounded_retrieval(queries.vectors, queries.labels, database.vectors, database.labels, ks=ks,
+                               backend=backend, exclude=exclude, min_neighbors=min_neighbors,
+                               columns=max(k, min_neighbors))
+    return result.metrics, result.nearest
 
 
 def query_counts(split: str, queries: np.ndarray, database: np.ndarray, *, self_excluded: bool = False) -> dict[str, int]:
@@ -135,6 +138,8 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
         raise ConfigError(f"validation needs more than k = {settings.k} training vectors and some validation "
                           f"vectors; got {len(train.vectors)} and {len(val.vectors)}")
     k = settings.k
+    # Only the first max(k, figure_k) neighbours of each query come back: what the
+    # per-class, per-query and confusion tables read (the metrics were scored per block).
     val_scores, val_idx = retrieval_scores(val, train, k=k, backend=settings.knn_backend,
                                            min_neighbors=settings.figure_k)
     val_neighbors = train.labels[val_idx]

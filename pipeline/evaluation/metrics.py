@@ -141,6 +141,8 @@ def retrieval_metrics(
     the training set, 499 for training queries with ``self_excluded=True``).
     ``self_excluded`` says the queries are database members left out of their
     own neighbour lists (``knn_search(..., exclude=...)``), so R is one less.
+    This holds every query's R neighbours at once; :mod:`pipeline.evaluation.bounded`
+    gives the same means block by block over the queries, in bounded memory.
 
     Returns ``{"precision_at_<k>": ..., "r_precision": ..., "map_at_r": ...}``;
     values are NaN when every query is lone. The means are over the queries

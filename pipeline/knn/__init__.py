@@ -2,10 +2,11 @@
 
 Two interchangeable backends find the candidates:
 
-* ``"faiss"`` (:mod:`pipeline.knn.faiss_backend`) — ``faiss.IndexFlatL2`` (exact
+* ``"faiss"`` (:mod:`pipeline.knn.faiss_backend`) — ``faiss.knn`` (exact
   brute force; farthest search uses an ``IndexFlatIP`` over augmented vectors).
   faiss is an optional dependency, so it is imported only when this backend is
-  used. The index holds a copy of the database (200 MB for 100k x 512 float32).
+  used. Nearest search runs on the caller's array (``faiss.knn``); farthest search
+  builds an index over augmented copies of the rows (200 MB for 100k x 512 float32).
 * ``"torch"`` (:mod:`pipeline.knn.torch_backend`) — a tiled
   ``||q||^2 - 2 q.x + ||x||^2`` expansion with ``topk``, which also runs on a GPU.
 

@@ -46,19 +46,21 @@ def rescan(queries: np.ndarray, skip: np.ndarray | None, k: int, db: Database) -
         limit = kth + 2 * db.float64_error * (block_sq + db.max_sq)
         for i, query in enumerate(block):
             candidates = np.flatnonzero(keys[i] <= limit[i])  # ascending; never the excluded row
-            out_sq[first + i], out_idx[first + i] = exact_top_k(query, candidates, k, db)
+            out_sq[first + i], out_idx[first + i] = exact_top_k(query, candidates, keys[i, candidates], k, db)
     return out_sq, out_idx
 
 
-def exact_top_k(query: np.ndarray, rows: np.ndarray, k: int, db: Database) -> tuple[np.ndarray, np.ndarray]:
-    """The first k of ``rows`` (ascending, at least k) by (exact key, index): squared distances, indices."""
+def exact_top_k(
+    query: np.ndarray, rows: np.ndarray, approx: np.ndarray, k: int, db: Database
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first k of ``rows`` (ascending, at least k) by (exact key, index): squared distances, indices.
+
+    ``approx`` are the rows' float64 expansion keys; a large tie group is ranked per
+    distinct vector (:meth:`Database.distinct`), identical rows having identical distances.
+    """
     if len(rows) > limits.DEDUPLICATE_ABOVE:
-        ids, first = db.distinct()
-        present = np.zeros(len(first), dtype=bool)
-        present[ids[rows]] = True
-        distinct = np.flatnonzero(present)
-        slot = np.cumsum(present) - 1  # distinct id -> its place in `distinct`
-        squared = exact_rows(query, db.vectors, first[distinct])[slot[ids[rows]]]
+        ids, first = db.distinct(rows, approx)
+        squared = exact_rows(query, db.vectors, first)[ids]
     else:
         squared = exact_rows(query, db.vectors, rows)
     key = db.sign * squared

@@ -63,7 +63,8 @@ def knn_search(
     search = faiss_search if backend == "faiss" else torch_search
     # Candidates beyond k show whether the k-th place is tied with rows left out;
     # with exclude, the excluded row may take one of them.
-    want = min(k + 1 + limits.EXTRA_CANDIDATES + (exclude is not None), len(database))
+    spare = limits.EXTRA_CANDIDATES + int(k * limits.EXTRA_FRACTION)
+    want = min(k + 1 + spare + (exclude is not None), len(database))
     rows = Database(database, farthest)
     distances = np.empty((len(queries), k), dtype=np.float32)
     indices = np.empty((len(queries), k), dtype=np.int64)

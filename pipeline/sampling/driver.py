@@ -4,20 +4,26 @@ Determinism: each class is sampled with its own RNG,
 :func:`pipeline.seeds.class_rng` (``[seed, epoch, label]``), and the rows are
 then shuffled with :func:`pipeline.seeds.shuffle_rng` (``[seed, epoch, 2**30]``).
 Blocks only group classes into dask tasks, so the same inputs give identical
-rows whatever ``n_blocks``, the dask scheduler, worker count or Luigi worker
-process.
+rows whatever ``n_blocks``, the dask scheduler or cluster
+(:mod:`pipeline.dask_cluster`), worker count or Luigi worker process.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import dask
 import numpy as np
 import pyarrow as pa
 
+from pipeline.dask_cluster import compute, share
 from pipeline.sampling.base import SamplingContext, TripletBlock, TripletStrategy
 from pipeline.sampling.class_members import ClassMembers
 from pipeline.sampling.list_settings import ListSettings
 from pipeline.seeds import class_rng, shuffle_rng
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 TRIPLET_SCHEMA = pa.schema(
     [
@@ -73,11 +79,18 @@ def concat_blocks(parts: list[TripletBlock]) -> TripletBlock:
                         strategy=cat("strategy"), d_qp=cat("d_qp"), d_qn=cat("d_qn"))
 
 
+def runs_on_dask(strategy: TripletStrategy) -> bool:
+    """Whether :func:`sample_triplets` spreads ``strategy``'s work over dask (class blocks):
+    whole-table strategies (``batched``) run in the calling process."""
+    return not hasattr(strategy, "sample_table")
+
+
 def sample_triplets(
     ctx: SamplingContext,
     strategy: TripletStrategy,
     image_ids: np.ndarray,
     settings: ListSettings | None = None,
+    client: Client | None = None,
 ) -> pa.Table:
     """Sample one epoch of triplets and return them as an Arrow table.
 
@@ -88,16 +101,21 @@ def sample_triplets(
     scheduler name, ``"synchronous"`` in tests) only spread the work.
     ``settings.strategy`` is not read: the caller builds ``strategy``
     (:meth:`ListSettings.strategy_for` picks its name for an epoch).
+    With ``client``, the blocks run on its dask.distributed cluster instead of
+    ``settings.dask_scheduler``; the rows are the same.
     A strategy that builds whole tables (``sample_table``, e.g. ``batched``) gets the
     epoch at once: its batches span classes, so class blocks do not apply.
     Without ``settings``, the defaults of :class:`ListSettings`.
     """
     settings = settings or ListSettings()
-    if hasattr(strategy, "sample_table"):
+    if not runs_on_dask(strategy):
         return strategy.sample_table(ctx, image_ids)
     blocks = class_blocks(ctx.classes, settings.n_blocks, settings.triplets_per_query)
-    tasks = [dask.delayed(_run_block)(strategy, ctx, q) for q in blocks]
-    results: list[TripletBlock] = list(dask.compute(*tasks, scheduler=settings.dask_scheduler))
+    # The context (labels, and the previous epoch's embeddings when mining) is sent
+    # to a cluster once, not once per block; blocks carry only query positions.
+    shared_ctx = share(ctx, client)
+    tasks = [dask.delayed(_run_block)(strategy, shared_ctx, q) for q in blocks]
+    results: list[TripletBlock] = list(compute(tasks, client, settings.dask_scheduler))
     return assemble_table(results, ctx, image_ids)
 
 

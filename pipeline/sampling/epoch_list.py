@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,9 @@ from pipeline.sampling.class_members import ClassMembers
 from pipeline.sampling.driver import sample_triplets
 from pipeline.sampling.list_files import write_triplet_list
 from pipeline.sampling.list_settings import ListSettings
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 def check_classes(train: pd.DataFrame) -> None:
@@ -44,12 +47,13 @@ def _aligned_embeddings(embeddings_dir: Path, train_ids: np.ndarray) -> np.ndarr
 
 def sample_epoch_list(dataset_dir: str | Path, embeddings_dir: str | Path | None, out_dir: str | Path,
                       strategy: TripletStrategy, settings: ListSettings, *, epoch: int, seed: int, margin: float,
-                      recorded: Mapping[str, Any]) -> dict[str, Any]:
+                      recorded: Mapping[str, Any], client: Client | None = None) -> dict[str, Any]:
     """Sample ``epoch``'s list over the training split into ``out_dir``; returns its metadata.
 
     ``embeddings_dir`` holds the previous epoch's shards (mined strategies) or is
     None. ``recorded`` (the list's settings) is kept in the Parquet metadata, so
-    a list read with pandas says how it was made.
+    a list read with pandas says how it was made. ``client``: the dask.distributed
+    cluster that samples the class blocks (None: ``settings.dask_scheduler``).
     """
     started = time.perf_counter()
     index = read_index(dataset_dir, columns=["image_id", "split", "label", "class_id", "path"])
@@ -59,7 +63,7 @@ def sample_epoch_list(dataset_dir: str | Path, embeddings_dir: str | Path | None
     embeddings = _aligned_embeddings(Path(embeddings_dir), ids) if embeddings_dir is not None else None
     ctx = SamplingContext(classes=ClassMembers.from_labels(train["label"].to_numpy()), epoch=epoch, seed=seed,
                           margin=margin, embeddings=embeddings)
-    table = sample_triplets(ctx, strategy, ids, settings)
+    table = sample_triplets(ctx, strategy, ids, settings, client)
     meta = {"strategy": settings.strategy_for(epoch), "settings": dict(recorded), "seed": seed,
             "seconds": round(time.perf_counter() - started, 3), "rows": table.num_rows}
     write_triplet_list(out_dir, table, meta)
