@@ -17,14 +17,13 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import paths
-from pipeline.data.indexing import IndexSettings
+from pipeline.data.indexing import recorded_dataset_dir
 from pipeline.data.pixel_store import read_index
 from pipeline.errors import PipelineError
 from pipeline.paths import DATASET_SUMMARY_FILE as SUMMARY_FILE
 from pipeline.paths import SKIPPED_FILE
 from pipeline.sampling.list_files import read_triplet_meta, read_triplets
 from pipeline.sampling.mining_summary import summarize_triplets
-from pipeline.settings import significant
 
 
 def triplet_report(triplets: pd.DataFrame, index: pd.DataFrame, *, margin: float = 1.0, sample: int = 8,
@@ -86,12 +85,9 @@ def _dataset_dir(root: str, dataset: str | None, experiment: str | None = None) 
     base = paths.datasets_dir(root)
     if dataset:
         return base / dataset
-    config = paths.config_file(root, experiment) if experiment else None
-    if config is not None and config.is_file():
-        recorded = json.loads(config.read_text()).get("dataset")
-        if recorded:
-            known = significant(IndexSettings())
-            return paths.dataset_dir(root, IndexSettings(**{k: v for k, v in recorded.items() if k in known}).key())
+    recorded = recorded_dataset_dir(root, experiment) if experiment else None
+    if recorded is not None:
+        return recorded
     found = sorted(p for p in base.glob("*") if (p / SUMMARY_FILE).is_file()) if base.is_dir() else []
     if len(found) != 1:
         raise PipelineError(f"found {len(found)} indexed datasets under {base}; name one with --dataset "

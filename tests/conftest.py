@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -127,3 +128,14 @@ def fast_pipeline(configure, tmp_path: Path, tiny_imagenet: Path) -> Path:
 def build(tasks: list[luigi.Task], workers: int = 1) -> luigi.execution_summary.LuigiRunResult:
     """Run tasks in-process as the tests' single entry point into Luigi."""
     return luigi.build(tasks, local_scheduler=True, detailed_summary=True, workers=workers)
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a server the tests started, killing it if it does not exit within 15 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import fast_config
+from tests.conftest import fast_config, stop_process
 from tests.datagen import make_tiny_imagenet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,12 +101,7 @@ def server(searchable: Experiment, tmp_path_factory: pytest.TempPathFactory) -> 
         url = wait_for_url(proc, logs / "stdout", logs / "stderr")
         yield Server(url=url, experiment=searchable)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 def wait_for_url(proc: subprocess.Popen, stdout: Path, stderr: Path) -> str:

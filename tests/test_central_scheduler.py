@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import fast_config
+from tests.conftest import fast_config, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -62,16 +62,6 @@ def wait_for(condition, what: str, procs: list[subprocess.Popen], timeout: float
             pass
         time.sleep(0.2)
     raise RuntimeError(f"timed out waiting for {what}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def shipped_retcodes() -> dict[str, str]:
@@ -149,8 +139,8 @@ def run_two_workers(configure, tmp_path: Path, dataset_root: Path, retcodes: dic
         workers_seen = scheduler_api(port, "worker_list")
     finally:
         for proc in workers:
-            stop(proc)
-        stop(server)
+            stop_process(proc)
+        stop_process(server)
     return SharedRun(codes, [f.read_text(errors="replace") for f in log_files], done, leftovers, workers_seen,
                      tmp_path / "artifacts", tmp_path / "state.pickle")
 

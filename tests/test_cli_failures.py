@@ -159,7 +159,8 @@ def test_changed_setting_on_a_finished_experiment_is_refused(tmp_path, tiny_imag
 
 def test_failure_with_a_central_scheduler_and_the_cluster_config_ends(tmp_path):
     """configs/cluster.cfg keeps workers alive for others' tasks, yet a failure still ends every worker."""
-    from tests.test_central_scheduler import free_port, scheduler_api, stop, wait_for
+    from tests.conftest import stop_process as stop
+    from tests.test_central_scheduler import free_port, scheduler_api, wait_for
 
     port = free_port()
     missing = tmp_path / "no-such-dataset"

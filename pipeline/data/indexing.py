@@ -33,8 +33,9 @@ from pipeline.data.sources.listing import SourceListing
 from pipeline.data.sources.tiny_imagenet import list_tiny_imagenet
 from pipeline.errors import BadImageError, ConfigError
 from pipeline.paths import DATASET_SUMMARY_FILE as SUMMARY_FILE
-from pipeline.paths import SKIPPED_FILE, check_name
-from pipeline.settings import check, setting
+from pipeline.inventory import recorded_dataset_settings
+from pipeline.paths import SKIPPED_FILE, check_name, dataset_dir
+from pipeline.settings import check, setting, significant
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -78,6 +79,18 @@ class IndexSettings:
             raise ConfigError(f"[dataset] stored_size = {self.stored_size}; use 0 (native) or 8..1024 pixels")
         if self.source in ("tiny-imagenet", "image-folder") and not self.root:
             raise ConfigError(f"[dataset] root is empty; source {self.source!r} needs the dataset folder")
+
+
+def recorded_dataset_dir(root: str | Path, experiment: str) -> Path | None:
+    """The dataset folder under ``root`` that ``experiment`` recorded in its ``config.json``, if any."""
+    recorded = recorded_dataset_settings(root, experiment)
+    if recorded is None:
+        return None
+    known = significant(IndexSettings())
+    try:
+        return dataset_dir(root, IndexSettings(**{k: v for k, v in recorded.items() if k in known}).key())
+    except (ConfigError, TypeError):
+        return None
 
 
 def build_index(settings: IndexSettings, out_dir: str | Path, client: Client | None = None) -> dict:

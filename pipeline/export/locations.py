@@ -7,43 +7,15 @@ with a message that says what exists and what to run.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from pipeline import paths
 from pipeline.errors import PipelineError
-
-_EPOCH = re.compile(r"^epoch=(\d+)$")
+from pipeline.inventory import describe_epochs, experiments, trained_epochs
 
 
 class ExportError(PipelineError):
     """The export cannot be made: unknown experiment, untrained epoch, unusable OUT."""
-
-
-def _experiments(root: Path) -> list[str]:
-    """Experiment folders under ``root`` (those with a training folder or a recorded config)."""
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.name not in paths.RESERVED
-                  and ((p / "train").is_dir() or (p / paths.CONFIG_FILE).is_file()))
-
-
-def _spans(numbers: list[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``; ``"none"`` when empty."""
-    spans: list[list[int]] = []
-    for n in numbers:
-        if spans and n == spans[-1][1] + 1:
-            spans[-1][1] = n
-        else:
-            spans.append([n, n])
-    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in spans) or "none"
-
-
-def _trained_epochs(root: Path, experiment: str) -> list[int]:
-    train = paths.experiment_dir(root, experiment) / "train"
-    found = (_EPOCH.match(p.name) for p in train.iterdir()) if train.is_dir() else ()
-    return sorted(int(m.group(1)) for m in found
-                  if m and (paths.train_dir(root, experiment, int(m.group(1))) / paths.CHECKPOINT_FILE).is_file())
 
 
 def checkpoint_path(root: str | Path, experiment: str, epoch: int) -> Path:
@@ -55,12 +27,12 @@ def checkpoint_path(root: str | Path, experiment: str, epoch: int) -> Path:
         if not root.is_dir():
             raise ExportError(f"artifacts root {root} does not exist; pass --artifacts ROOT, the [artifacts] root "
                               "the experiment was trained under")
-        known = ", ".join(_experiments(root)) or "none"
+        known = ", ".join(experiments(root)) or "none"
         raise ExportError(f"experiment {experiment!r} does not exist under {root} (experiments there: {known}); "
                           "check --experiment and --artifacts")
     checkpoint = paths.train_dir(root, experiment, epoch) / paths.CHECKPOINT_FILE
     if not checkpoint.is_file():
-        trained = _spans(_trained_epochs(root, experiment))
+        trained = describe_epochs(trained_epochs(root, experiment))
         partial = paths.partial_checkpoint(checkpoint.parent)
         resumes = f" (it continues the interrupted run saved in {partial})" if partial.is_file() else ""
         raise ExportError(f"epoch {epoch} of experiment {experiment!r} is not trained: {checkpoint} does not exist "

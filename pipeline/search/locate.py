@@ -3,8 +3,6 @@ or say exactly what is missing and the command that makes it."""
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +10,7 @@ from typing import Any
 
 from pipeline import paths
 from pipeline.errors import ConfigError, DatasetLayoutError, PipelineError
-from pipeline.settings import significant
-
-_EPOCH = re.compile(r"^epoch=(\d+)$")
+from pipeline.inventory import describe_epochs, experiments, indexed_epochs, trained_epochs
 
 
 class SearchUnavailableError(PipelineError):
@@ -27,40 +23,6 @@ class SearchArtifacts:
 
     search_dir: Path
     checkpoint: Path
-
-
-def _epochs(folder: Path, marker: str) -> list[int]:
-    """Epoch numbers of the ``epoch=NNN`` subfolders of ``folder`` that hold ``marker``."""
-    if not folder.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in folder.iterdir()
-                  if (m := _EPOCH.match(p.name)) and (p / marker).is_file())
-
-
-def trained_epochs(root: str | Path, experiment: str) -> list[int]:
-    """Epochs of ``experiment`` that have a checkpoint."""
-    return _epochs(paths.experiment_dir(root, experiment) / "train", paths.CHECKPOINT_FILE)
-
-
-def indexed_epochs(root: str | Path, experiment: str) -> list[int]:
-    """Epochs of ``experiment`` that have a (complete) search index."""
-    return _epochs(paths.experiment_dir(root, experiment) / "search", paths.SEARCH_META_FILE)
-
-
-def describe_epochs(epochs: list[int]) -> str:
-    """``[0, 1, 2, 5]`` -> ``"0-2, 5"``; ``[]`` -> ``"none"``."""
-    if not epochs:
-        return "none"
-    runs: list[str] = []
-    start = prev = epochs[0]
-    for e in [*epochs[1:], None]:
-        if e is not None and e == prev + 1:
-            prev = e
-            continue
-        runs.append(str(start) if start == prev else f"{start}-{prev}")
-        if e is not None:
-            start = prev = e
-    return ", ".join(runs)
 
 
 def index_command(experiment: str, epoch: int) -> str:
@@ -76,7 +38,7 @@ def locate(root: str | Path, experiment: str, epoch: int) -> SearchArtifacts:
     exp = paths.experiment_dir(root, experiment)
     if not exp.is_dir():
         base = Path(root)
-        found = sorted(p.name for p in base.iterdir() if (p / "train").is_dir()) if base.is_dir() else []
+        found = experiments(base)
         raise SearchUnavailableError(
             f"experiment {experiment!r} does not exist under {base} (experiments there: {', '.join(found) or 'none'}); "
             f"name an existing one, or train it with `luigi --module tasks RunAll --experiment {experiment} "
@@ -104,27 +66,12 @@ def dataset_folder(root: str | Path, experiment: str, meta: Mapping[str, Any]) -
     recorded = Path(meta["dataset_dir"])
     if recorded.is_dir():
         return recorded
-    moved = _recorded_dataset(root, experiment)
+    # Imported here: indexing pulls in torch and dask, which the command's input checks do without.
+    from pipeline.data.indexing import recorded_dataset_dir
+
+    moved = recorded_dataset_dir(root, experiment)
     if moved is not None and moved.is_dir():
         return moved
     raise DatasetLayoutError(f"the dataset {recorded} that the search index was built from is missing; rebuild it "
                              "with `luigi --module tasks IndexDataset --local-scheduler` under the experiment's "
                              "[dataset] settings")
-
-
-def _recorded_dataset(root: str | Path, experiment: str) -> Path | None:
-    """The dataset folder under ``root`` named by the experiment's ``config.json``, if it records one."""
-    try:
-        dataset = json.loads(paths.config_file(root, experiment).read_text()).get("dataset")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(dataset, dict):
-        return None
-    # Imported here: indexing pulls in torch and dask, which the command's input checks do without.
-    from pipeline.data.indexing import IndexSettings
-
-    known = significant(IndexSettings())
-    try:
-        return paths.dataset_dir(root, IndexSettings(**{k: v for k, v in dataset.items() if k in known}).key())
-    except (ConfigError, TypeError):
-        return None

@@ -28,8 +28,9 @@ from pipeline.data.batches import to_float
 from pipeline.data.pixel_store import open_store, read_index
 from pipeline.device import autocast, resolve_device
 from pipeline.errors import ConfigError
+from pipeline.inventory import indexed_epochs
 from pipeline.search.index import SearchIndexFiles, load_search_index
-from pipeline.search.locate import dataset_folder, indexed_epochs, locate
+from pipeline.search.locate import dataset_folder, locate
 from pipeline.search.preprocess import ImageInput, decode_inputs, pixels_png
 
 BATCH_SIZE = 512  # images per forward pass when embedding queries (EmbedEpoch's default)

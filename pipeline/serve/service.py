@@ -8,13 +8,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.search.locate import (
-    SearchUnavailableError,
-    describe_epochs,
-    index_command,
-    locate,
-    trained_epochs,
-)
+from pipeline.inventory import describe_epochs, trained_epochs
+from pipeline.search.locate import SearchUnavailableError, index_command, locate
 from pipeline.search.searcher import Searcher
 
 # Open epochs kept in memory; switching back and forth between a few stays instant
