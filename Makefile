@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: run test bench clean-artifacts
+.PHONY: run test bench gpu-check clean-artifacts
 
 $(VENV)/.installed: requirements.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+# On a CUDA machine: GPU tests, training/embedding throughput, CPU/GPU agreement,
+# 2-GPU DDP; one table, under 8 minutes, non-zero exit if a check fails.
+#   make gpu-check ARGS="--out $$OUT/gpu-check.md"      (CPU dry run: ARGS="--device cpu --quick")
+# Order-only: an existing venv is used as it is (a GPU machine may be offline).
+gpu-check: | $(VENV)/.installed-test
+	$(PY) bench/gpu_check.py $(ARGS)
 
 clean-artifacts:
 	rm -rf artifacts/*/ artifacts/.tmp-*

@@ -17,6 +17,8 @@ batch composition          ``[seed, epoch, 2**29]``         which images form ea
 batch triplets             ``[seed, epoch, 2**29 + 1]``     listed triplets of a batched list
 evaluation                 ``[seed, 1 | 2 | 3]``            training queries, validation
                                                             triplets, figure queries
+ivf index                  ``[seed, 2**28 (+1)]``           k-means of ``[ValidateEpoch] index =
+                                                            ivf``, its recall query sample
 =========================  ===============================  =====================================
 
 Streams of different length never coincide (SeedSequence mixes the length in),
@@ -33,7 +35,9 @@ AUGMENT_TAG = 7
 SHUFFLE_TAG = 1 << 30
 BATCH_COMPOSE_TAG = 1 << 29
 BATCH_TRIPLET_TAG = (1 << 29) + 1
-EVALUATION_TAGS = {"train_queries": 1, "triplets": 2, "figures": 3}
+# The ivf tags stay clear of the small numbers that epoch streams ([seed, epoch]) use.
+EVALUATION_TAGS = {"train_queries": 1, "triplets": 2, "figures": 3, "ivf_training": 1 << 28,
+                   "ivf_recall": (1 << 28) + 1}
 
 
 def _rng(*entropy: int) -> np.random.Generator:
@@ -83,6 +87,12 @@ def batch_triplet_rng(seed: int, epoch: int) -> np.random.Generator:
     return _rng(seed, epoch, BATCH_TRIPLET_TAG)
 
 
-def evaluation_rng(seed: int, purpose: Literal["train_queries", "triplets", "figures"]) -> np.random.Generator:
+def evaluation_rng(seed: int, purpose: Literal["train_queries", "triplets", "figures", "ivf_recall"]
+                   ) -> np.random.Generator:
     """The RNG of one evaluation sample (the same for every epoch, so epochs compare)."""
     return _rng(seed, EVALUATION_TAGS[purpose])
+
+
+def ivf_training_seed(seed: int) -> int:
+    """faiss's k-means seed (``cp.seed``, a 31-bit int) for the validation IVF index's lists."""
+    return _torch_seed(seed, EVALUATION_TAGS["ivf_training"]) & 0x7FFFFFFF

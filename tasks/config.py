@@ -66,8 +66,9 @@ class compute(luigi.Config):  # noqa: N801
 
 @settings_parameters(DaskSettings)
 class dask(luigi.Config):  # noqa: N801
-    """``[dask] address``: the cluster IndexDataset decoding and TripletList class blocks run on
-    (run-only). ``--dask-address local:2`` on the command line."""
+    """``[dask] address``: the cluster the data-parallel stages run on (IndexDataset decoding,
+    plain TripletList class blocks, EmbedEpoch shards, ValidateEpoch and PixelBaseline query
+    blocks; run-only). ``--dask-address local:2`` on the command line."""
 
     def settings(self) -> DaskSettings:
         return settings_of(self, DaskSettings)

@@ -17,10 +17,15 @@ They live together because they recurse through the epochs:
   Writes ``train/epoch=NNN/`` (``checkpoint.pt``, ``steps.parquet``,
   ``summary.json``); progress is saved to the hidden ``train/.partial-epoch=NNN.pt``
   every ``checkpoint_minutes`` (or ``checkpoint_every`` steps), and a killed
-  epoch's rerun continues from there.
+  epoch's rerun continues from there. ``--processes N`` (and ``--nnodes``,
+  ``--node-rank``, ``--rendezvous`` across machines) trains the epoch on N ranks
+  (:mod:`pipeline.distributed`; README "Distributed training").
 - ``EmbedEpoch``: every train and validation image under epoch N's network, to
   ``embeddings/epoch=NNN/`` (Parquet shards + manifest.json); load a split with
-  ``pipeline.embedding.embed.load_embeddings(folder, "val")``.
+  ``pipeline.embedding.embed.load_embeddings(folder, "val")``. With ``[dask] address``
+  (``--dask-address local:2``: two embedding processes) shards of the index run on
+  the cluster's workers, each loading the network once; ``[EmbedEpoch]
+  dask_resources = GPU=1`` sends them to GPU workers only.
 
 Training and embedding use CUDA when present (``[compute] device`` is a run-only knob).
 """
@@ -38,19 +43,23 @@ from pipeline import paths
 from pipeline.dask_cluster import dask_client, parse_address
 from pipeline.data.batches import AugmentSettings
 from pipeline.device import start_compute
+from pipeline.distributed.epoch import train_epoch_on_ranks, wait_for_inputs
+from pipeline.distributed.rank import RendezvousError
+from pipeline.distributed.settings import DistributedSettings
 from pipeline.embedding.epoch import EmbedSettings, embed_epoch
 from pipeline.errors import ConfigError
 from pipeline.sampling import SETTINGS_CLASSES, BatchOptions, ListSettings, MinedOptions, TripletStrategy, get_strategy
 from pipeline.sampling.driver import runs_on_dask
 from pipeline.sampling.epoch_list import sample_epoch_list
 from pipeline.settings import significant
-from pipeline.training.epoch import EpochSettings, finish_epoch, train_epoch, write_epoch
+from pipeline.training.epoch import EpochSettings, epoch_seconds, finish_epoch, train_epoch, write_epoch
 from pipeline.training.loop import empty_step_log
 from pipeline.training.optimization import TrainSettings
 from pipeline.training.partial import PartialSaveSettings
 from pipeline.training.state import initial_state
 from tasks.config import RunSeed, artifacts, compute, experiment_param, loss, model
 from tasks.config import dask as dask_section
+from tasks.config_keys import check_config_keys
 from tasks.index_dataset import IndexDataset
 from tasks.output_writing import log, single_writer, temporary_dir
 from tasks.parameters import settings_of, settings_parameters
@@ -111,16 +120,29 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
                  meta["seconds"])
 
 
-@settings_parameters(TrainSettings, AugmentSettings, PartialSaveSettings)
+@settings_parameters(TrainSettings, AugmentSettings, PartialSaveSettings, DistributedSettings)
 class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
-    """Epoch N: load epoch N-1's checkpoint, train over TripletList(N), save."""
+    """Epoch N: load epoch N-1's checkpoint, train over TripletList(N), save.
+
+    ``processes`` / ``nnodes`` above 1 train the epoch data-parallel on several
+    ranks (:mod:`pipeline.distributed`). A machine with ``node_rank`` > 0 runs none
+    of the graph: it waits for node 0's inputs on the shared artifacts root, joins
+    the training and returns once node 0's rank 0 has written the epoch.
+    """
 
     experiment = experiment_param()
     epoch = luigi.IntParameter(description="0 = the initial (pretrained or random) network")
 
     resources = {"gpu": 1}
 
+    def distributed_settings(self) -> DistributedSettings:
+        return settings_of(self, DistributedSettings)
+
     def requires(self) -> dict[str, luigi.Task]:
+        distributed = self.distributed_settings()
+        distributed.check()  # a bad layout is refused before anything runs
+        if distributed.node_rank > 0:
+            return {}  # node 0 runs the graph; run() waits for its outputs on the shared artifacts root
         deps: dict[str, luigi.Task] = {"index": IndexDataset()}
         if self.epoch > 0:
             deps["previous"] = TrainEpoch(experiment=self.experiment, epoch=self.epoch - 1)
@@ -145,12 +167,32 @@ class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
     def recorded_settings(self) -> dict:
         return dict(self.epoch_settings().config)
 
-    @single_writer
     def run(self) -> None:
+        distributed = self.distributed_settings()
+        distributed.check()
+        if distributed.node_rank > 0:
+            self._join_node_0(distributed)
+        else:
+            self._train()
+
+    @single_writer
+    def _train(self) -> None:
         device = start_compute(compute().settings())
         settings = self.epoch_settings()
         settings.check()
         self.record_settings()
+        distributed = self.distributed_settings()
+        if self.epoch > 0 and distributed.distributed:
+            # Global rank 0 writes the epoch folder (atomically) before the ranks return.
+            train_epoch_on_ranks(
+                Path(self.input()["previous"].path) / paths.CHECKPOINT_FILE, self.input()["triplets"].path,
+                self.input()["index"].path, self.output().path, settings, distributed, epoch=self.epoch,
+                seed=self.seed, device=device, threads=compute().settings().threads,
+                saves=settings_of(self, PartialSaveSettings), store_prefix=self._store_prefix(),
+                progress=progress_reporter(self, f"epoch {self.epoch}"))
+            log.info("epoch %d: trained on %d ranks in %.1fs", self.epoch, distributed.world_size,
+                     epoch_seconds(self.output().path) or 0.0)
+            return
         if self.epoch == 0:
             state = initial_state(settings.model, model().weight_settings(), settings.train, seed=self.seed,
                                   config=settings.config)
@@ -167,6 +209,33 @@ class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
         if len(step_log):
             log.info("epoch %d: mean loss %.4f, active %.2f, %.1fs", self.epoch, step_log["loss"].mean(),
                      step_log["active_fraction"].mean(), state["seconds"])
+
+    def _join_node_0(self, distributed: DistributedSettings) -> None:
+        """Node > 0: wait for node 0's inputs, train with it; node 0's rank 0 writes the epoch."""
+        check_config_keys()
+        if self.epoch == 0:
+            raise ConfigError(f"TrainEpoch --epoch 0 --node-rank {distributed.node_rank}: epoch 0 is not trained "
+                              "(node 0 writes the initial network alone); start the other nodes at epoch 1")
+        settings = self.epoch_settings()
+        settings.check()
+        root = artifacts().root
+        previous = paths.train_dir(root, self.experiment, self.epoch - 1) / paths.CHECKPOINT_FILE
+        triplets = paths.triplets_dir(root, self.experiment, self.epoch)
+        index = Path(IndexDataset().output().path)
+        self.set_status_message(f"waiting for node 0's inputs of epoch {self.epoch}")
+        wait_for_inputs([previous, triplets, index], distributed)
+        train_epoch_on_ranks(previous, triplets, index, self.output().path, settings, distributed, epoch=self.epoch,
+                             seed=self.seed, device=start_compute(compute().settings()),
+                             threads=compute().settings().threads, saves=settings_of(self, PartialSaveSettings),
+                             store_prefix=self._store_prefix())
+        if not Path(self.output().path).is_dir():
+            raise RendezvousError(f"node {distributed.node_rank}: epoch {self.epoch} trained, but node 0's "
+                                  f"{self.output().path} is not visible here; [artifacts] root must be the same "
+                                  "shared folder on every machine")
+
+    def _store_prefix(self) -> str:
+        # The same on every node, and one per epoch: a late node never joins another epoch's ranks.
+        return f"TrainEpoch/{self.experiment}/{self.epoch}"
 
 
 @settings_parameters(EmbedSettings)
@@ -187,10 +256,12 @@ class EmbedEpoch(luigi.Task):
     @single_writer
     def run(self) -> None:
         started = time.perf_counter()
-        device = start_compute(compute().settings())
+        settings, address = settings_of(self, EmbedSettings), dask_section().settings().address
         self.set_status_message("embedding")
-        with temporary_dir(self.output()) as tmp:
+        # With [dask] address, shards run on the cluster's workers, which pick their own device.
+        with dask_client(address, resources=settings.resources()) as client, temporary_dir(self.output()) as tmp:
             n = embed_epoch(Path(self.input()["train"].path) / paths.CHECKPOINT_FILE, self.input()["index"].path, tmp,
-                            model().settings(), settings_of(self, EmbedSettings), epoch=self.epoch, device=device,
-                            what=f"epoch {self.epoch} of experiment {self.experiment!r}")
-        log.info("embedded %d images for epoch %d in %.1fs", n, self.epoch, time.perf_counter() - started)
+                            model().settings(), settings, epoch=self.epoch, compute=compute().settings(),
+                            what=f"epoch {self.epoch} of experiment {self.experiment!r}", client=client)
+        log.info("embedded %d images for epoch %d in %.1fs%s", n, self.epoch, time.perf_counter() - started,
+                 f" on the dask cluster {address}" if address.strip() else "")

@@ -3,7 +3,8 @@
     luigi --module tasks PixelBaseline --local-scheduler
 
 Writes ``baselines/<dataset>-k<k>-px<max_size>-seed<seed>.json`` with the same
-metric keys as ValidateEpoch.
+metric keys as ValidateEpoch (always by exact search). ``[dask] address`` searches
+the query blocks on a dask cluster, with the same numbers.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import luigi
 
 from pipeline import paths
+from pipeline.dask_cluster import dask_client
 from pipeline.evaluation.baseline import BaselineSettings, pixel_baseline
 from pipeline.evaluation.evaluate import ValidationSettings
 from pipeline.evaluation.metric_names import precision_key
 from tasks.config import RunSeed, artifacts
+from tasks.config import dask as dask_section
 from tasks.index_dataset import IndexDataset
 from tasks.output_writing import log, single_writer
 from tasks.parameters import settings_of, settings_parameters
@@ -34,6 +37,8 @@ class PixelBaseline(RunSeed, luigi.Task):
 
     @single_writer
     def run(self) -> None:
-        metrics = pixel_baseline(self.input().path, self.output().path, settings_of(self, BaselineSettings),
-                                 ValidationSettings(k=self.k, seed=self.seed, knn_backend=self.knn_backend))
+        with dask_client(dask_section().settings().address) as client:
+            metrics = pixel_baseline(self.input().path, self.output().path, settings_of(self, BaselineSettings),
+                                     ValidationSettings(k=self.k, seed=self.seed, knn_backend=self.knn_backend),
+                                     client)
         log.info("raw-pixel baseline: precision@%d val %.4f", self.k, metrics[precision_key(self.k, "val")])

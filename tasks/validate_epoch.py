@@ -11,6 +11,11 @@ four Parquet sidecars: ``epoch=NNN.per_class.parquet``, ``epoch=NNN.neighbors.pa
 ``epoch=NNN.confusion.parquet`` (which classes appear among each class's
 neighbours). The JSON is written last, so its presence means the epoch's
 validation is complete.
+
+``[dask] address`` (``--dask-address local:2``) searches the query blocks on a dask
+cluster, with the same numbers. ``[ValidateEpoch] index = ivf`` (``nlist``,
+``nprobe``) searches an approximate faiss IVF index instead of the exact one and
+records its recall@k against exact search; changing these revalidates.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ from __future__ import annotations
 import luigi
 
 from pipeline import paths
+from pipeline.dask_cluster import dask_client
 from pipeline.evaluation.epoch_metrics import metrics_are_current, validate_epoch
 from pipeline.evaluation.evaluate import ValidationSettings
 from pipeline.evaluation.metric_names import precision_key
-from pipeline.settings import significant
 from tasks.config import RunSeed, artifacts, experiment_param
+from tasks.config import dask as dask_section
 from tasks.epoch import EmbedEpoch
 from tasks.output_writing import log, single_writer
 from tasks.parameters import settings_of, settings_parameters
@@ -45,7 +51,7 @@ class ValidateEpoch(RunSeed, luigi.Task):
         return settings_of(self, ValidationSettings, seed=self.seed)
 
     def recorded_settings(self) -> dict:
-        return {**significant(self.settings()), "seed": self.seed}
+        return {**self.settings().recorded(), "seed": self.seed}
 
     def complete(self) -> bool:
         """Complete only if the metrics were computed with the current settings."""
@@ -53,10 +59,13 @@ class ValidateEpoch(RunSeed, luigi.Task):
 
     @single_writer
     def run(self) -> None:
-        metrics = validate_epoch(self.input().path, self.output().path, self.settings(), epoch=self.epoch,
-                                 recorded=self.recorded_settings())
-        log.info("epoch %d: precision@%d val %.4f, train %.4f", self.epoch, self.k,
-                 metrics[precision_key(self.k, "val")], metrics[precision_key(self.k, "train")])
+        address = dask_section().settings().address
+        with dask_client(address) as client:
+            metrics = validate_epoch(self.input().path, self.output().path, self.settings(), epoch=self.epoch,
+                                     recorded=self.recorded_settings(), client=client)
+        log.info("epoch %d: precision@%d val %.4f, train %.4f%s", self.epoch, self.k,
+                 metrics[precision_key(self.k, "val")], metrics[precision_key(self.k, "train")],
+                 f" (searched on the dask cluster {address})" if address.strip() else "")
 
 
 class ValidateEpochs(luigi.WrapperTask):

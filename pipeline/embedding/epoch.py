@@ -1,18 +1,24 @@
-"""Embed every image of a dataset with one epoch's checkpoint and write the shards."""
+"""Embed every image of a dataset with one epoch's checkpoint and write the shards:
+in this process, or shard by shard on a dask cluster (:mod:`pipeline.embedding.sharded`)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from models.embedding_net import ModelSettings, network_from_checkpoint
 from pipeline.checkpoint import load_checkpoint
+from pipeline.dask_cluster import parse_resources
 from pipeline.data.pixel_store import open_store, read_index
+from pipeline.device import ComputeSettings, start_compute
 from pipeline.embedding.embed import embed_images, write_shards
+from pipeline.embedding.sharded import RESOURCES_SETTING, ShardJob, embed_on_cluster
 from pipeline.settings import setting
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 @dataclass(frozen=True)
@@ -21,21 +27,43 @@ class EmbedSettings:
 
     batch_size: int = setting(512, "images per forward pass", run_only=True, minimum=1)
     rows_per_shard: int = setting(50_000, "rows per Parquet shard", run_only=True, minimum=1)
+    dask_shard_images: int = setting(16_384, "with [dask] address: images per dask task (rounded up to whole "
+                                     "batches)", run_only=True, minimum=1)
+    dask_resources: str = setting("", "with [dask] address: worker resources each task needs, e.g. GPU=1 (workers "
+                                  "started with `dask worker ADDRESS --resources GPU=1`); empty = any worker",
+                                  run_only=True)
+
+    def resources(self) -> dict[str, float]:
+        """``dask_resources`` parsed (a malformed value raises a ConfigError naming it)."""
+        return parse_resources(self.dask_resources, RESOURCES_SETTING)
 
 
 def embed_epoch(checkpoint: str | Path, dataset_dir: str | Path, out_dir: str | Path, expected: ModelSettings,
-                settings: EmbedSettings, *, epoch: int, device: torch.device, what: str) -> int:
+                settings: EmbedSettings, *, epoch: int, compute: ComputeSettings, what: str,
+                client: Client | None = None) -> int:
     """Embed every train and validation image of ``dataset_dir`` with the network in ``checkpoint``
     (eval mode, no augmentation) into ``out_dir``; returns the number of images.
 
     ``expected`` is the current ``[model]``; a checkpoint of another shape is
-    refused, naming ``what`` (e.g. "epoch 3 of experiment 'demo'").
+    refused, naming ``what`` (e.g. "epoch 3 of experiment 'demo'"). Without
+    ``client`` the network runs in this process on ``compute``'s device; with one,
+    shards of the index run on its workers, each resolving ``compute`` on its own
+    machine (so this process never touches CUDA), and the folder written is the
+    same (bit-identical vectors on the CPU; only the manifest's ``seconds`` differ).
     """
     started = time.perf_counter()
-    net = network_from_checkpoint(load_checkpoint(checkpoint), expected, device, what)
     index = read_index(dataset_dir, columns=["image_id", "split", "label"])
-    vectors = embed_images(net, open_store(dataset_dir), index["image_id"].to_numpy(), batch_size=settings.batch_size,
-                           device=device)
+    ids = index["image_id"].to_numpy()
+    if client is None:
+        device = start_compute(compute)
+        net = network_from_checkpoint(load_checkpoint(checkpoint), expected, device, what)
+        vectors = embed_images(net, open_store(dataset_dir), ids, batch_size=settings.batch_size, device=device)
+    else:
+        open_store(dataset_dir)  # a missing or damaged store fails here, naming it, before any task is sent
+        job = ShardJob(checkpoint=str(Path(checkpoint).resolve()), dataset_dir=str(Path(dataset_dir).resolve()),
+                       expected=expected, batch_size=settings.batch_size, compute=compute, what=what)
+        vectors = embed_on_cluster(job, ids, client, shard_images=settings.dask_shard_images,
+                                   resources=settings.resources())
     write_shards(out_dir, index, vectors, rows_per_shard=settings.rows_per_shard,
                  extra={"epoch": epoch, "seconds": round(time.perf_counter() - started, 3)})
     return len(index)

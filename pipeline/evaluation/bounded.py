@@ -26,20 +26,27 @@ widens the search but not the scored width, so its choice moves no digit. (The
 all-at-once code scored the widened matrix: where ``min_neighbors`` exceeded the
 largest R, which only toy data reach, MAP@R's last digit moved with it.)
 
-Blocks are independent (a pure :func:`score_block` per block), so a caller may also
-map them over workers and assemble the per-query arrays itself.
+Blocks are independent (a pure :func:`retrieve_block` per block), so with a
+``cluster`` (:mod:`pipeline.evaluation.on_cluster`) they run on dask workers, which
+receive the gallery once, and come back in query order to the same arrays: the
+values do not depend on where or in which blocks the queries were searched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from pipeline.evaluation.gallery import Gallery
 from pipeline.evaluation.metrics import (map_at_r, precision_at_k, r_precision, relevant_counts,
                                          required_neighbors)
 from pipeline.knn import knn_search
+
+if TYPE_CHECKING:
+    from pipeline.evaluation.on_cluster import ClusterGallery
 
 # Bytes one (query, neighbour) pair costs while its block is searched and scored.
 # knn_search's answer is only 12 (float32 distance + int64 row), but while it ranks
@@ -92,50 +99,112 @@ def mean_scores(scores: dict[str, np.ndarray], r: np.ndarray) -> dict[str, float
     return {name: float(values[keep].mean()) if keep.any() else float("nan") for name, values in scores.items()}
 
 
+def search_gallery(gallery: Gallery, queries: np.ndarray, k: int, *, exclude: np.ndarray | None = None,
+                   block_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """``(distances, rows)`` ``(Q, k)`` of each query's k nearest gallery rows: exact
+    :func:`pipeline.knn.knn_search`, or the gallery's IVF index. Either answer depends
+    on the query alone, not on the other queries of its block."""
+    if gallery.ivf is None:
+        return knn_search(queries, gallery.vectors, k, exclude=exclude, backend=gallery.backend,
+                          block_size=block_size)
+    return gallery.ivf.search(gallery.vectors, queries, k, gallery.nprobe, exclude=exclude)
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """What every block of one retrieval shares: the precision@k to score, the scored width
+    (``need``), the searched width, the neighbour columns kept and the search's block size."""
+
+    ks: tuple[int, ...]
+    need: int
+    width: int
+    columns: int
+    block_size: int
+
+    @property
+    def short(self) -> int:
+        """Neighbours that precision@k and the kept columns read (at most the width)."""
+        return min(self.width, max([self.columns, *self.ks]))
+
+
+def retrieve_block(gallery: Gallery, plan: BlockPlan, queries: np.ndarray, labels: np.ndarray, r: np.ndarray,
+                   skip: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One block: its per-query scores (:func:`score_block`) and its first ``plan.columns``
+    neighbour rows. Pure, so it runs in this process or on any dask worker alike."""
+    # One search per block: its output is the block's (rows, width) lists only.
+    _, idx = search_gallery(gallery, queries, plan.width, exclude=skip, block_size=plan.block_size)
+    scores = score_block(gallery.labels[idx[:, : plan.need]], labels, r, plan.ks)
+    if gallery.ivf is not None and plan.short < plan.width:
+        # An IVF search of R neighbours probes more lists than nprobe where R needs them; a
+        # user of the index asking for k gets fewer lists' worth. precision@k and the kept
+        # columns come from a search as short as they read, so they measure the index at k.
+        _, idx = search_gallery(gallery, queries, plan.short, exclude=skip, block_size=plan.block_size)
+        for k in plan.ks:
+            scores[f"precision_at_{k}"] = precision_at_k(gallery.labels[idx], labels, k)
+    return scores, idx[:, : plan.columns].copy()  # a copy: the block's full lists are freed on return
+
+
 def bounded_retrieval(query_vectors: np.ndarray, query_labels: np.ndarray, database_vectors: np.ndarray,
                       database_labels: np.ndarray, *, ks: Sequence[int] = (1, 10, 30), backend: str = "auto",
                       exclude: np.ndarray | None = None, min_neighbors: int = 0, columns: int = 0,
                       rows: int | None = None) -> Retrieval:
-    """Retrieval metrics of the queries against the database, one block of queries at a time.
+    """Retrieval metrics of the queries against the database, one block of queries at a time
+    (:func:`gallery_retrieval` over an exact gallery searched with ``backend``)."""
+    return gallery_retrieval(query_vectors, query_labels, Gallery(database_vectors, np.asarray(database_labels),
+                                                                  backend),
+                             ks=ks, exclude=exclude, min_neighbors=min_neighbors, columns=columns, rows=rows)
+
+
+def gallery_retrieval(query_vectors: np.ndarray, query_labels: np.ndarray, gallery: Gallery, *,
+                      ks: Sequence[int] = (1, 10, 30), exclude: np.ndarray | None = None, min_neighbors: int = 0,
+                      columns: int = 0, rows: int | None = None, cluster: ClusterGallery | None = None) -> Retrieval:
+    """Retrieval metrics of the queries against ``gallery``, one block of queries at a time.
 
     Args:
         query_vectors, query_labels: ``(Q, d)`` and ``(Q,)``.
-        database_vectors, database_labels: ``(N, d)`` and ``(N,)``.
+        gallery: the database and how it is searched (:mod:`pipeline.evaluation.gallery`).
         ks: the precision@k to report.
-        backend: :func:`pipeline.knn.knn_search`'s backend.
         exclude: int ``(Q,)`` database row of each query to leave out (the queries are
             database members); R is then one less, as in ``self_excluded``.
         min_neighbors: search at least this many neighbours (capped at the database),
             for a caller that keeps more columns than the metrics need; no metric moves.
         columns: neighbour columns to keep per query (capped at the search width).
-        rows: queries per block; default :func:`block_rows` of the search width.
+        rows: queries per block; default :func:`block_rows` of the search width (on a
+            cluster, fewer, so that every worker gets blocks: see ``cluster``).
+        cluster: the gallery on a dask cluster (:class:`~pipeline.evaluation.on_cluster.ClusterGallery`):
+            the blocks run on its workers and come back in query order.
 
-    Returns a :class:`Retrieval`: the means equal
+    Returns a :class:`Retrieval`: for an exact gallery the means equal
     ``retrieval_metrics(database_labels[idx], ...)`` of one all-at-once search of
     ``required_neighbors(...)`` neighbours, and ``nearest`` equals the first
     ``columns`` columns of every query's neighbours, while only one block's
-    neighbour lists are ever held.
+    neighbour lists are ever held by one process. Neither depends on ``rows`` or
+    ``cluster``, to the last digit.
     """
     query_labels = np.asarray(query_labels)
-    database_labels = np.asarray(database_labels)
+    database_labels = gallery.labels
     self_excluded = exclude is not None
     need = required_neighbors(query_labels, database_labels, ks=ks, self_excluded=self_excluded)
     width = max(need, min(min_neighbors, len(database_labels) - int(self_excluded)))
     r = relevant_counts(query_labels, database_labels, self_excluded=self_excluded)
-    step = block_rows(width) if rows is None else max(1, int(rows))
     n = len(query_labels)
+    step = block_rows(width) if rows is None else max(1, int(rows))
+    if cluster is not None and rows is None:
+        step = cluster.block_rows(n, step)
+    plan = BlockPlan(tuple(ks), need, width, min(columns, width), step)
     names = [f"precision_at_{k}" for k in ks] + ["r_precision", "map_at_r"]
     scores = {name: np.empty(n) for name in names}
-    nearest = np.empty((n, min(columns, width)), dtype=np.int64)
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        skip = None if exclude is None else np.asarray(exclude)[start:stop]
-        # One knn_search call per block: its output is the block's (rows, width) lists only.
-        _, idx = knn_search(query_vectors[start:stop], database_vectors, width, exclude=skip,
-                            backend=backend, block_size=step)
-        block = score_block(database_labels[idx[:, :need]], query_labels[start:stop], r[start:stop], ks)
-        for name, values in block.items():
+    nearest = np.empty((n, plan.columns), dtype=np.int64)
+    spans = [(start, min(start + step, n)) for start in range(0, n, step)]
+    blocks = ((query_vectors[a:b], query_labels[a:b], r[a:b], None if exclude is None else np.asarray(exclude)[a:b])
+              for a, b in spans)
+    if cluster is None:  # lazily, one block at a time
+        results = (retrieve_block(gallery, plan, *block) for block in blocks)
+    else:
+        results = cluster.map_blocks(retrieve_block, plan, list(blocks))
+    for (start, stop), (block_scores, block_nearest) in zip(spans, results, strict=True):
+        for name, values in block_scores.items():
             scores[name][start:stop] = values
-        nearest[start:stop] = idx[:, : nearest.shape[1]]
-        del idx, block  # free the block's lists before the next search allocates its own
+        nearest[start:stop] = block_nearest
+        del block_scores, block_nearest
     return Retrieval(mean_scores(scores, r), nearest)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import pandas as pd
 import pyarrow as pa
@@ -19,6 +19,9 @@ from pipeline.embedding.embed import load_embeddings
 from pipeline.evaluation.evaluate import ValidationSettings, evaluate_epoch
 from pipeline.paths import VALIDATION_SIDECARS, validation_files
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 
 def _write_parquet(table: pd.DataFrame | pa.Table, path: Path) -> None:
     with atomic_path(path) as tmp:
@@ -29,8 +32,12 @@ def _write_parquet(table: pd.DataFrame | pa.Table, path: Path) -> None:
 
 
 def validate_epoch(embeddings_dir: str | Path, metrics_file: str | Path, settings: ValidationSettings, *,
-                   epoch: int, recorded: Mapping[str, Any]) -> dict[str, Any]:
+                   epoch: int, recorded: Mapping[str, Any], client: Client | None = None) -> dict[str, Any]:
     """Evaluate the shards in ``embeddings_dir`` and write ``metrics_file`` with its sidecars.
+
+    With ``client``, the query blocks run on its dask workers; every file is the
+    same as without (but for the JSON's ``seconds``). Everything is computed
+    before the first file is written, so a failure on the cluster leaves no file.
 
     The sidecars (:data:`pipeline.paths.VALIDATION_SIDECARS`) are
     written first and the JSON last, so the JSON's presence means the epoch's
@@ -39,7 +46,7 @@ def validate_epoch(embeddings_dir: str | Path, metrics_file: str | Path, setting
     """
     started = time.perf_counter()
     result = evaluate_epoch(load_embeddings(embeddings_dir, "train"), load_embeddings(embeddings_dir, "val"),
-                            settings)
+                            settings, client)
     out = Path(metrics_file)
     for name in VALIDATION_SIDECARS:
         _write_parquet(getattr(result, name), paths.metrics_sidecar(out, name))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,14 +15,19 @@ import pyarrow as pa
 
 from pipeline.embedding.embed import Embeddings
 from pipeline.errors import ConfigError
-from pipeline.evaluation.bounded import bounded_retrieval
+from pipeline.evaluation.bounded import gallery_retrieval
 from pipeline.evaluation.breakdown import confusion_counts, per_class_precision, query_precision, query_table
+from pipeline.evaluation.gallery import INDEXES, Gallery, build_gallery, recall_against_exact
 from pipeline.evaluation.metrics import lone_queries, triplet_precision
+from pipeline.evaluation.on_cluster import ClusterGallery
 from pipeline.knn import BACKENDS, knn_search
 from pipeline.sampling.class_members import ClassMembers
 from pipeline.sampling.uniform import uniform_negatives, uniform_positives
 from pipeline.seeds import evaluation_rng
-from pipeline.settings import check, setting
+from pipeline.settings import check, setting, significant
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +48,27 @@ class ValidationSettings:
     triplets: int = setting(2000, "seeded validation triplets for triplet precision", minimum=1)
     knn_backend: str = setting("auto", "exact kNN engine: faiss when installed (auto), faiss or torch",
                                choices=BACKENDS, run_only=True)
+    index: str = setting("flat", "the validation search: flat (exact) or ivf (faiss IndexIVFFlat, approximate, "
+                         "for large galleries; the metrics then record its recall@k against exact search)",
+                         choices=INDEXES)
+    nlist: int = setting(1024, "index = ivf: k-means lists (at most the training rows; about 4 * sqrt(rows))",
+                         minimum=1)
+    nprobe: int = setting(16, "index = ivf: lists each query scans (R-precision and MAP@R: more where they hold "
+                          "fewer than the query's R neighbours)", minimum=1)
+    recall_queries: int = setting(1000, "index = ivf: seeded validation queries whose recall@k against exact "
+                                  "search is recorded", minimum=1)
     # Not a setting of its own: [run] seed.
     seed: int = 0
+
+    def recorded(self) -> dict[str, Any]:
+        """The settings that shape the metrics, as the metrics JSON records them: the ivf
+        ones only with ``index = ivf`` (exact metrics do not depend on them, and metrics
+        recorded before the index was a setting stay current)."""
+        values = significant(self)
+        if self.index == "flat":
+            for name in ("index", "nlist", "nprobe", "recall_queries"):
+                values.pop(name)
+        return values
 
 
 @dataclass(frozen=True)
@@ -57,24 +82,23 @@ class Evaluation:
     confusion: pd.DataFrame  # query_label, neighbor_label, count over the k nearest
 
 
-def retrieval_scores(queries: Embeddings, database: Embeddings, *, k: int, backend: str,
-                     exclude: np.ndarray | None = None,
-                     min_neighbors: int = 0) -> tuple[dict[str, float], np.ndarray]:
-    """Retrieval metrics of ``queries`` against ``database`` and each query's nearest
+def retrieval_scores(queries: Embeddings, gallery: Gallery, *, k: int, exclude: np.ndarray | None = None,
+                     min_neighbors: int = 0,
+                     cluster: ClusterGallery | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """Retrieval metrics of ``queries`` against ``gallery`` and each query's nearest
     database rows (nearest first) from the same search.
 
     The metrics need each query's R neighbours (R = its class's size in the
-    database); they are computed one block of queries at a time
-    (:func:`pipeline.evaluation.bounded.bounded_retrieval`), so only the returned
+    database); they are computed one block of queries at a time, on ``cluster``'s
+    workers when given (:func:`pipeline.evaluation.bounded.gallery_retrieval`), so only the returned
     columns are held for every query: ``max(k, min_neighbors)`` of them, fewer
     only when the database is smaller. ``min_neighbors`` may widen the search,
     which changes no metric: the canonical order of :func:`knn_search` makes a
     longer search's first columns those of a shorter one.
     """
     ks = tuple(sorted({1, 10, k}))
-    result = bounded_retrieval(queries.vectors, queries.labels, database.vectors, database.labels, ks=ks,
-                               backend=backend, exclude=exclude, min_neighbors=min_neighbors,
-                               columns=max(k, min_neighbors))
+    result = gallery_retrieval(queries.vectors, queries.labels, gallery, ks=ks, exclude=exclude,
+                               min_neighbors=min_neighbors, columns=max(k, min_neighbors), cluster=cluster)
     return result.metrics, result.nearest
 
 
@@ -111,13 +135,15 @@ def figure_queries(val: Embeddings, n: int, seed: int) -> np.ndarray:
     return np.array([rng.choice(np.flatnonzero(val.labels == c)) for c in chosen], dtype=np.int64)
 
 
-def evaluate(train: Embeddings, val: Embeddings, settings: ValidationSettings) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+def evaluate(train: Embeddings, val: Embeddings, settings: ValidationSettings,
+             client: Client | None = None) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """``(metrics, per_class, neighbors)`` of :func:`evaluate_epoch`, for callers that need no more."""
-    result = evaluate_epoch(train, val, settings)
+    result = evaluate_epoch(train, val, settings, client)
     return result.metrics, result.per_class, result.neighbors
 
 
-def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSettings) -> Evaluation:
+def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSettings,
+                   client: Client | None = None) -> Evaluation:
     """Compute the epoch's metrics and where retrieval fails.
 
     Returns an :class:`Evaluation`: the metric dict (keys
@@ -132,24 +158,37 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
     validation query's precision@k (NaN if lone) and ``figure_k`` nearest training
     ids, and the class-confusion counts over the k nearest. The last two come
     from the validation search the metrics use: no extra kNN search.
+
+    With ``client`` (a dask.distributed client), the query blocks of both
+    retrievals run on its workers (:mod:`pipeline.evaluation.on_cluster`); every
+    value and table is the same. With ``settings.index = "ivf"`` the retrievals
+    search an approximate IVF index, and the metrics add ``ivf_recall_at_<k>_val``
+    (:func:`~pipeline.evaluation.gallery.recall_against_exact`) over
+    ``ivf_recall_queries`` seeded validation queries.
     """
     check(settings, "ValidateEpoch")
     if len(train.vectors) <= settings.k or len(val.vectors) == 0:
         raise ConfigError(f"validation needs more than k = {settings.k} training vectors and some validation "
                           f"vectors; got {len(train.vectors)} and {len(val.vectors)}")
     k = settings.k
-    # Only the first max(k, figure_k) neighbours of each query come back: what the
-    # per-class, per-query and confusion tables read (the metrics were scored per block).
-    val_scores, val_idx = retrieval_scores(val, train, k=k, backend=settings.knn_backend,
-                                           min_neighbors=settings.figure_k)
+    gallery = build_gallery(train.vectors, train.labels, backend=settings.knn_backend, index=settings.index,
+                            nlist=settings.nlist, nprobe=settings.nprobe, seed=settings.seed)
+    cluster = ClusterGallery(client, gallery) if client is not None else None
+    try:
+        # Only the first max(k, figure_k) neighbours of each query come back: what the
+        # per-class, per-query and confusion tables read (the metrics were scored per block).
+        val_scores, val_idx = retrieval_scores(val, gallery, k=k, min_neighbors=settings.figure_k, cluster=cluster)
+        n_train = min(settings.train_queries, len(train.vectors))
+        drawn = evaluation_rng(settings.seed, "train_queries").choice(len(train.vectors), size=n_train,
+                                                                       replace=False)
+        rows = np.sort(drawn)
+        sample = Embeddings(train.image_ids[rows], train.labels[rows], train.vectors[rows])
+        train_scores, _ = retrieval_scores(sample, gallery, k=k, exclude=rows, cluster=cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
     val_neighbors = train.labels[val_idx]
     metrics = {f"{name}_val": value for name, value in val_scores.items()}
-
-    n_train = min(settings.train_queries, len(train.vectors))
-    drawn = evaluation_rng(settings.seed, "train_queries").choice(len(train.vectors), size=n_train, replace=False)
-    rows = np.sort(drawn)
-    sample = Embeddings(train.image_ids[rows], train.labels[rows], train.vectors[rows])
-    train_scores, _ = retrieval_scores(sample, train, k=k, backend=settings.knn_backend, exclude=rows)
     metrics.update({f"{name}_train": value for name, value in train_scores.items()})
 
     classes = ClassMembers.from_labels(val.labels)
@@ -179,7 +218,14 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
             "image_id": train.image_ids[idx.reshape(-1)],
             "distance": dist.reshape(-1),
         }))
+    if gallery.ivf is not None:
+        recall_rows = np.sort(evaluation_rng(settings.seed, "ivf_recall").choice(
+            len(val.vectors), size=min(settings.recall_queries, len(val.vectors)), replace=False))
+        metrics[f"ivf_recall_at_{k}_val"] = recall_against_exact(val.vectors[recall_rows], gallery,
+                                                                 val_idx[recall_rows, :k])
     metrics = {k_: float(v) for k_, v in metrics.items()}
+    if gallery.ivf is not None:
+        metrics["ivf_recall_queries"] = len(recall_rows)
     metrics.update(query_counts("val", val.labels, train.labels))
     metrics.update(query_counts("train", sample.labels, train.labels, self_excluded=True))
     return Evaluation(metrics, per_class, pd.concat(frames, ignore_index=True), queries, confusion)

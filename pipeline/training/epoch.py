@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import pandas as pd
 import torch
@@ -36,6 +36,9 @@ from pipeline.training.partial import (
 from pipeline.training.state import checkpoint_state, lr_scheduler_state
 from pipeline.training.steps import training_steps
 
+if TYPE_CHECKING:
+    from pipeline.distributed.rank import RankContext
+
 
 @dataclass(frozen=True)
 class EpochSettings:
@@ -57,12 +60,18 @@ class EpochSettings:
 def train_epoch(previous_checkpoint: str | Path, triplet_dir: str | Path, dataset_dir: str | Path,
                 out_dir: str | Path, settings: EpochSettings, *, epoch: int, seed: int, device: torch.device,
                 saves: PartialSaveSettings = PartialSaveSettings(),
-                progress: Callable[[int, int, float], None] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+                progress: Callable[[int, int, float], None] | None = None,
+                rank: RankContext | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train ``epoch`` from epoch ``epoch - 1``'s checkpoint; return the new checkpoint dict and the step log.
 
     Progress is saved now and then beside ``out_dir`` (the epoch's final folder,
     which the caller writes), and a rerun after a kill resumes from it: see
     :mod:`pipeline.training.partial`.
+
+    ``rank``: this process is one rank of a distributed epoch
+    (:mod:`pipeline.distributed.epoch`): the network is wrapped for data-parallel
+    training with the step's images split across the ranks; only the writing
+    rank saves partial checkpoints and shows a progress bar.
     """
     started = time.perf_counter()
     prev = load_checkpoint(previous_checkpoint)
@@ -71,18 +80,24 @@ def train_epoch(previous_checkpoint: str | Path, triplet_dir: str | Path, datase
     partial = partial_path(out_dir)
     digest = fingerprint(identity, {"config": settings.config, "epoch": epoch, "augment": asdict(settings.augment)})
     resumed = load_partial(partial, digest)
+    if rank is not None:
+        rank.check_same((digest, resumed[1].step if resumed else 0), "the triplet list, settings or resume step")
     net = network_from_checkpoint(prev, settings.model, device, f"epoch {epoch - 1}")
     if resumed:
         net.load_state_dict(resumed[0]["model"])
+    model = rank.wrap(net) if rank is not None else net
     optimizer = make_optimizer(net, settings.train)
     optimizer.load_state_dict(resumed[0]["optimizer"] if resumed else prev["optimizer"])
     lr_scheduler = make_lr_scheduler(optimizer, settings.train)
     lr_scheduler.load_state_dict(lr_scheduler_state(prev))
+    writes = rank is None or rank.writes
     plan = PartialSaves(save=lambda done: save_partial(partial, net, optimizer, done, digest),
                         every_steps=saves.checkpoint_every, every_seconds=60.0 * saves.checkpoint_minutes)
-    step_log = train_one_epoch(net, optimizer, steps, open_store(dataset_dir), settings.train, loss=settings.loss,
+    step_log = train_one_epoch(model, optimizer, steps, open_store(dataset_dir), settings.train, loss=settings.loss,
                                epoch=epoch, seed=seed, device=device, augment_settings=settings.augment,
-                               progress=progress, resume=resumed[1] if resumed else None, saves=plan)
+                               progress=progress, resume=resumed[1] if resumed else None,
+                               saves=plan if writes else None, show_bar=writes,
+                               shard=rank.shard if rank is not None else None)
     lr_scheduler.step()
     state = checkpoint_state(net, optimizer, lr_scheduler, epoch=epoch, config=settings.config, device=str(device),
                              seconds=round(time.perf_counter() - started, 3))

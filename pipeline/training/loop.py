@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import pandas as pd
@@ -26,6 +26,9 @@ from pipeline.seeds import augment_seed
 from pipeline.training.losses import LossSettings, all_triplet_losses, listed_triplet_losses, reduce_losses
 from pipeline.training.optimization import TrainSettings
 from pipeline.training.steps import StepBatch, triplet_steps
+
+if TYPE_CHECKING:
+    from pipeline.distributed.split import BatchShard
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,7 @@ class PartialSaves:
 
 def check_finite(model: nn.Module, epoch: int, step: int) -> None:
     """Raise :class:`TrainingError` if a weight or buffer holds NaN or infinity."""
+    model = getattr(model, "module", model)  # DistributedDataParallel: name the network's own tensors
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise TrainingError(
@@ -102,6 +106,7 @@ def train_one_epoch(
     show_bar: bool = True,
     resume: EpochProgress | None = None,
     saves: PartialSaves | None = None,
+    shard: BatchShard | None = None,
 ) -> pd.DataFrame:
     """Train over ``triplets`` and return the per-step log.
 
@@ -116,6 +121,10 @@ def train_one_epoch(
     (``model`` and ``optimizer`` must hold the state saved with it); on the CPU the
     result is then bit-identical to an uninterrupted epoch. ``saves`` says when
     to save progress for such a restart.
+
+    ``shard`` (distributed training, :mod:`pipeline.distributed.split`): this rank
+    augments each whole step, forwards its slice of the images and gathers every
+    rank's embeddings, so the loss is the whole step's, as in one process.
 
     Raises :class:`TrainingError` naming epoch and step on a non-finite loss, or
     on non-finite weights at the end of the epoch.
@@ -139,13 +148,16 @@ def train_one_epoch(
     # transforms batches one at a time in order, so it can walk the step generators.
     on_cpu = device.type == "cpu"
     generators = (step_generator(seed, epoch, step, device) for step in range(start, n_steps))
-    cpu_aug = (lambda t: augment(t, augment_settings, next(generators))) if on_cpu else None
+    local = shard.local if shard is not None else (lambda batch: batch)
+    cpu_aug = (lambda t: local(augment(t, augment_settings, next(generators)))) if on_cpu else None
     loader = iterate_batches(store, [s.images for s in steps[start:]], pin=not on_cpu, transform=cpu_aug)
     for step, pixels in enumerate(loader, start=start):
         pixels = pixels.to(device, non_blocking=True)
-        x = to_float(pixels if on_cpu else augment(pixels, augment_settings, next(generators)))
+        x = to_float(pixels if on_cpu else local(augment(pixels, augment_settings, next(generators))))
         with autocast(device):
             z = model(x).float()
+        if shard is not None:
+            z = shard.gather(z, int(steps[step].images.size))
         losses, d_qp, d_qn = _step_losses(z, steps[step], loss, device)
         mean_loss = reduce_losses(losses, loss.reduce)
         if not torch.isfinite(mean_loss):
