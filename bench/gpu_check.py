@@ -38,7 +38,9 @@ from pathlib import Path
 
 from gpu_check_rows import REPO, Row, last_error, read_rows, record, render
 
-PARTS = ("env", "tests", "train", "embed", "agree", "ddp")
+# Fixed-work parts first; train and embed size their work to the time they are given,
+# so they come last and take what the global deadline leaves.
+PARTS = ("env", "tests", "agree", "ddp", "train", "embed")
 BUDGET = {"env": 60, "tests": 120, "train": 150, "embed": 60, "agree": 210, "ddp": 150}
 QUICK_BUDGET = {"env": 60, "tests": 120, "train": 120, "embed": 60, "agree": 240, "ddp": 60}
 GPU_ONLY = ("tests", "train", "embed", "agree", "ddp")  # skipped when the env part found no GPU on a CUDA run

@@ -33,6 +33,18 @@ def gpu_check(tmp_path: Path, *args: str, timeout: float) -> tuple[subprocess.Co
     return proc, rows
 
 
+def test_a_part_out_of_time_is_a_fail_row_and_the_table_still_comes(tmp_path: Path):
+    """The cheap default-suite case: the device row, a part stopped at its limit, exit 1, --out."""
+    proc, rows = gpu_check(tmp_path, "--only", "env,embed", "--budget", "embed=1", timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert rows["device"][0].startswith("cpu dry run") and rows["device"][2] == "info"
+    assert rows["embed part"] == ["stopped at its time limit (1 s)", "runs to the end", "FAIL"]
+    assert "[gpu-check] embed: FAILED" in proc.stderr
+    written = (tmp_path / "gpu-check.md").read_text()
+    assert HEADER in written and "## Errors" in written and "### embed" in written
+
+
+@pytest.mark.slow
 def test_dry_run_measures_training_and_reports_a_part_out_of_time(tmp_path: Path):
     proc, rows = gpu_check(tmp_path, "--only", "train,embed", "--budget", "embed=1", timeout=300)
     assert proc.returncode == 1, proc.stdout + proc.stderr
