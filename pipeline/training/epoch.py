@@ -11,7 +11,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 import torch
@@ -33,11 +33,9 @@ from pipeline.training.partial import (
     remove_partial,
     save_partial,
 )
+from pipeline.training.rank_protocol import EpochRank
 from pipeline.training.state import checkpoint_state, lr_scheduler_state
 from pipeline.training.steps import training_steps
-
-if TYPE_CHECKING:
-    from pipeline.distributed.rank import RankContext
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ def train_epoch(previous_checkpoint: str | Path, triplet_dir: str | Path, datase
                 out_dir: str | Path, settings: EpochSettings, *, epoch: int, seed: int, device: torch.device,
                 saves: PartialSaveSettings = PartialSaveSettings(),
                 progress: Callable[[int, int, float], None] | None = None,
-                rank: RankContext | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+                rank: EpochRank | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train ``epoch`` from epoch ``epoch - 1``'s checkpoint; return the new checkpoint dict and the step log.
 
     Progress is saved now and then beside ``out_dir`` (the epoch's final folder,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -25,10 +25,8 @@ from pipeline.errors import TrainingError
 from pipeline.seeds import augment_seed
 from pipeline.training.losses import LossSettings, all_triplet_losses, listed_triplet_losses, reduce_losses
 from pipeline.training.optimization import TrainSettings
+from pipeline.training.rank_protocol import StepShard
 from pipeline.training.steps import StepBatch, triplet_steps
-
-if TYPE_CHECKING:
-    from pipeline.distributed.split import BatchShard
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +104,7 @@ def train_one_epoch(
     show_bar: bool = True,
     resume: EpochProgress | None = None,
     saves: PartialSaves | None = None,
-    shard: BatchShard | None = None,
+    shard: StepShard | None = None,
 ) -> pd.DataFrame:
     """Train over ``triplets`` and return the per-step log.
 
