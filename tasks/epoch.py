@@ -36,6 +36,7 @@ import dataclasses
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
 
@@ -43,8 +44,7 @@ from pipeline import paths
 from pipeline.dask_cluster import dask_client, parse_address
 from pipeline.data.batches import AugmentSettings
 from pipeline.device import start_compute
-from pipeline.distributed.epoch import train_epoch_on_ranks, wait_for_inputs
-from pipeline.distributed.rank import RendezvousError
+from pipeline.distributed.epoch import join_epoch, train_epoch_on_ranks
 from pipeline.distributed.settings import DistributedSettings
 from pipeline.embedding.epoch import EmbedSettings, embed_epoch
 from pipeline.errors import ConfigError
@@ -65,6 +65,9 @@ from tasks.output_writing import log, single_writer, temporary_dir
 from tasks.parameters import settings_of, settings_parameters
 from tasks.progress import progress_reporter
 from tasks.recorded_settings import RecordedSettings
+
+if TYPE_CHECKING:
+    import torch
 
 # Strategy options go to get_strategy as given: each strategy checks only those it takes.
 _STRATEGY_OPTIONS = tuple(f.name for cls in (MinedOptions, BatchOptions) for f in dataclasses.fields(cls)
@@ -186,10 +189,8 @@ class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
             # Global rank 0 writes the epoch folder (atomically) before the ranks return.
             train_epoch_on_ranks(
                 Path(self.input()["previous"].path) / paths.CHECKPOINT_FILE, self.input()["triplets"].path,
-                self.input()["index"].path, self.output().path, settings, distributed, epoch=self.epoch,
-                seed=self.seed, device=device, threads=compute().settings().threads,
-                saves=settings_of(self, PartialSaveSettings), store_prefix=self._store_prefix(),
-                progress=progress_reporter(self, f"epoch {self.epoch}"))
+                self.input()["index"].path, self.output().path, settings, distributed,
+                progress=progress_reporter(self, f"epoch {self.epoch}"), **self._rank_options(device))
             log.info("epoch %d: trained on %d ranks in %.1fs", self.epoch, distributed.world_size,
                      epoch_seconds(self.output().path) or 0.0)
             return
@@ -219,23 +220,18 @@ class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
         settings = self.epoch_settings()
         settings.check()
         root = artifacts().root
-        previous = paths.train_dir(root, self.experiment, self.epoch - 1) / paths.CHECKPOINT_FILE
-        triplets = paths.triplets_dir(root, self.experiment, self.epoch)
-        index = Path(IndexDataset().output().path)
         self.set_status_message(f"waiting for node 0's inputs of epoch {self.epoch}")
-        wait_for_inputs([previous, triplets, index], distributed)
-        train_epoch_on_ranks(previous, triplets, index, self.output().path, settings, distributed, epoch=self.epoch,
-                             seed=self.seed, device=start_compute(compute().settings()),
-                             threads=compute().settings().threads, saves=settings_of(self, PartialSaveSettings),
-                             store_prefix=self._store_prefix())
-        if not Path(self.output().path).is_dir():
-            raise RendezvousError(f"node {distributed.node_rank}: epoch {self.epoch} trained, but node 0's "
-                                  f"{self.output().path} is not visible here; [artifacts] root must be the same "
-                                  "shared folder on every machine")
+        join_epoch(paths.train_dir(root, self.experiment, self.epoch - 1) / paths.CHECKPOINT_FILE,
+                   paths.triplets_dir(root, self.experiment, self.epoch), IndexDataset().output().path,
+                   self.output().path, settings, distributed,
+                   **self._rank_options(start_compute(compute().settings())))
 
-    def _store_prefix(self) -> str:
-        # The same on every node, and one per epoch: a late node never joins another epoch's ranks.
-        return f"TrainEpoch/{self.experiment}/{self.epoch}"
+    def _rank_options(self, device: torch.device) -> dict:
+        """What every node's ranks are launched with; the rendezvous prefix is the same on every
+        node and one per epoch, so a late node never joins another epoch's ranks."""
+        return {"epoch": self.epoch, "seed": self.seed, "device": device, "threads": compute().settings().threads,
+                "saves": settings_of(self, PartialSaveSettings),
+                "store_prefix": f"TrainEpoch/{self.experiment}/{self.epoch}"}
 
 
 @settings_parameters(EmbedSettings)

@@ -66,3 +66,17 @@ def wait_for_inputs(paths: Sequence[str | Path], distributed: DistributedSetting
                 f"{distributed.timeout_s:g} s ([TrainEpoch] timeout_s). Node 0 writes them while it runs the graph "
                 "(e.g. RunAll); start it, and make [artifacts] root the same shared folder on every machine")
         time.sleep(poll_s)
+
+
+def join_epoch(previous_checkpoint: str | Path, triplet_dir: str | Path, dataset_dir: str | Path,
+               out_dir: str | Path, settings: EpochSettings, distributed: DistributedSettings, *, epoch: int,
+               seed: int, device: torch.device, threads: int = 0,
+               saves: PartialSaveSettings = PartialSaveSettings(), store_prefix: str = "") -> None:
+    """What a node > 0 runs for ``epoch``: wait for node 0's inputs on the shared artifacts
+    folder, train with its ranks, and check that node 0's epoch folder is visible here."""
+    wait_for_inputs([previous_checkpoint, triplet_dir, dataset_dir], distributed)
+    train_epoch_on_ranks(previous_checkpoint, triplet_dir, dataset_dir, out_dir, settings, distributed, epoch=epoch,
+                         seed=seed, device=device, threads=threads, saves=saves, store_prefix=store_prefix)
+    if not Path(out_dir).is_dir():
+        raise RendezvousError(f"node {distributed.node_rank}: epoch {epoch} trained, but node 0's {out_dir} is not "
+                              "visible here; [artifacts] root must be the same shared folder on every machine")
