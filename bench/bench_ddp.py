@@ -24,7 +24,7 @@ import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
 
-from models.embedding_net import ModelSettings, build_model
+from pipeline.network import ModelSettings, build_model
 from pipeline.data.batches import AugmentSettings
 from pipeline.data.pixel_store import create_store
 from pipeline.distributed.launch import launch, make_plan

@@ -17,7 +17,7 @@ import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
 
-from models.embedding_net import ModelSettings, build_model
+from pipeline.network import ModelSettings, build_model
 from pipeline.data.pixel_store import create_store
 from pipeline.embedding.embed import embed_images
 

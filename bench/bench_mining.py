@@ -40,8 +40,8 @@ RUNS = {
     "semihard-knn": ("semihard", {"candidates": "knn"}),
     "hard-pool": ("hard", {"candidates": "pool"}),
     "hard-knn": ("hard", {"candidates": "knn"}),
-    "mixed-pool": ("mixed", {"candidates": "pool"}),
-    "mixed-knn": ("mixed", {"candidates": "knn"}),
+    "mixed-pool": ("mixed", {"candidates": "pool", "mined_strategy": "semihard"}),
+    "mixed-knn": ("mixed", {"candidates": "knn", "mined_strategy": "semihard"}),
     "semihard-pool-relevance": ("semihard", {"candidates": "pool", "positive": "relevance"}),
     "semihard-pool-farthest": ("semihard", {"candidates": "pool", "positive": "farthest"}),
 }
@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                            embeddings=emb[:warm])
     for run in args.runs:
         name, opts = RUNS[run]
-        sample_triplets(wctx, get_strategy(name, **opts), ids[:warm], ListSettings(n_blocks=2, dask_scheduler="threads"))
+        sample_triplets(wctx, get_strategy(name, **opts), ids[:warm],
+                        ListSettings(triplets_per_query=1, n_blocks=2, dask_scheduler="threads"))
     base = None
     for run in args.runs:
         name, opts = RUNS[run]
@@ -138,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         with PeakRss() as mem:
             t = time.perf_counter()
             with dask.config.set(num_workers=args.workers):
-                table = sample_triplets(ctx, strategy, ids, ListSettings(n_blocks=args.n_blocks, dask_scheduler="threads"))
+                table = sample_triplets(ctx, strategy, ids, ListSettings(triplets_per_query=1, n_blocks=args.n_blocks,
+                                                                         dask_scheduler="threads"))
             secs = time.perf_counter() - t
         base = base if base is not None else secs
         summary = summarize_triplets(table.select(["strategy", "d_qp", "d_qn"]).to_pandas(), args.margin)

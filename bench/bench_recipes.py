@@ -34,7 +34,7 @@ import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
 
-from models.embedding_net import ModelSettings, build_model
+from pipeline.network import ModelSettings, build_model
 from pipeline.data.batches import AugmentSettings, augment, to_float
 from pipeline.data.indexing import IndexSettings, build_index
 from pipeline.data.pixel_store import gather, open_store, read_index

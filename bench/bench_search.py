@@ -33,7 +33,7 @@ import torch
 from common import best_of
 from PIL import Image
 
-from models.embedding_net import ModelSettings, build_model
+from pipeline.network import ModelSettings, build_model
 from pipeline import paths
 from pipeline.checkpoint import save_checkpoint
 from pipeline.data.pixel_store import create_store

@@ -20,7 +20,7 @@ import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
 
-from models.embedding_net import ModelSettings, build_model
+from pipeline.network import ModelSettings, build_model
 from pipeline.data.pixel_store import create_store
 from pipeline.training.loop import train_one_epoch
 from pipeline.training.losses import triplet_loss

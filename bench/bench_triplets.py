@@ -51,7 +51,8 @@ def loop_baseline(labels: np.ndarray, ids: np.ndarray, out: Path, seed: int) -> 
 
 def ours(labels: np.ndarray, ids: np.ndarray, out: Path, seed: int, scheduler: str) -> int:
     ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=1, seed=seed)
-    table = sample_triplets(ctx, get_strategy("uniform"), ids, ListSettings(n_blocks=8, dask_scheduler=scheduler))
+    table = sample_triplets(ctx, get_strategy("uniform"), ids,
+                            ListSettings(triplets_per_query=1, n_blocks=8, dask_scheduler=scheduler))
     write_triplet_list(out / "ours", table, {"bench": True})
     return table.num_rows
 

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 
+from pipeline.settings import setting_fields
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_CFG = REPO / "luigi.cfg"
 COURSE_CFG = REPO / "configs" / "tiny-imagenet.cfg"
@@ -98,8 +100,8 @@ def cfg_settings(cfg: Path, section: str, cls: type[T], **overrides: Any) -> T:
     if not parser.read(cfg):
         raise FileNotFoundError(f"configuration file {cfg} is missing")
     values = {}
-    for f in dataclasses.fields(cls):
-        if "help" in f.metadata and parser.has_option(section, f.name):
+    for f in setting_fields(cls):
+        if parser.has_option(section, f.name):
             values[f.name] = _convert(parser.get(section, f.name), f.default)
     values.update(overrides)
     return cls(**values)

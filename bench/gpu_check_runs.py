@@ -23,9 +23,10 @@ AGREE_TOLERANCE = 0.01
 EXPERIMENT = "gpu-check"
 
 
-def child_env() -> dict[str, str]:
-    """The environment of the commands: this checkout importable, the shipped luigi.cfg."""
-    env = dict(os.environ, LUIGI_CONFIG_PATH=str(SHIPPED_CFG))
+def child_env(config: Path = SHIPPED_CFG) -> dict[str, str]:
+    """The environment of the commands: this checkout importable, the shipped luigi.cfg (read from
+    the working directory, the checkout) with ``config`` on top."""
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(config))
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
     return env
 
@@ -62,14 +63,15 @@ def outcome(code: int | None, seconds: float, log: Path) -> str:
     return f"exit {code} after {seconds:.0f} s: {last_error(log)}"
 
 
-def run_all(commands: dict[str, list[str]], logs: Path, seconds: float) -> dict[str, tuple[int | None, float]]:
+def run_all(commands: dict[str, list[str]], logs: Path, seconds: float,
+            config: Path = SHIPPED_CFG) -> dict[str, tuple[int | None, float]]:
     """Run ``commands`` side by side, each in its own process group; ``(exit code or None if it
     was stopped at the time limit, wall seconds)`` by name."""
     procs, started = {}, time.perf_counter()
     signal.signal(signal.SIGTERM, _stop_started)
     for name, cmd in commands.items():
         with open(logs / f"{name}.log", "w") as out:
-            procs[name] = subprocess.Popen(cmd, cwd=REPO, env=child_env(), stdout=out, stderr=subprocess.STDOUT,
+            procs[name] = subprocess.Popen(cmd, cwd=REPO, env=child_env(config), stdout=out, stderr=subprocess.STDOUT,
                                            start_new_session=True)
             _STARTED.append(procs[name])
     done: dict[str, tuple[int | None, float]] = {}
@@ -205,7 +207,9 @@ def run_ddp(args, rec: Callable[[Row], None]) -> None:
     root = args.workdir / "agree-cuda"  # reuses the agree part's dataset index when it ran
     cmd = luigi_command("TrainEpoch", "--experiment", "gpu-check-ddp", "--epoch", "1", "--processes", "2",
                         "--artifacts-root", str(root), "--compute-device", "cuda")
-    code, seconds = run_all({"ddp": cmd}, args.workdir / "logs", max(5.0, args.part_seconds - 5))["ddp"]
+    two_gpus = args.workdir / "two-gpus.cfg"  # each rank holds one unit of the scheduler's gpu resource
+    two_gpus.write_text("[resources]\ngpu = 2\n")
+    code, seconds = run_all({"ddp": cmd}, args.workdir / "logs", max(5.0, args.part_seconds - 5), two_gpus)["ddp"]
     if code != 0:
         rec(Row("ddp", check, outcome(code, seconds, args.workdir / "logs" / "ddp.log"), "exits 0", "FAIL"))
         return

@@ -28,15 +28,10 @@ from gpu_check_rows import (
     synthetic_store,
 )
 
-from models.embedding_net import ModelSettings, build_model
+from pipeline.network import ModelSettings, build_model
 from pipeline.data.batches import AugmentSettings
 from pipeline.embedding.embed import embed_images
-from pipeline.sampling.base import SamplingContext
-from pipeline.sampling.batch_options import BatchOptions
-from pipeline.sampling.class_members import ClassMembers
-from pipeline.sampling.driver import sample_triplets
-from pipeline.sampling.list_settings import ListSettings
-from pipeline.sampling.registry import get_strategy
+from pipeline.sampling import BatchOptions, ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.training.loop import train_one_epoch
 from pipeline.training.losses import LossSettings
 from pipeline.training.optimization import TrainSettings, make_optimizer

@@ -1,5 +1,5 @@
-"""Embedding networks: torchvision ResNets with an embedding head."""
+"""Embedding networks: torchvision ResNets with an embedding head (no pipeline imports)."""
 
-from models.embedding_net import ARCHS, EmbeddingNet, ModelSettings, build_model
+from models.embedding_net import ARCHS, STEMS, EmbeddingNet, NetworkShape
 
-__all__ = ["ARCHS", "EmbeddingNet", "ModelSettings", "build_model"]
+__all__ = ["ARCHS", "STEMS", "EmbeddingNet", "NetworkShape"]

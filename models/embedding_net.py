@@ -4,20 +4,19 @@ The network takes float images in [0, 1] as ``(B, C, H, W)`` at the stored size
 and does the rest on its device: optional upsampling (the course feeds 64x64
 Tiny ImageNet images at 224), ImageNet normalisation, the backbone and the head.
 So the data path only moves uint8 pixels and nothing else resizes images.
+
+This package is the networks alone: it imports nothing of :mod:`pipeline`. Their
+settings, checks, pretrained weights and checkpoints are :mod:`pipeline.network`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Mapping
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
-
-from pipeline.errors import ConfigError
-from pipeline.settings import check, setting
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
 STEMS = ("imagenet", "small", "small-s2")
@@ -25,37 +24,15 @@ _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
 
-@dataclass(frozen=True)
-class ModelSettings:
-    """Everything that defines the network's shape.
+class NetworkShape(Protocol):
+    """What defines an :class:`EmbeddingNet` (``pipeline.network.ModelSettings`` is one)."""
 
-    ``stem``: ``imagenet`` keeps the 7x7 stride-2 convolution and max-pool (right
-    for 224-pixel inputs); ``small`` uses a 3x3 stride-1 convolution and no
-    max-pool, which keeps spatial detail on 28-64 pixel inputs; ``small-s2`` the
-    same with stride 2, a quarter of the compute for 28-32 pixel inputs.
-    ``input_size``: 0 feeds images at the stored size; N upsamples to N x N.
-    ``width``: channels of the first stage (64 in the standard ResNets); a
-    narrower network trains in minutes on a laptop CPU.
-    """
-
-    arch: str = setting("resnet18", "torchvision ResNet depth", choices=ARCHS)
-    embedding_dim: int = setting(128, "length of the embedding vectors", minimum=1)
-    normalize: bool = setting(False, "L2-normalise the embeddings")
-    stem: str = setting("small", "first layer: imagenet (7x7/2 + max-pool), small (3x3/1) or small-s2 (3x3/2)",
-                        choices=STEMS)
-    input_size: int = setting(0, "0 = stored size; N upsamples to N x N on the device (the course: 224)",
-                              minimum=0)
-    width: int = setting(64, "first-stage channels (64 = the standard ResNet)", minimum=8)
-    # Not a setting: the dataset's store decides it.
-    in_channels: int = 3
-
-    def check(self) -> None:
-        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
-        check(self, "model")
-        if self.width % 8:
-            raise ConfigError(f"[model] width = {self.width}; use a multiple of 8 (64 = the standard ResNet)")
-        if self.in_channels not in (1, 3):
-            raise ConfigError(f"in_channels = {self.in_channels}; stores hold 1 or 3 channels")
+    arch: str
+    embedding_dim: int
+    normalize: bool
+    stem: str
+    input_size: int
+    width: int
 
 
 def _torchvision_resnet(arch: str, width: int) -> torchvision.models.ResNet:
@@ -89,9 +66,8 @@ def _torchvision_resnet(arch: str, width: int) -> torchvision.models.ResNet:
 class EmbeddingNet(nn.Module):
     """ResNet backbone plus a linear embedding head (optionally L2-normalised)."""
 
-    def __init__(self, settings: ModelSettings) -> None:
+    def __init__(self, settings: NetworkShape) -> None:
         super().__init__()
-        settings.check()
         self.settings = settings
         net = _torchvision_resnet(settings.arch, settings.width)
         if settings.stem != "imagenet":
@@ -115,30 +91,3 @@ class EmbeddingNet(nn.Module):
         x = (x - self.mean) / self.std
         z = self.head(self.backbone(x))
         return F.normalize(z, dim=1) if self.settings.normalize else z
-
-
-def build_model(settings: ModelSettings) -> EmbeddingNet:
-    """A freshly initialised network (no pretrained weights; see :mod:`models.weights`)."""
-    return EmbeddingNet(settings)
-
-
-def settings_dict(settings: ModelSettings) -> dict:
-    """Plain dict for checkpoints and reports."""
-    return asdict(settings)
-
-
-def network_from_checkpoint(state: Mapping[str, Any], expected: ModelSettings, device: torch.device,
-                            what: str) -> EmbeddingNet:
-    """The network saved in ``state``, on ``device`` in channels-last layout.
-
-    Raises :class:`ConfigError` when the current ``[model]`` settings (``expected``)
-    differ from those ``what`` (e.g. "epoch 3 of experiment 'demo'") was trained
-    with: the same folder would otherwise mix two networks.
-    """
-    settings = ModelSettings(**state["model_settings"])
-    if settings != expected:
-        raise ConfigError(f"[model] settings differ from those {what} was trained with ({state['model_settings']}); "
-                          "restore them or use a new --experiment name")
-    net = build_model(settings)
-    net.load_state_dict(state["model"])
-    return net.to(device, memory_format=torch.channels_last)

@@ -17,9 +17,8 @@ from typing import Any
 
 import torch
 
-from pipeline.artifact_damage import corrupt_artifact, rebuild_hint
-from pipeline.atomic import atomic_path
 from pipeline.errors import PipelineError
+from pipeline.storage import atomic_path, corrupt_artifact, rebuild_hint
 
 _PLAIN = (str, int, float, bool, type(None))
 

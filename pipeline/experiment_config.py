@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from pipeline.atomic import write_text_atomic
 from pipeline.errors import ConfigError
-from pipeline.locks import exclusive_lock
 from pipeline.settings import setting
+from pipeline.storage import exclusive_lock, write_text_atomic
 
 
 @dataclass(frozen=True)

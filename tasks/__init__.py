@@ -9,7 +9,7 @@ EmbedEpoch(N) for ``python -m pipeline.search`` and ``python -m pipeline.serve``
 """
 
 from tasks.compare import Compare, ExperimentEpochOutputs
-from tasks.epoch import EmbedEpoch, TrainEpoch, TripletList
+from tasks.epoch import EmbedEpoch, JoinEpoch, TrainEpoch, TripletList
 from tasks.index_dataset import IndexDataset
 from tasks.pixel_baseline import PixelBaseline
 from tasks.report import Report
@@ -22,6 +22,7 @@ __all__ = [
     "EmbedEpoch",
     "ExperimentEpochOutputs",
     "IndexDataset",
+    "JoinEpoch",
     "PixelBaseline",
     "Report",
     "RunAll",

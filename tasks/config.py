@@ -9,12 +9,12 @@ live in that task's own section (``[TripletList]``, ``[TrainEpoch]``...).
 from __future__ import annotations
 
 import luigi
+from luigi.cmdline_parser import CmdlineParser
 
-from models.embedding_net import ModelSettings
-from models.weights import WeightSettings
 from pipeline.dask_cluster import DaskSettings
 from pipeline.device import ComputeSettings
 from pipeline.experiment_config import RunSettings
+from pipeline.network import ModelSettings, WeightSettings
 from pipeline.training.losses import LossSettings
 from tasks.parameters import settings_of, settings_parameters
 
@@ -86,13 +86,34 @@ class RunSeed:
         return run().seed
 
 
+class _FromRun:
+    """A parameter whose default is the ``[run]`` setting of the same name, as ``run()`` sees it:
+    from luigi.cfg or from ``--run-<name>`` on the command line (a ``config_path`` would read the
+    file only, and ``--run-experiment x`` would then be silently ignored)."""
+
+    def _value_iterator(self, task_name, param_name):
+        parser = CmdlineParser.get_instance()
+        if parser:
+            given = getattr(parser.known_args, self._parser_global_dest(param_name, task_name), None)
+            yield self._parse_or_no_value(given), None
+        yield self._get_value_from_config(task_name, param_name), None
+        yield getattr(run(), param_name), None
+
+
+class _RunParameter(_FromRun, luigi.Parameter):
+    pass
+
+
+class _RunIntParameter(_FromRun, luigi.IntParameter):
+    pass
+
+
 def experiment_param() -> luigi.Parameter:
     """The ``experiment`` parameter of every per-experiment task (default: [run] experiment)."""
-    return luigi.Parameter(default=RunSettings.experiment, config_path=dict(section="run", name="experiment"),
-                           description="experiment name: outputs go to <artifacts root>/<experiment>/")
+    return _RunParameter(description="experiment name: outputs go to <artifacts root>/<experiment>/ "
+                                     "(default: [run] experiment)")
 
 
 def epochs_param() -> luigi.IntParameter:
     """The ``epochs`` parameter of RunAll and Compare (default: [run] epochs)."""
-    return luigi.IntParameter(default=RunSettings.epochs, config_path=dict(section="run", name="epochs"),
-                              description="epochs 1..N to train, validate and report")
+    return _RunIntParameter(description="epochs 1..N to train, validate and report (default: [run] epochs)")

@@ -2,6 +2,7 @@
 
     luigi --module tasks TripletList --epoch 2 --local-scheduler
     luigi --module tasks TrainEpoch --epoch 2 --local-scheduler
+    luigi --module tasks JoinEpoch --epoch 2 --node-rank 1 --local-scheduler   # machines 1.. of a multi-node epoch
     luigi --module tasks EmbedEpoch --epoch 2 --local-scheduler
 
 They live together because they recurse through the epochs:
@@ -18,8 +19,9 @@ They live together because they recurse through the epochs:
   ``summary.json``); progress is saved to the hidden ``train/.partial-epoch=NNN.pt``
   every ``checkpoint_minutes`` (or ``checkpoint_every`` steps), and a killed
   epoch's rerun continues from there. ``--processes N`` (and ``--nnodes``,
-  ``--node-rank``, ``--rendezvous`` across machines) trains the epoch on N ranks
-  (:mod:`pipeline.distributed`; README "Distributed training").
+  ``--rendezvous`` across machines) trains the epoch on N ranks
+  (:mod:`pipeline.distributed`; docs/scaling.md); the other machines run
+  ``luigi --module tasks JoinEpoch --epoch 2 --node-rank 1``.
 - ``EmbedEpoch``: every train and validation image under epoch N's network, to
   ``embeddings/epoch=NNN/`` (Parquet shards + manifest.json); load a split with
   ``pipeline.embedding.embed.load_embeddings(folder, "val")``. With ``[dask] address``
@@ -32,11 +34,9 @@ Training and embedding use CUDA when present (``[compute] device`` is a run-only
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import luigi
 
@@ -44,19 +44,17 @@ from pipeline import paths
 from pipeline.dask_cluster import dask_client, parse_address
 from pipeline.data.batches import AugmentSettings
 from pipeline.device import start_compute
-from pipeline.distributed.epoch import join_epoch, train_epoch_on_ranks
+from pipeline.distributed.run_epoch import join_epoch, run_epoch
 from pipeline.distributed.settings import DistributedSettings
 from pipeline.embedding.epoch import EmbedSettings, embed_epoch
 from pipeline.errors import ConfigError
-from pipeline.sampling import SETTINGS_CLASSES, BatchOptions, ListSettings, MinedOptions, TripletStrategy, get_strategy
+from pipeline.sampling import ListSettings, TripletStrategy
 from pipeline.sampling.driver import runs_on_dask
-from pipeline.sampling.epoch_list import sample_epoch_list
+from pipeline.sampling.list_files import sample_epoch_list
 from pipeline.settings import significant
-from pipeline.training.epoch import EpochSettings, epoch_seconds, finish_epoch, train_epoch, write_epoch
-from pipeline.training.loop import empty_step_log
+from pipeline.training.epoch import EpochSettings
 from pipeline.training.optimization import TrainSettings
 from pipeline.training.partial import PartialSaveSettings
-from pipeline.training.state import initial_state
 from tasks.config import RunSeed, artifacts, compute, experiment_param, loss, model
 from tasks.config import dask as dask_section
 from tasks.config_keys import check_config_keys
@@ -66,15 +64,8 @@ from tasks.parameters import settings_of, settings_parameters
 from tasks.progress import progress_reporter
 from tasks.recorded_settings import RecordedSettings
 
-if TYPE_CHECKING:
-    import torch
 
-# Strategy options go to get_strategy as given: each strategy checks only those it takes.
-_STRATEGY_OPTIONS = tuple(f.name for cls in (MinedOptions, BatchOptions) for f in dataclasses.fields(cls)
-                          if "help" in f.metadata)
-
-
-@settings_parameters(*SETTINGS_CLASSES)
+@settings_parameters(ListSettings)
 class TripletList(RecordedSettings, RunSeed, luigi.Task):
     """Epoch N's triplets, sampled offline (mined strategies: from epoch N-1's embeddings)."""
 
@@ -85,8 +76,9 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
         return settings_of(self, ListSettings)
 
     def sampling_strategy(self) -> TripletStrategy:
-        return get_strategy(self.list_settings().strategy_for(self.epoch),
-                            **{name: getattr(self, name) for name in _STRATEGY_OPTIONS})
+        """This epoch's strategy; the section is checked first, so a bad or ignored setting
+        is refused while Luigi schedules (requires() calls this)."""
+        return self.list_settings().sampler(self.epoch)
 
     def requires(self) -> dict[str, luigi.Task]:
         if self.epoch < 1:
@@ -100,7 +92,7 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
         return luigi.LocalTarget(str(paths.triplets_dir(artifacts().root, self.experiment, self.epoch)))
 
     def sampling_settings(self) -> dict:
-        names = {name for cls in SETTINGS_CLASSES for name in significant(cls())}
+        names = set(significant(ListSettings()))
         return {**{k: v for k, v in self.param_kwargs.items() if k in names}, "margin": loss().settings().margin}
 
     def recorded_settings(self) -> dict:
@@ -123,29 +115,28 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
                  meta["seconds"])
 
 
-@settings_parameters(TrainSettings, AugmentSettings, PartialSaveSettings, DistributedSettings)
+@settings_parameters(TrainSettings, AugmentSettings, PartialSaveSettings)
+@settings_parameters(DistributedSettings, exclude=("node_rank",))
 class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
-    """Epoch N: load epoch N-1's checkpoint, train over TripletList(N), save.
+    """Epoch N: load epoch N-1's checkpoint, train over TripletList(N), save (epoch 0: the initial network).
 
     ``processes`` / ``nnodes`` above 1 train the epoch data-parallel on several
-    ranks (:mod:`pipeline.distributed`). A machine with ``node_rank`` > 0 runs none
-    of the graph: it waits for node 0's inputs on the shared artifacts root, joins
-    the training and returns once node 0's rank 0 has written the epoch.
+    ranks (:mod:`pipeline.distributed`); the other machines join with ``JoinEpoch``.
     """
 
     experiment = experiment_param()
     epoch = luigi.IntParameter(description="0 = the initial (pretrained or random) network")
 
-    resources = {"gpu": 1}
+    @property
+    def resources(self) -> dict[str, int]:
+        # Every rank of this machine holds a device for the whole epoch.
+        return {"gpu": self.processes}
 
     def distributed_settings(self) -> DistributedSettings:
         return settings_of(self, DistributedSettings)
 
     def requires(self) -> dict[str, luigi.Task]:
-        distributed = self.distributed_settings()
-        distributed.check()  # a bad layout is refused before anything runs
-        if distributed.node_rank > 0:
-            return {}  # node 0 runs the graph; run() waits for its outputs on the shared artifacts root
+        check_distributed(self.distributed_settings())  # refused before anything runs
         deps: dict[str, luigi.Task] = {"index": IndexDataset()}
         if self.epoch > 0:
             deps["previous"] = TrainEpoch(experiment=self.experiment, epoch=self.epoch - 1)
@@ -156,8 +147,10 @@ class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
         return luigi.LocalTarget(str(paths.train_dir(artifacts().root, self.experiment, self.epoch)))
 
     def epoch_settings(self) -> EpochSettings:
-        train, augment, loss_settings, m = settings_of(self, TrainSettings), settings_of(self, AugmentSettings), \
-            loss().settings(), model()
+        """What the epoch computes, from ``[TrainEpoch]``, ``[loss]``, ``[model]`` and ``[dataset]``;
+        its ``config`` is recorded in the checkpoint."""
+        train, augment = settings_of(self, TrainSettings), settings_of(self, AugmentSettings)
+        loss_settings, m = loss().settings(), model()
         config = {
             "run": {"experiment": self.experiment, "seed": self.seed},
             "dataset": significant(IndexDataset().settings()),
@@ -170,68 +163,82 @@ class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
     def recorded_settings(self) -> dict:
         return dict(self.epoch_settings().config)
 
-    def run(self) -> None:
-        distributed = self.distributed_settings()
-        distributed.check()
-        if distributed.node_rank > 0:
-            self._join_node_0(distributed)
-        else:
-            self._train()
-
     @single_writer
-    def _train(self) -> None:
+    def run(self) -> None:
         device = start_compute(compute().settings())
         settings = self.epoch_settings()
         settings.check()
         self.record_settings()
         distributed = self.distributed_settings()
-        if self.epoch > 0 and distributed.distributed:
-            # Global rank 0 writes the epoch folder (atomically) before the ranks return.
-            train_epoch_on_ranks(
-                Path(self.input()["previous"].path) / paths.CHECKPOINT_FILE, self.input()["triplets"].path,
-                self.input()["index"].path, self.output().path, settings, distributed,
-                progress=progress_reporter(self, f"epoch {self.epoch}"), **self._rank_options(device))
-            log.info("epoch %d: trained on %d ranks in %.1fs", self.epoch, distributed.world_size,
-                     epoch_seconds(self.output().path) or 0.0)
-            return
-        if self.epoch == 0:
-            state = initial_state(settings.model, model().weight_settings(), settings.train, seed=self.seed,
-                                  config=settings.config)
-            step_log = empty_step_log()
-        else:
-            state, step_log = train_epoch(
-                Path(self.input()["previous"].path) / paths.CHECKPOINT_FILE, self.input()["triplets"].path,
-                self.input()["index"].path, self.output().path, settings, epoch=self.epoch, seed=self.seed,
-                device=device, saves=settings_of(self, PartialSaveSettings),
-                progress=progress_reporter(self, f"epoch {self.epoch}"))
-        with temporary_dir(self.output()) as tmp:
-            write_epoch(tmp, state, step_log)
-        finish_epoch(self.output().path)
-        if len(step_log):
-            log.info("epoch %d: mean loss %.4f, active %.2f, %.1fs", self.epoch, step_log["loss"].mean(),
-                     step_log["active_fraction"].mean(), state["seconds"])
+        inputs = self.input()
+        summary = run_epoch(
+            self.output().path, settings, epoch=self.epoch, seed=self.seed, device=device,
+            weights=model().weight_settings(), dataset_dir=inputs["index"].path,
+            previous_checkpoint=Path(inputs["previous"].path) / paths.CHECKPOINT_FILE if self.epoch else None,
+            triplet_dir=inputs["triplets"].path if self.epoch else None, distributed=distributed,
+            **self.rank_options(), progress=progress_reporter(self, f"epoch {self.epoch}"))
+        if summary["steps"]:
+            where = f"trained on {distributed.world_size} ranks, " if distributed.distributed else ""
+            log.info("epoch %d: %smean loss %.4f, active %.2f, %d steps in %.1fs", self.epoch, where, summary["loss"],
+                     summary["active_fraction"], summary["steps"], summary["seconds"])
 
-    def _join_node_0(self, distributed: DistributedSettings) -> None:
-        """Node > 0: wait for node 0's inputs, train with it; node 0's rank 0 writes the epoch."""
+    def rank_options(self) -> dict:
+        """What every node's ranks are launched with; the rendezvous prefix is the same on every
+        node and one per epoch, so a late node never joins another epoch's ranks."""
+        return {"threads": compute().settings().threads, "saves": settings_of(self, PartialSaveSettings),
+                "store_prefix": f"TrainEpoch/{self.experiment}/{self.epoch}"}
+
+
+@settings_parameters(DistributedSettings, section="TrainEpoch", exclude=("node_rank",))
+class JoinEpoch(RunSeed, luigi.Task):
+    """On machine ``node_rank`` (1 .. nnodes-1): train epoch N with node 0, which runs the graph.
+
+        luigi --module tasks JoinEpoch --epoch 3 --node-rank 1
+
+    Runs none of the graph: waits up to ``timeout_s`` for node 0's inputs on the shared
+    artifacts root, trains its share of the epoch, and is complete once node 0's rank 0
+    has written the epoch folder. ``[TrainEpoch]`` gives the layout (processes, nnodes,
+    rendezvous, timeout_s), as on node 0.
+    """
+
+    experiment = experiment_param()
+    epoch = luigi.IntParameter(description="the epoch (from 1) node 0 is training")
+    node_rank = luigi.IntParameter(description="this machine's number, 1 .. nnodes-1")
+
+    @property
+    def resources(self) -> dict[str, int]:
+        return {"gpu": self.processes}
+
+    def distributed_settings(self) -> DistributedSettings:
+        return settings_of(self, DistributedSettings)
+
+    def requires(self) -> dict:
+        check_distributed(self.distributed_settings())
+        return {}
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(paths.train_dir(artifacts().root, self.experiment, self.epoch)))
+
+    def run(self) -> None:
         check_config_keys()
-        if self.epoch == 0:
-            raise ConfigError(f"TrainEpoch --epoch 0 --node-rank {distributed.node_rank}: epoch 0 is not trained "
-                              "(node 0 writes the initial network alone); start the other nodes at epoch 1")
-        settings = self.epoch_settings()
-        settings.check()
-        root = artifacts().root
+        root, node_0 = artifacts().root, TrainEpoch(experiment=self.experiment, epoch=self.epoch)
         self.set_status_message(f"waiting for node 0's inputs of epoch {self.epoch}")
         join_epoch(paths.train_dir(root, self.experiment, self.epoch - 1) / paths.CHECKPOINT_FILE,
                    paths.triplets_dir(root, self.experiment, self.epoch), IndexDataset().output().path,
-                   self.output().path, settings, distributed,
-                   **self._rank_options(start_compute(compute().settings())))
+                   self.output().path, node_0.epoch_settings(), self.distributed_settings(), epoch=self.epoch,
+                   seed=self.seed, device=start_compute(compute().settings()), **node_0.rank_options())
 
-    def _rank_options(self, device: torch.device) -> dict:
-        """What every node's ranks are launched with; the rendezvous prefix is the same on every
-        node and one per epoch, so a late node never joins another epoch's ranks."""
-        return {"epoch": self.epoch, "seed": self.seed, "device": device, "threads": compute().settings().threads,
-                "saves": settings_of(self, PartialSaveSettings),
-                "store_prefix": f"TrainEpoch/{self.experiment}/{self.epoch}"}
+
+def check_distributed(distributed: DistributedSettings) -> None:
+    """Refuse a bad layout while scheduling, including one the scheduler could never run: a
+    task holds ``processes`` units of ``[resources] gpu``, and Luigi would leave a task that
+    needs more than there are pending forever, without a word."""
+    distributed.check()
+    slots = luigi.configuration.get_config().getint("resources", "gpu", 1)
+    if distributed.processes > slots:
+        raise ConfigError(f"[TrainEpoch] processes = {distributed.processes} needs [resources] gpu = "
+                          f"{distributed.processes} or more (now {slots}): each rank holds one unit of the "
+                          "scheduler's gpu resource. Raise it in luigi.cfg, or train on fewer processes")
 
 
 @settings_parameters(EmbedSettings)

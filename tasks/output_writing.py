@@ -10,8 +10,7 @@ from typing import Callable, Iterator
 
 import luigi
 
-from pipeline.atomic import atomic_path, remove_stale_temporaries
-from pipeline.locks import exclusive_lock, lock_file
+from pipeline.storage import atomic_path, exclusive_lock, lock_file, remove_stale_temporaries
 from tasks.config import artifacts
 from tasks.config_keys import check_config_keys
 

@@ -10,25 +10,26 @@ command line (``--TrainEpoch-lr 0.01``) and the library share that declaration;
 from __future__ import annotations
 
 import dataclasses
-import typing
 from typing import Any, Callable, TypeVar
 
 import luigi
+
+from pipeline.settings import declared, field_types, setting_fields
 
 T = TypeVar("T")
 C = TypeVar("C", bound=type)
 
 
-def _parameter(field: dataclasses.Field, kind: Any, section: str | None) -> luigi.Parameter:
-    meta = field.metadata
-    description = meta.get("help", "")
-    if meta.get("choices"):
-        description += f" (one of: {', '.join(meta['choices'])})"
-    common = dict(default=field.default, description=description or None,
-                  significant=not meta.get("run_only", False))
+def _parameter(field: dataclasses.Field, kind: Any, section: str | None) -> luigi.Parameter[Any]:
+    spec = declared(field)
+    description = spec.help
+    if spec.choices:
+        description += f" (one of: {', '.join(spec.choices)})"
+    common: dict[str, Any] = dict(default=field.default, description=description or None,
+                                  significant=not spec.run_only)
     if section:
         common["config_path"] = dict(section=section, name=field.name)
-    # Choices are plain strings here, not ChoiceParameters: the dataclass's check()
+    # Choices are plain strings here, not ChoiceParameters: pipeline.settings.check()
     # refuses a bad value with a ConfigError naming "[section] name" and the choices.
     if kind is bool:
         return luigi.BoolParameter(parsing=luigi.BoolParameter.EXPLICIT_PARSING, **common)
@@ -42,15 +43,15 @@ def _parameter(field: dataclasses.Field, kind: Any, section: str | None) -> luig
 
 
 def _fields(settings_cls: type) -> list[tuple[dataclasses.Field, Any]]:
-    hints = typing.get_type_hints(settings_cls)
-    return [(f, hints[f.name]) for f in dataclasses.fields(settings_cls) if f.init and "help" in f.metadata]
+    types = field_types(settings_cls)
+    return [(f, types[f.name]) for f in setting_fields(settings_cls)]
 
 
 def settings_parameters(*settings_classes: type, only: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
                         section: str | None = None) -> Callable[[C], C]:
     """Class decorator: one Luigi parameter per :func:`~pipeline.settings.setting` field of each class.
 
-    Fields made without :func:`setting` (not meant for configuration) and names in
+    Fields made without :func:`setting` (plain fields and library-only options) and names in
     ``exclude`` (or not in ``only``, when given) are skipped. ``section`` reads the values from that ``luigi.cfg``
     section instead of the task's own (``[dataset]`` for IndexDataset).
     """

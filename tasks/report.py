@@ -13,7 +13,8 @@ from pathlib import Path
 import luigi
 
 from pipeline import paths
-from pipeline.reporting.experiment_report import ReportInputs, build_report
+from pipeline.reporting.experiment_report import build_report
+from pipeline.reporting.inputs import ReportInputs
 from tasks.config import artifacts, epochs_param, experiment_param
 from tasks.epoch import EmbedEpoch, TrainEpoch, TripletList
 from tasks.index_dataset import IndexDataset

@@ -21,14 +21,21 @@ from tests.datagen import make_image_folder, make_tiny_imagenet
 os.environ.setdefault("DASK_SCHEDULER", "synchronous")
 
 
-def fast_config(tmp_path: Path, dataset_root: Path, source: str = "tiny-imagenet") -> dict[str, dict[str, object]]:
-    """A configuration that runs the whole graph in seconds on tiny data."""
+def fast_config(tmp_path: Path, dataset_root: Path, source: str = "tiny-imagenet", *,
+                shipped_lists: bool = False) -> dict[str, dict[str, object]]:
+    """A configuration that runs the whole graph in seconds on tiny data.
+
+    Its triplet lists are plain uniform ones, one row per training image; with
+    ``shipped_lists`` it leaves ``[TripletList] strategy`` and ``triplets_per_query``
+    unset, so layered over the shipped luigi.cfg it keeps that file's batched lists.
+    """
+    lists = {} if shipped_lists else {"strategy": "uniform", "triplets_per_query": 1}
     return {
         "artifacts": {"root": tmp_path / "artifacts"},
         "run": {"experiment": "test", "seed": 0, "epochs": 2},
         "dataset": {"source": source, "root": dataset_root, "stored_size": 16, "dask_scheduler": "synchronous"},
         "model": {"arch": "resnet18", "width": 8, "embedding_dim": 8, "stem": "small-s2"},
-        "TripletList": {"dask_scheduler": "synchronous", "n_blocks": 2},
+        "TripletList": {**lists, "dask_scheduler": "synchronous", "n_blocks": 2},
         "TrainEpoch": {"batch_size": 8, "lr": 0.01},
         "EmbedEpoch": {"batch_size": 32},
         "compute": {"device": "cpu", "threads": 1},

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from models.embedding_net import build_model
+from pipeline.network import build_model
 from pipeline.errors import ConfigError
-from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
-from pipeline.sampling.batched import BatchOptions, compose_batches
+from pipeline.sampling import BatchOptions, ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
+from pipeline.sampling.batched import compose_batches
 from pipeline.training.loop import train_one_epoch
-from pipeline.training.losses import all_triplet_losses, reduce_losses
+from pipeline.training.losses import LossSettings, all_triplet_losses, reduce_losses
 from pipeline.training.optimization import TrainSettings, make_optimizer
 from pipeline.training.steps import batch_steps
 from tests.test_training import CPU, SMALL
@@ -149,7 +149,7 @@ def test_each_distinct_image_is_forwarded_once_per_batch(fashion):
     net = CountingNet(build_model(SMALL))
     settings = TrainSettings(lr=0.01)
     log = train_one_epoch(net, make_optimizer(net, settings), _steps(df), store, settings, epoch=1, seed=0,
-                          device=CPU, show_bar=False)
+                          device=CPU, show_bar=False, loss=LossSettings(reduce="mean", in_batch="listed"))
     distinct = df.groupby("batch").apply(
         lambda r: np.unique(r[["query", "positive", "negative"]].to_numpy()).size, include_groups=False)
     assert net.sizes == distinct.tolist()  # one forward per batch, each distinct image once
@@ -199,7 +199,7 @@ def test_uniform_course_lists_are_unchanged():
     labels = np.repeat(np.arange(7), 23)
     ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=4, seed=11)
     table = sample_triplets(ctx, get_strategy("uniform"), np.arange(labels.size) * 3,
-                            ListSettings(n_blocks=3, dask_scheduler="synchronous"))
+                            ListSettings(triplets_per_query=1, n_blocks=3, dask_scheduler="synchronous"))
     assert "batch" not in table.column_names
     digest = hashlib.sha256(np.stack([table[c].to_numpy() for c in ("query", "positive", "negative")]).tobytes())
     assert digest.hexdigest() == UNIFORM_DIGEST
@@ -238,7 +238,7 @@ def test_batched_run_and_inspect_from_the_command_line(tmp_path, tiny_imagenet):
     from tests.conftest import fast_config
     from tests.test_cli_failures import REPO, luigi_cli, write_overrides
 
-    cfg = fast_config(tmp_path, tiny_imagenet)
+    cfg = fast_config(tmp_path, tiny_imagenet, shipped_lists=True)
     cfg["TripletList"].update(strategy="batched", batch_classes=3, batch_seeds=4, image_passes=2)
     cfg.setdefault("loss", {}).update(reduce="active", in_batch="all")
     config = write_overrides(tmp_path, cfg)

@@ -59,6 +59,14 @@ def test_crop_padding_as_large_as_the_image_is_refused():
         augment(_batch(h=4, w=4), AugmentSettings(crop_padding=4), torch.Generator())
 
 
+def test_crop_and_flip_settings_without_augment_are_refused_as_ignored():
+    AugmentSettings(augment=False).check()  # the defaults stay, whatever augment says
+    with pytest.raises(ConfigError, match=r"^\[TrainEpoch\] flip = False with \[TrainEpoch\] augment = False; "):
+        AugmentSettings(augment=False, flip=False).check()
+    with pytest.raises(ConfigError, match=r"\[TrainEpoch\] crop_padding = -1; it must be at least 0"):
+        AugmentSettings(crop_padding=-1).check()
+
+
 def test_to_float_gives_channels_last_floats_in_unit_range():
     x = to_float(_batch())
     assert x.shape == (6, 3, 7, 5) and x.dtype == torch.float32

@@ -44,17 +44,20 @@ def write_overrides(tmp_path: Path, sections: dict[str, dict[str, object]], name
 
 
 def overrides(tmp_path: Path, dataset_root: Path, **changes: dict[str, object]) -> dict[str, dict[str, object]]:
-    """The test data settings on top of the shipped luigi.cfg ([core], [worker], [retcode] stay shipped)."""
-    cfg = fast_config(tmp_path, dataset_root)
+    """The test data settings on top of the shipped luigi.cfg ([core], [worker], [retcode] and the
+    batched lists stay shipped)."""
+    cfg = fast_config(tmp_path, dataset_root, shipped_lists=True)
     cfg["run"]["epochs"] = 1
     for section, values in changes.items():
         cfg.setdefault(section, {}).update(values)
     return cfg
 
 
-def luigi_cli(args: list[str], config: Path, cwd: Path = REPO, timeout: float = TIMEOUT) -> Outcome:
+def luigi_cli(args: list[str], config: Path, cwd: Path = REPO, timeout: float = TIMEOUT,
+              pythonpath: list[Path] = ()) -> Outcome:
     env = dict(os.environ)
-    env.update(LUIGI_CONFIG_PATH=str(config), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env.update(LUIGI_CONFIG_PATH=str(config), PYTHONPATH=os.pathsep.join(map(str, [*pythonpath, REPO])),
+               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     started = time.monotonic()
     proc = subprocess.run([str(BIN / "luigi"), "--module", "tasks", *args], cwd=cwd, env=env, timeout=timeout,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
@@ -126,6 +129,19 @@ def test_a_key_that_is_not_a_setting_is_refused_before_anything_runs(tmp_path, t
     outcome = luigi_cli(["RunAll"], config)
     assert_failed(outcome, f"[{section}] {key}: {hint}", code="scheduling_error")
     assert not (tmp_path / "artifacts" / "test").exists()
+
+
+@pytest.mark.parametrize("task", ["RunAll", "IndexDataset"])
+def test_a_root_the_embedded_source_would_ignore_is_refused_while_scheduling(tmp_path, task):
+    """The shipped [dataset] source is embedded, which never reads root: a root given for it would
+    silently train on the embedded dataset instead of the folder, so the command ends at once."""
+    folder = tmp_path / "my-fashion-mnist-copy"
+    folder.mkdir()
+    config = write_overrides(tmp_path, {"artifacts": {"root": tmp_path / "artifacts"}})
+    outcome = luigi_cli([task, "--IndexDataset-root", str(folder)], config)
+    assert_failed(outcome, f"[dataset] root = '{folder}' with [dataset] source = 'embedded'",
+                  "set source = fashion-mnist", "clear root", code="scheduling_error")
+    assert not (tmp_path / "artifacts").exists()
 
 
 def test_unparsable_setting_value_exits_non_zero(tmp_path, tiny_imagenet):

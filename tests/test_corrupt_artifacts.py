@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline import artifact_damage, paths
+from pipeline import paths, storage
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.data.indexing import IndexSettings, build_index
 from pipeline.data.pixel_store import INDEX_FILE, STORE_FILE, create_store, open_store, read_index
@@ -67,7 +67,8 @@ def triplets(root: Path) -> Path:
     out = paths.triplets_dir(root, EXPERIMENT, 2)
     labels = np.arange(24) % 3
     ctx = SamplingContext(ClassMembers.from_labels(labels), epoch=2, seed=0)
-    table = sample_triplets(ctx, get_strategy("uniform"), np.arange(24), ListSettings(n_blocks=2, dask_scheduler="synchronous"))
+    table = sample_triplets(ctx, get_strategy("uniform"), np.arange(24),
+                            ListSettings(triplets_per_query=1, n_blocks=2, dask_scheduler="synchronous"))
     write_triplet_list(out, table, {"strategy": "uniform", "seconds": 0.1})
     return out
 
@@ -330,17 +331,17 @@ def test_missing_triplet_list(triplets):
 def test_producer_of(tmp_path, rel, task, rerun, delete):
     # The artifacts root's own path holds names like "train" and "datasets": only the part below it counts.
     root = tmp_path / "train" / "datasets" / "artifacts"
-    producer = artifact_damage.producer_of(root / rel)
+    producer = storage.producer_of(root / rel)
     assert producer is not None
     assert producer.task == task and producer.rerun == rerun
     assert producer.delete == tuple(root / d for d in delete)
-    hint = artifact_damage.rebuild_hint(root / rel)
+    hint = storage.rebuild_hint(root / rel)
     assert f"delete {root / delete[0]}" in hint and f"luigi --module tasks {rerun}" in hint
 
 
 def test_producer_of_an_unknown_file(tmp_path):
-    assert artifact_damage.producer_of(tmp_path / "notes.txt") is None
-    assert str(tmp_path / "notes.txt") in artifact_damage.rebuild_hint(tmp_path / "notes.txt")
+    assert storage.producer_of(tmp_path / "notes.txt") is None
+    assert str(tmp_path / "notes.txt") in storage.rebuild_hint(tmp_path / "notes.txt")
 
 
 # --------------------------------------------------------------------------- checkpoints

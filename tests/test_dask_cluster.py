@@ -21,7 +21,7 @@ from luigi.execution_summary import LuigiStatusCode
 
 import pipeline.data.indexing
 import tasks
-from pipeline.atomic import atomic_path
+from pipeline.storage import atomic_path
 from pipeline.dask_cluster import dask_client, parse_address
 from pipeline.data.indexing import IndexSettings, build_index
 from pipeline.errors import ConfigError
@@ -151,7 +151,8 @@ def test_triplets_on_the_cluster_are_identical(client: Client, strategy: str) ->
                           embeddings=rng.normal(size=(labels.size, 8)).astype(np.float32))
     ids = np.arange(labels.size) * 2 + 7  # ids differ from positions, as in a real index
     settings = ListSettings(triplets_per_query=2, n_blocks=4, dask_scheduler="synchronous")
-    options = {"batch_classes": 3, "batch_seeds": 2, "image_passes": 1} if strategy == "batched" else {}
+    options = ({"batch_classes": 3, "batch_seeds": 2, "image_passes": 1} if strategy == "batched" else
+               {"mined_strategy": "semihard"})
     here = sample_triplets(ctx, get_strategy(strategy, **options), ids, settings).to_pandas()
     with get_task_stream(client) as stream:
         there = sample_triplets(ctx, get_strategy(strategy, **options), ids, settings, client).to_pandas()

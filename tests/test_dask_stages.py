@@ -28,7 +28,7 @@ from distributed import Client, KilledWorker, get_task_stream
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from models.embedding_net import ModelSettings, build_model
+from pipeline.network import ModelSettings, build_model
 from pipeline.dask_cluster import dask_client, parse_resources
 from pipeline.data.indexing import IndexSettings, build_index
 from pipeline.data.pixel_store import read_index
@@ -158,9 +158,26 @@ def _restore(module: str, function: str) -> None:
 # --------------------------------------------------------------------------- EmbedEpoch
 
 
+def _count_network_loads() -> None:
+    """In a worker: count the networks its embedding cache builds from a checkpoint."""
+    original = getattr(worker_model.network_from_checkpoint, "original", worker_model.network_from_checkpoint)
+
+    def counting(*args, **kwargs):
+        counting.calls += 1
+        return original(*args, **kwargs)
+
+    counting.calls, counting.original = 0, original
+    worker_model.network_from_checkpoint = counting
+
+
+def _network_loads() -> int:
+    return worker_model.network_from_checkpoint.calls
+
+
 def test_embedding_on_the_cluster_is_identical_and_loads_the_network_once_per_worker(
         client: Client, dataset: Path, checkpoint: Path, in_process_embeddings: Path, tmp_path: Path) -> None:
-    before = client.run(worker_model.loads)
+    client.run(_count_network_loads)
+    before = client.run(_network_loads)
     with get_task_stream(client) as stream:
         embed_epoch(checkpoint, dataset, tmp_path / "a", MODEL, EMBED, epoch=0, compute=CPU, what="the test network",
                     client=client)
@@ -168,14 +185,14 @@ def test_embedding_on_the_cluster_is_identical_and_loads_the_network_once_per_wo
     shards = tasks_run(stream.data, "embed_shard")
     assert len(shards) == 6  # 42 images, 8 a shard (7 rounded up to whole batches of 4)
     used = {t["worker"] for t in shards}
-    loaded = {w: n - before[w] for w, n in client.run(worker_model.loads).items()}
+    loaded = {w: n - before[w] for w, n in client.run(_network_loads).items()}
     assert loaded == {w: int(w in used) for w in loaded}  # once per worker that embedded, not once per shard
 
     # Another run with the same checkpoint loads nothing: the workers kept the network.
     embed_epoch(checkpoint, dataset, tmp_path / "b", MODEL, EMBED, epoch=0, compute=CPU, what="the test network",
                 client=client)
     assert_same_embeddings(in_process_embeddings, tmp_path / "b")
-    assert {w: n - before[w] for w, n in client.run(worker_model.loads).items()} == loaded
+    assert {w: n - before[w] for w, n in client.run(_network_loads).items()} == loaded
 
 
 def test_resources_no_worker_offers_are_refused_naming_the_setting(client: Client, dataset: Path, checkpoint: Path,

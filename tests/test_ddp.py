@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.embedding_net import ModelSettings, build_model
+from pipeline.network import ModelSettings, build_model
 from pipeline.data.batches import AugmentSettings, to_float
 from pipeline.data.pixel_store import gather
 from pipeline.distributed.launch import launch, make_plan

@@ -48,22 +48,23 @@ def test_two_nodes_on_this_machine_train_one_epoch_with_two_commands(configure, 
     cfg = shipped_plus_test_data(tmp_path, tiny_imagenet)
     cfg["loss"]["reduce"] = "mean"  # a continuous loss for the comparison (see test_ddp_task)
     config = configure(cfg)
-    node = ["TrainEpoch", "--epoch", "1", "--nnodes", "2", "--rendezvous", f"127.0.0.1:{free_port()}",
-            "--timeout-s", "120", "--no-lock"]
+    layout = ["--epoch", "1", "--nnodes", "2", "--rendezvous", f"127.0.0.1:{free_port()}", "--timeout-s", "120",
+              "--no-lock"]
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(config), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     # Node 1 first: it runs none of the graph and waits for node 0's inputs on the shared root.
     with open(tmp_path / "node1.log", "wb") as log:
-        node_1 = subprocess.Popen([str(BIN / "luigi"), "--module", "tasks", *node, "--node-rank", "1"], cwd=REPO,
+        node_1 = subprocess.Popen([str(BIN / "luigi"), "--module", "tasks", "JoinEpoch", *layout, "--node-rank", "1"],
+                                  cwd=REPO,
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        node_0 = luigi_cli([*node, "--node-rank", "0"], config, timeout=300)
+        node_0 = luigi_cli(["TrainEpoch", *layout], config, timeout=300)
         assert node_1.wait(timeout=120) == 0, (tmp_path / "node1.log").read_text()[-4000:]
     finally:
         stop_process(node_1)
     assert node_0.code == 0, node_0.output[-4000:]
     assert "epoch 1: trained on 2 ranks" in node_0.output
     node_1_log = (tmp_path / "node1.log").read_text()
-    assert "Scheduled 1 tasks of which:\n* 1 ran successfully:\n    - 1 TrainEpoch(" in node_1_log
+    assert "Scheduled 1 tasks of which:\n* 1 ran successfully:\n    - 1 JoinEpoch(" in node_1_log
     result = build([tasks.TrainEpoch(experiment="one", epoch=1)])
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     root = tmp_path / "artifacts"
@@ -142,7 +143,7 @@ def test_a_one_process_partial_resumes_on_two_ranks(configure, tmp_path, tiny_im
 
 def test_validation_precision_after_a_demo_epoch_is_the_same_on_two_ranks(configure, tmp_path):
     """The shipped demo configuration (embedded Fashion-MNIST, batched lists), one epoch, 1 vs 2 ranks."""
-    config = configure({"artifacts": {"root": tmp_path / "artifacts"}, "run": {"epochs": 1}})
+    config = configure({"artifacts": {"root": tmp_path / "artifacts"}, "run": {"epochs": 1}, "resources": {"gpu": 2}})
     precision = {}
     for experiment, processes in (("one", "1"), ("two", "2")):
         done = luigi_cli(["ValidateEpoch", "--epoch", "1", "--experiment", experiment,

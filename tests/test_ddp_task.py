@@ -17,9 +17,8 @@ import torch
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from models.embedding_net import ModelSettings, build_model
+from pipeline.network import ModelSettings, build_model
 from pipeline.checkpoint import load_checkpoint
-from pipeline.distributed.rank import KILL_HOOK
 from tests.conftest import build, fast_config
 from tests.test_cli_failures import REPO, assert_failed, luigi_cli
 
@@ -29,10 +28,11 @@ def shipped_plus_test_data(tmp_path, dataset_root, **train_epoch) -> dict:
     parser = configparser.ConfigParser()
     parser.read(REPO / "luigi.cfg")
     cfg = {s: dict(parser.items(s, raw=True)) for s in parser.sections()}
-    for section, values in fast_config(tmp_path, dataset_root).items():
+    for section, values in fast_config(tmp_path, dataset_root, shipped_lists=True).items():
         cfg.setdefault(section, {}).update(values)
     cfg["run"]["epochs"] = 1
     cfg["TrainEpoch"].update(train_epoch)
+    cfg["resources"]["gpu"] = 2  # each of the two ranks holds one unit
     return cfg
 
 
@@ -80,9 +80,10 @@ def test_a_killed_rank_fails_the_command_at_once_and_one_process_resumes_its_par
     root = tmp_path / "artifacts"
     # Rank 1 SIGKILLs itself after step 3; rank 0 saved its partial checkpoint after step 2 and
     # cannot have saved another (step 4 needs rank 1). A hang would fail through the subprocess timeout.
-    monkeypatch.setenv(KILL_HOOK, "1:3")
-    killed = luigi_cli(["TrainEpoch", "--epoch", "1", "--processes", "2", "--no-lock"], config)
-    monkeypatch.delenv(KILL_HOOK)
+    monkeypatch.setenv("KILL_RANK_AT", "1:3")  # read by tests/rank_faults/sitecustomize.py in every process
+    killed = luigi_cli(["TrainEpoch", "--epoch", "1", "--processes", "2", "--no-lock"], config,
+                       pythonpath=[REPO / "tests" / "rank_faults"])
+    monkeypatch.delenv("KILL_RANK_AT")
     assert_failed(killed, "rank 1 of 2 (node 0, process 1) was killed by SIGKILL", "TrainEpoch")
     train = train_folder(root)
     assert not (train / "epoch=001").exists() and not list(train.glob(".tmp-*"))

@@ -11,7 +11,7 @@ import torch
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from models.embedding_net import ModelSettings, build_model
+from pipeline.network import ModelSettings, build_model
 from pipeline.checkpoint import load_checkpoint
 from pipeline.data.batches import to_float
 from pipeline.data.pixel_store import open_store, read_index

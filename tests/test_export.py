@@ -19,7 +19,7 @@ from luigi.execution_summary import LuigiStatusCode
 from PIL import Image
 
 import tasks
-from models.embedding_net import ModelSettings, network_from_checkpoint
+from pipeline.network import ModelSettings, network_from_checkpoint
 from pipeline import paths
 from pipeline.checkpoint import load_checkpoint
 from pipeline.data.pixel_store import read_index

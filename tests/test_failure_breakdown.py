@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline import paths
-from pipeline.artifact_damage import producer_of
+from pipeline.storage import producer_of
 from pipeline.embedding.embed import Embeddings
 from pipeline.errors import ConfigError
 from pipeline.evaluation.breakdown import QUERIES_SCHEMA, confusion_counts, query_table

@@ -18,19 +18,24 @@ from pipeline.reporting import (
     CONFUSION,
     LOSS,
     WORST_QUERIES,
-    confusion_map,
-    image_grids,
+    figures,
     plot_accuracy_by_epoch,
     plot_confusion,
     plot_loss_by_epoch,
     plot_neighbor_grid,
     render_report,
 )
-from pipeline.reporting.captions import caption
-from pipeline.reporting.confusion_map import confusion_figsize
-from pipeline.reporting.failure_inputs import confusion_shares, worst_grid_inputs, worst_queries
-from pipeline.reporting.failure_report import failure_report
-from pipeline.reporting.image_grids import OTHER_CLASS_COLOR, QUERY_FRAME_COLOR, SAME_CLASS_COLOR, short_label
+from pipeline.reporting.experiment_report import failure_report
+from pipeline.reporting.figures import (
+    CONFUSION_CMAP,
+    OTHER_CLASS_COLOR,
+    QUERY_FRAME_COLOR,
+    SAME_CLASS_COLOR,
+    caption,
+    confusion_figsize,
+    short_label,
+)
+from pipeline.reporting.inputs import confusion_shares, worst_grid_inputs, worst_queries
 from tests.test_figures_report import EVIL, Drawn, assert_png, metrics, spy_on_saves, stage_times, step_log
 from tests.test_report_pages import html_rows
 
@@ -40,7 +45,7 @@ ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 @pytest.fixture
 def drawn(monkeypatch) -> list[Drawn]:
     """Every image grid and heatmap drawn during the test."""
-    return spy_on_saves(monkeypatch, (image_grids, confusion_map))
+    return spy_on_saves(monkeypatch, (figures,))
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +130,7 @@ def test_confusion_heatmap_draws_the_shares_with_every_class_named(tmp_path, dra
     assert_png(plot_confusion(shares, names, tmp_path / "c.png", title="confusion"), confusion_figsize(3))
     heat = drawn[0].panels[0]
     np.testing.assert_allclose(heat.images[0], [[2 / 3, 1 / 3, 0], [0, 0.8, 0.2], [0.4, 0, 0.6]])
-    assert heat.cmaps == [confusion_map.CONFUSION_CMAP]
+    assert heat.cmaps == [CONFUSION_CMAP]
     assert heat.xticks == heat.yticks == ["cat", "dog", EVIL[:17] + "…"]
     assert heat.xlabel == "neighbour class (training)" and heat.ylabel == "query class (validation)"
     assert sorted(heat.texts) == sorted(["0.67", "0.33", "0.80", "0.20", "0.40", "0.60"])  # zeros left blank

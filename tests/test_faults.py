@@ -182,7 +182,7 @@ def test_full_disk_fails_with_the_path_and_leaves_no_output(tmp_path, small_disk
 
 
 def test_read_only_artifacts_root_fails_with_the_path(tmp_path, tiny_imagenet, small_disk):
-    cfg = fast_config(tmp_path, tiny_imagenet)
+    cfg = fast_config(tmp_path, tiny_imagenet, shipped_lists=True)
     cfg["artifacts"] = {"root": small_disk}
     config = write_overrides(tmp_path, cfg)
     assert luigi_cli(["IndexDataset"], config).code == 0
@@ -197,7 +197,7 @@ def test_read_only_artifacts_root_fails_with_the_path(tmp_path, tiny_imagenet, s
 def test_two_runs_of_one_experiment_at_once_build_each_output_once(tmp_path, tiny_imagenet):
     """Different command lines (so Luigi's pid lock lets both in), local schedulers: each task's output
     is built by one of them while the other waits, and both end with the complete, uncorrupted result."""
-    cfg = fast_config(tmp_path, tiny_imagenet)
+    cfg = fast_config(tmp_path, tiny_imagenet, shipped_lists=True)
     config = write_overrides(tmp_path, cfg)
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(config), PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1",
                OMP_NUM_THREADS="1")

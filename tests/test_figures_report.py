@@ -17,15 +17,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from pipeline.reporting import (
-    curves,
-    figure_canvas,
-    image_grids,
+    figures,
     plot_accuracy_by_epoch,
     plot_compare,
     plot_loss_by_epoch,
     plot_neighbor_grid,
 )
-from pipeline.reporting.image_grids import OTHER_CLASS_COLOR, QUERY_FRAME_COLOR, SAME_CLASS_COLOR
+from pipeline.reporting.figures import OTHER_CLASS_COLOR, QUERY_FRAME_COLOR, SAME_CLASS_COLOR
 
 EVIL = "<script>alert(1)</script>"
 
@@ -85,7 +83,7 @@ def assert_png(path: Path, figsize: tuple[float, float]) -> np.ndarray:
     with Image.open(path) as im:
         size = im.size
         pixels = np.asarray(im.convert("RGB"), dtype=float)
-    expected = [side * figure_canvas.DPI for side in figsize]
+    expected = [side * figures.DPI for side in figsize]
     assert all(abs(got - want) <= 1 for got, want in zip(size, expected)), (size, expected)
     assert pixels.std() > 10, "the PNG is (nearly) one colour"
     return pixels
@@ -155,7 +153,7 @@ def spy_on_saves(monkeypatch, modules) -> list[Drawn]:
 @pytest.fixture
 def drawn(monkeypatch) -> list[Drawn]:
     """Every curve and image grid drawn during the test."""
-    return spy_on_saves(monkeypatch, (curves, image_grids))
+    return spy_on_saves(monkeypatch, (figures,))
 
 
 # ------------------------------------------------------------------------------------- curves
@@ -181,7 +179,7 @@ def test_loss_figure_draws_every_step_and_each_epoch_mean(tmp_path, drawn):
 
 def test_step_positions_end_each_epoch_at_its_number():
     log = step_log(epochs=2, steps=4)
-    x = curves.step_positions(log)
+    x = figures.step_positions(log)
     assert x.tolist() == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
 
 
@@ -319,7 +317,7 @@ def test_failure_while_plotting_leaves_no_file(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(curves, "step_positions", broken)
+    monkeypatch.setattr(figures, "step_positions", broken)
     with pytest.raises(RuntimeError, match="boom"):
         plot_loss_by_epoch(step_log(), tmp_path / "loss.png")
     assert list(tmp_path.iterdir()) == []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.embedding_net import ModelSettings, build_model
+from pipeline.network import ModelSettings, build_model
 from pipeline.embedding.embed import embed_images
 from pipeline.training.loop import train_one_epoch
 from pipeline.training.optimization import TrainSettings, make_optimizer

@@ -22,7 +22,7 @@ import pipeline.data.indexing
 import tasks
 from pipeline.data.indexing import IndexSettings, build_index
 from pipeline.data.sources.decode import decode_image
-from pipeline.errors import BadImageError, DatasetLayoutError, PipelineError
+from pipeline.errors import BadImageError, ConfigError, DatasetLayoutError, PipelineError
 from tests.conftest import build, fast_config
 from tests.datagen import TINY_IMAGENET_WORDS, corrupt_file, make_image_folder, make_tiny_imagenet, tiny_imagenet_wnids
 
@@ -382,6 +382,31 @@ def test_missing_root_setting_is_a_config_error(configure, tmp_path, task_errors
     result = build([tasks.IndexDataset()])
     assert result.status == LuigiStatusCode.FAILED
     assert any("[dataset] root" in str(exc) for _, exc in task_errors)
+
+
+@pytest.mark.parametrize("settings, named", [
+    (dict(root="/data/copy"), "[dataset] root = '/data/copy' with [dataset] source = 'embedded'"),
+    (dict(source="fashion-mnist", on_bad_image="skip"),
+     "[dataset] on_bad_image = 'skip' with [dataset] source = 'fashion-mnist'"),
+])
+def test_a_setting_the_source_would_ignore_is_refused_by_the_key(settings, named):
+    with pytest.raises(ConfigError) as info:
+        IndexSettings(**settings).key()  # what IndexDataset.output() asks while Luigi schedules
+    assert str(info.value).startswith(named) and "silently ignored" in str(info.value)
+
+
+def test_sources_that_read_root_or_decode_files_take_those_settings(tmp_path):
+    assert IndexSettings(source="fashion-mnist", root=str(tmp_path)).key() == "fashion-mnist-28px"
+    assert IndexSettings(source="fashion-mnist").dataset_root() == Path("/usr/share/datasets/fashion-mnist")
+    IndexSettings(source="image-folder", root=str(tmp_path), on_bad_image="skip").check()
+    IndexSettings(source="embedded", dask_scheduler="synchronous").check()  # run-only knobs are never refused
+
+
+def test_an_ignored_root_fails_the_dataset_while_scheduling(configure, tmp_path, task_errors):
+    configure({"artifacts": {"root": tmp_path / "artifacts"}, "dataset": {"root": tmp_path}})
+    result = build([tasks.IndexDataset()])
+    assert result.status == LuigiStatusCode.SCHEDULING_FAILED, result.summary_text
+    assert _dataset_dirs(tmp_path / "artifacts") == []
 
 
 # --------------------------------------------------------------------------- on_bad_image = skip

@@ -58,7 +58,7 @@ MINED_DIGESTS = {
     ("semihard", ()): "3f471deb094c526a",
     ("semihard", (("band_pick", "nearest"), ("positive", "farthest"))): "efb34329065120de",
     ("hard", (("positive", "relevance"), ("relevance_cap", 0.7))): "dec5741bf3416dae",
-    ("mixed", (("mined_share", 0.3), ("positive", "relevance"))): "e51a4b93134ee375",
+    ("mixed", (("mined_share", 0.3), ("mined_strategy", "semihard"), ("positive", "relevance"))): "e51a4b93134ee375",
     ("mixed", (("chunk_size", 7), ("mined_strategy", "hard"), ("pool_size", 5))): "934d9aebcc4588ee",
 }
 
@@ -230,7 +230,7 @@ def test_relevance_draw_follows_capped_weights():
 @pytest.mark.parametrize(
     "name,opts",
     [("semihard", {}), ("semihard", dict(candidates="knn", knn_k=40)), ("hard", dict(positive="farthest")),
-     ("mixed", dict(positive="relevance", candidates="knn", knn_k=20))],
+     ("mixed", dict(positive="relevance", candidates="knn", knn_k=20, mined_strategy="semihard"))],
 )
 def test_recorded_distances_match_recomputed(name, opts):
     labels, emb = _data()
@@ -240,7 +240,8 @@ def test_recorded_distances_match_recomputed(name, opts):
     assert np.allclose(dqn, np.linalg.norm(e[q] - e[n], axis=1), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name,opts", [("semihard", {}), ("mixed", dict(positive="relevance"))])
+@pytest.mark.parametrize("name,opts",
+                         [("semihard", {}), ("mixed", dict(positive="relevance", mined_strategy="semihard"))])
 def test_rows_depend_on_seed_and_epoch_not_on_blocks_or_scheduler(name, opts):
     labels, emb = _data()
     ref = _run(name, _ctx(labels, emb, epoch=2), n_blocks=1, **opts)
@@ -257,7 +258,7 @@ def test_driver_table_is_valid():
     ids = np.arange(N) * 10 + 5
     tpq = 2
     for name in ("semihard", "hard", "mixed"):
-        table = sample_triplets(_ctx(labels, emb), get_strategy(name), ids,
+        table = sample_triplets(_ctx(labels, emb), get_strategy(name, mined_strategy="semihard"), ids,
                                 ListSettings(triplets_per_query=tpq, n_blocks=4, dask_scheduler="synchronous"))
         assert isinstance(table, pa.Table) and table.schema.equals(TRIPLET_SCHEMA)
         df = table.to_pandas()
@@ -361,7 +362,8 @@ def test_summary_with_known_values():
 def test_summary_of_uniform_list_is_nan_safe():
     labels, emb = _data()
     ctx = SamplingContext(ClassMembers.from_labels(labels), epoch=0, seed=0)
-    df = sample_triplets(ctx, get_strategy("uniform"), np.arange(N), ListSettings(dask_scheduler="synchronous"))
+    df = sample_triplets(ctx, get_strategy("uniform"), np.arange(N),
+                         ListSettings(triplets_per_query=1, dask_scheduler="synchronous"))
     df = df.to_pandas()
     out = summarize_triplets(df, margin=1.0)
     assert out["rows"] == N and out["strategy_share"] == {"uniform": 1.0}
@@ -387,7 +389,8 @@ def test_relevance_with_coincident_members_is_uniform_over_others():
 def test_threaded_scheduler_matches_synchronous():
     labels, emb = _data()
     ctx = _ctx(labels, emb)
-    s = get_strategy("mixed", positive="relevance", candidates="knn", knn_k=30)
-    a = sample_triplets(ctx, s, np.arange(N), ListSettings(n_blocks=4, dask_scheduler="synchronous"))
-    b = sample_triplets(ctx, s, np.arange(N), ListSettings(n_blocks=4, dask_scheduler="threads"))
+    s = get_strategy("mixed", positive="relevance", candidates="knn", knn_k=30, mined_strategy="semihard")
+    a = sample_triplets(ctx, s, np.arange(N),
+                        ListSettings(triplets_per_query=1, n_blocks=4, dask_scheduler="synchronous"))
+    b = sample_triplets(ctx, s, np.arange(N), ListSettings(triplets_per_query=1, n_blocks=4, dask_scheduler="threads"))
     assert a.equals(b)

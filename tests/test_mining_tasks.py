@@ -35,7 +35,8 @@ def test_uniform_list_and_unmined_first_epoch_need_no_embeddings(configure, tmp_
 
 
 def test_run_all_interleaves_training_and_mining(configure, tmp_path, tiny_imagenet):
-    configure(_with(fast_config(tmp_path, tiny_imagenet), "TripletList", strategy="mixed", mined_share=0.5))
+    configure(_with(fast_config(tmp_path, tiny_imagenet), "TripletList", strategy="mixed", mined_share=0.5,
+                    mined_strategy="semihard"))
     result = build([tasks.RunAll()])
     assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
     exp = tmp_path / "artifacts" / "test"

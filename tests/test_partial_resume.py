@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.embedding_net import build_model
+from pipeline.network import build_model
 from pipeline.training.loop import EpochProgress, PartialSaves, train_one_epoch
 from pipeline.training.optimization import TrainSettings, make_optimizer
 from pipeline.training.partial import fingerprint, load_partial, partial_path, remove_partial, save_partial

@@ -17,7 +17,7 @@ from pipeline.reporting import (
     COMPARISON,
     LOSS,
     NEAREST_NEIGHBORS,
-    page_files,
+    pages,
     plot_accuracy_by_epoch,
     plot_compare,
     plot_loss_by_epoch,
@@ -27,8 +27,8 @@ from pipeline.reporting import (
     write_compare,
     write_report,
 )
-from pipeline.reporting.captions import caption
-from pipeline.reporting.metric_columns import metric_columns, metric_label, metric_order
+from pipeline.reporting.figures import caption
+from pipeline.reporting.tables import metric_columns, metric_label, metric_order
 from tests.test_figures_report import EVIL, metrics, neighbors, no_temp_files, stage_times, step_log
 
 TINY = {"dataset": {"source": "tiny-imagenet", "size": 64}}
@@ -204,13 +204,13 @@ def test_write_report_missing_figure_writes_nothing(tmp_path):
 
 def test_report_pages_are_written_atomically(monkeypatch, tmp_path, figure_set):
     written = []
-    real = page_files.write_text_atomic
+    real = pages.write_text_atomic
 
     def spy(path, text):
         written.append(Path(path).name)
         real(path, text)
 
-    monkeypatch.setattr(page_files, "write_text_atomic", spy)
+    monkeypatch.setattr(pages, "write_text_atomic", spy)
     write_report(tmp_path, "exp", metrics(), figure_set, {}, {}, stage_times())
     assert written == ["index.html", "summary.md"]
 

@@ -15,7 +15,7 @@ from PIL import Image, ImageFile
 from pipeline.data.sources.decode import decode_image
 from pipeline.data.sources.fashion_mnist import FILES, load_fashion_mnist
 from pipeline.data.sources.image_folder import list_image_folder
-from pipeline.data.sources.listing import SourceListing, make_classes
+from pipeline.data.sources.base import SourceListing, make_classes
 from pipeline.data.sources.tiny_imagenet import list_tiny_imagenet
 from pipeline.errors import BadImageError, DatasetLayoutError
 from tests.datagen import class_image, corrupt_file, make_image_folder, make_tiny_imagenet

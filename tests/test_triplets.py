@@ -7,7 +7,6 @@ query exactly ``triplets_per_query`` times, the list is a pure function of
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -20,7 +19,6 @@ from luigi.execution_summary import LuigiStatusCode
 import tasks
 from pipeline.errors import ConfigError
 from pipeline.sampling import (
-    SETTINGS_CLASSES,
     ClassMembers,
     ListSettings,
     SamplingContext,
@@ -29,7 +27,7 @@ from pipeline.sampling import (
     sample_triplets,
 )
 from pipeline.sampling.list_files import read_triplet_meta, read_triplets
-from pipeline.sampling.list_settings import STRATEGIES
+from pipeline.settings import declared, setting_fields
 from tests.conftest import build, fast_config
 from tests.datagen import make_image_folder
 
@@ -291,23 +289,22 @@ def test_rerun_after_deleting_an_epoch_reproduces_it(configure, tmp_path, tiny_i
 
 
 def test_strategy_choices_are_the_registered_strategies():
-    assert sorted(STRATEGIES) == available()
-    strategy = dataclasses.fields(ListSettings)[0]
-    assert strategy.name == "strategy" and strategy.metadata["choices"] == STRATEGIES
+    assert available() == sorted(["uniform", "semihard", "hard", "mixed", "batched"])
+    (strategy,) = [f for f in setting_fields(ListSettings) if f.name == "strategy"]
+    assert declared(strategy).choices == tuple(available())
 
 
 def test_settings_share_one_section_without_clashes():
-    """The three classes fill one [TripletList] section: no name twice, each with help, and only the
+    """ListSettings fills the [TripletList] section: no name twice, each with help, and only the
     knobs that spread work are run-only (left out of output identities)."""
-    fields = [f for cls in SETTINGS_CLASSES for f in dataclasses.fields(cls) if "help" in f.metadata]
+    fields = setting_fields(ListSettings)
     names = [f.name for f in fields]
     assert len(names) == len(set(names)) == 19
-    assert all(f.metadata["help"] for f in fields)
-    assert {f.name for f in fields if f.metadata["run_only"]} == {"n_blocks", "dask_scheduler"}
+    assert all(declared(f).help for f in fields)
+    assert {f.name for f in fields if declared(f).run_only} == {"n_blocks", "dask_scheduler"}
     # Tuning fields stay out of the configuration.
     assert not {"name", "needs_embeddings", "chunk_size", "knn_backend", "knn_device", "band_pick"} & set(names)
-    for cls in SETTINGS_CLASSES:
-        cls()  # every default is valid
+    ListSettings().sampler(1)  # every default is valid, and reads as a whole
 
 
 @pytest.mark.parametrize(
@@ -319,3 +316,54 @@ def test_only_an_unmined_first_epoch_falls_back_to_uniform(strategy, mine_first_
     settings = ListSettings(strategy=strategy, mine_first_epoch=mine_first_epoch)
     assert settings.strategy_for(epoch) == expected
     assert settings.mines(epoch) == (epoch != 1 or mine_first_epoch)
+
+
+# --------------------------------------------------------------------------- silently ignored settings
+
+
+@pytest.mark.parametrize("changes, named", [
+    (dict(strategy="batched", pool_size=32), "[TripletList] pool_size = 32 with [TripletList] strategy = 'batched'"),
+    (dict(strategy="batched", mined_strategy="semihard"), "[TripletList] mined_strategy = 'semihard' with"),
+    (dict(strategy="batched", triplets_per_query=1), "[TripletList] triplets_per_query = 1 with"),
+    (dict(strategy="uniform", image_passes=3),
+     "[TripletList] image_passes = 3 with [TripletList] strategy = 'uniform'"),
+    (dict(strategy="uniform", positive="farthest"), "[TripletList] positive = 'farthest' with"),
+    (dict(strategy="uniform", mine_first_epoch=False), "[TripletList] mine_first_epoch = False with"),
+    (dict(strategy="hard", mined_share=0.2), "[TripletList] mined_share = 0.2 with [TripletList] strategy = 'hard'"),
+    (dict(strategy="semihard", hard_top=3), "[TripletList] hard_top = 3 with [TripletList] strategy = 'semihard'"),
+    (dict(strategy="mixed", candidates="pool", knn_k=20), "[TripletList] knn_k = 20 with [TripletList] candidates"),
+    (dict(strategy="hard", candidates="knn", pool_size=8), "[TripletList] pool_size = 8 with [TripletList] candidates"),
+    (dict(strategy="hard", relevance_cap=0.5), "[TripletList] relevance_cap = 0.5 with [TripletList] positive"),
+])
+def test_a_setting_the_list_would_ignore_is_refused(changes, named):
+    with pytest.raises(ConfigError) as info:
+        ListSettings(**changes).sampler(2)
+    assert str(info.value).startswith(named) and "silently ignored" in str(info.value)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(strategy="batched", image_passes=3, mine_first_epoch=False, n_blocks=2, dask_scheduler="synchronous"),
+    dict(strategy="uniform", triplets_per_query=2, n_blocks=1),
+    dict(strategy="mixed", mined_share=0.2, mined_strategy="semihard", candidates="knn", knn_k=20),
+    dict(strategy="hard", positive="relevance", relevance_cap=0.5, triplets_per_query=1),
+    # Values equal to their defaults are never refused: configs keep every shipped key.
+    dict(strategy="uniform", pool_size=64, batch_classes=10, mined_strategy="hard"),
+])
+def test_settings_the_list_reads_and_run_only_knobs_pass(changes):
+    ListSettings(**changes).sampler(2)
+
+
+def test_every_ignored_setting_is_named_at_once():
+    with pytest.raises(ConfigError) as info:
+        ListSettings(strategy="uniform", batch_classes=4, batch_seeds=3).sampler(1)
+    lines = str(info.value).splitlines()
+    assert [line.split(" = ")[0] for line in lines] == ["[TripletList] batch_classes", "[TripletList] batch_seeds"]
+
+
+def test_an_ignored_setting_fails_the_list_while_scheduling(configure, tmp_path, tiny_imagenet, task_errors):
+    _configure(configure, tmp_path, tiny_imagenet, strategy="uniform", image_passes=3)
+    result = build([tasks.TripletList(epoch=1)])
+    assert result.status == LuigiStatusCode.SCHEDULING_FAILED, result.summary_text
+    with pytest.raises(ConfigError, match=r"\[TripletList\] image_passes = 3 with \[TripletList\] strategy"):
+        tasks.TripletList(epoch=1).requires()
+    assert not (tmp_path / "artifacts" / "test").exists()

@@ -14,8 +14,8 @@ import torchvision
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from models.embedding_net import ModelSettings, build_model
-from models.weights import apply_weights, cached_weights_file
+from pipeline.network import ModelSettings, build_model
+from pipeline.network import apply_weights, cached_weights_file
 from pipeline.checkpoint import load_checkpoint
 from pipeline.errors import ConfigError, WeightsUnavailableError
 from tests.conftest import build, fast_config

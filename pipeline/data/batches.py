@@ -18,16 +18,27 @@ import torch
 
 from pipeline.data.pixel_store import gather
 from pipeline.errors import ConfigError
-from pipeline.settings import setting
+from pipeline.settings import Problem, check, setting, unread
 
 
 @dataclass(frozen=True)
 class AugmentSettings:
-    """Random crop (pad by ``crop_padding`` then crop back) and horizontal flip."""
+    """Random crop (pad by ``crop_padding`` then crop back) and horizontal flip, in ``[TrainEpoch]``.
+
+    With ``augment`` off, ``crop_padding`` and ``flip`` are not read, so values other than
+    their defaults are refused as silently ignored (:meth:`problems`).
+    """
 
     augment: bool = setting(True, "random crops and flips of the training images")
     crop_padding: int = setting(2, "random crop: pad by this many pixels (reflect), crop back", minimum=0)
     flip: bool = setting(True, "random horizontal flips")
+
+    def check(self) -> None:
+        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
+        check(self, "TrainEpoch")
+
+    def problems(self) -> list[Problem]:
+        return [] if self.augment else unread(self, ["crop_padding", "flip"], "augment")
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:
@@ -60,7 +71,7 @@ def augment(x: torch.Tensor, settings: AugmentSettings, generator: torch.Generat
     dev = x.device
     p = settings.crop_padding
     if p >= min(h, w):
-        raise ConfigError(f"[TrainEpoch] crop_padding = {p} must be smaller than the image size {min(h, w)}")
+        raise ConfigError(f"[TrainEpoch] crop_padding = {p}; it must be smaller than the image size {min(h, w)}")
     offsets = torch.randint(0, (2 * p + 1) ** 2, (b,), generator=generator, device=dev)
     flips = torch.rand(b, generator=generator, device=dev) < 0.5
     if not settings.flip:

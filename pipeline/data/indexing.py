@@ -26,28 +26,30 @@ from dask.diagnostics import ProgressBar
 
 from pipeline.dask_cluster import compute
 from pipeline.data.pixel_store import INDEX_FILE, STORE_FILE, create_store
+from pipeline.data.sources import SOURCES, ArraySource, Source
+from pipeline.data.sources.base import ArraySplit, SourceListing
 from pipeline.data.sources.decode import decode_image
-from pipeline.data.sources.fashion_mnist import CLASS_NAMES, DEBIAN_DIR, EMBEDDED_DIR, ArraySplit, load_fashion_mnist
-from pipeline.data.sources.image_folder import list_image_folder
-from pipeline.data.sources.listing import SourceListing
-from pipeline.data.sources.tiny_imagenet import list_tiny_imagenet
 from pipeline.errors import BadImageError, ConfigError
-from pipeline.paths import DATASET_SUMMARY_FILE as SUMMARY_FILE
 from pipeline.inventory import recorded_dataset_settings
+from pipeline.paths import DATASET_SUMMARY_FILE as SUMMARY_FILE
 from pipeline.paths import SKIPPED_FILE, check_name, dataset_dir
-from pipeline.settings import check, setting, significant
+from pipeline.settings import Problem, check, check_fields, option, refuse, setting, significant, unread
 
 if TYPE_CHECKING:
     from distributed import Client
 
-SOURCES = ("embedded", "fashion-mnist", "tiny-imagenet", "image-folder")
-NATIVE_SIZE = {"embedded": 28, "fashion-mnist": 28, "tiny-imagenet": 64, "image-folder": 64}
+SECTION = "dataset"
 SPLITS = ("train", "val")
 
 
 @dataclass(frozen=True)
 class IndexSettings:
-    """``[dataset]``: what to index and how. ``stored_size`` 0 means the source's native size."""
+    """``[dataset]``: what to index and how. ``stored_size`` 0 means the source's native size.
+
+    Refused as silently ignored (:meth:`ignored`, checked while Luigi schedules, by
+    :meth:`key`): a ``root`` with a source that never reads one (``embedded``), and
+    ``on_bad_image = skip`` with a source that decodes no image files.
+    """
 
     source: str = setting("embedded", "embedded (ships with the repo), fashion-mnist, tiny-imagenet or image-folder",
                           choices=SOURCES)
@@ -57,28 +59,71 @@ class IndexSettings:
     on_bad_image: str = setting("fail", "fail, or skip corrupt images and list them in skipped.parquet",
                                 choices=("fail", "skip"))
     dask_scheduler: str = setting("threads", "dask scheduler for decoding", run_only=True)
-    partition_size: int = 256
+    partition_size: int = option(256, minimum=1)
+
+    def spec(self) -> Source:
+        """The registered source ``source`` names."""
+        return SOURCES[self.source]
 
     def decodes_files(self) -> bool:
         """Whether indexing decodes image files (in parallel, with dask); array sources do not."""
-        return self.source not in ("embedded", "fashion-mnist")
+        return self.spec().decodes_files
 
     def resolved_size(self) -> int:
-        return self.stored_size or NATIVE_SIZE[self.source]
+        return self.stored_size or self.spec().native_size
+
+    def dataset_root(self) -> Path:
+        """The folder the source reads: ``root``, else the source's own default."""
+        spec = self.spec()
+        if self.root and spec.root_use != "unused":
+            return Path(self.root)
+        if spec.default_root is None:
+            raise ConfigError(f"[dataset] root = ''; source {self.source} needs the dataset folder: set root to it")
+        return spec.default_root
 
     def key(self) -> str:
-        """The dataset's folder name under ``<root>/datasets/``: ``<name or source>-<size>px``."""
-        if self.source not in NATIVE_SIZE:
-            self.check()  # names the bad source; the other settings are checked when indexing runs
+        """The dataset's folder name under ``<root>/datasets/``: ``<name or source>-<size>px``.
+
+        Refuses an unknown source and ignored settings (:meth:`ignored`) at once, since
+        a key built on them would name data the settings do not describe; the other
+        settings are checked when indexing runs.
+        """
+        refuse(self, SECTION, self.ignored())
+        return self._folder_name()
+
+    def _folder_name(self) -> str:
+        check_fields(self, SECTION, ("source",))
         return f"{check_name(self.name or self.source, '[dataset] name')}-{self.resolved_size()}px"
 
     def check(self) -> None:
         """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
-        check(self, "dataset")
+        check(self, SECTION)
+
+    def ignored(self) -> list[Problem]:
+        """Settings the source would silently ignore."""
+        spec = self.spec()
+        problems = []
+        if spec.root_use == "unused" and self.root:
+            readers = [n for n in SOURCES.names() if SOURCES[n].root_use != "unused"]
+            problems.append(Problem(("root", "source"), (
+                f"source {self.source} always reads {spec.default_root} and never root, so root would be silently "
+                f"ignored: to index that folder, set source = {', '.join(readers[:-1])} or {readers[-1]} (the "
+                f"layout the folder holds); to use the {self.source} dataset, clear root")))
+        if not spec.decodes_files:
+            problems += unread(self, ["on_bad_image"], "source", fix=(
+                f"source {self.source} loads pixel arrays, not image files, so there are no bad images to "
+                "skip and the value would be silently ignored: remove on_bad_image"))
+        return problems
+
+    def problems(self) -> list[Problem]:
+        """Ignored settings, a missing root, and a stored size outside 0 or 8..1024."""
+        problems = self.ignored()
+        if self.spec().root_use == "required" and not self.root:
+            problems.append(Problem(("root", "source"),
+                                    f"source {self.source} needs the dataset folder: set root to it"))
         if self.stored_size < 0 or 0 < self.stored_size < 8 or self.stored_size > 1024:
-            raise ConfigError(f"[dataset] stored_size = {self.stored_size}; use 0 (native) or 8..1024 pixels")
-        if self.source in ("tiny-imagenet", "image-folder") and not self.root:
-            raise ConfigError(f"[dataset] root is empty; source {self.source!r} needs the dataset folder")
+            problems.append(Problem(("stored_size",), "use 0 (native) or 8..1024 pixels"))
+        return problems
 
 
 def recorded_dataset_dir(root: str | Path, experiment: str) -> Path | None:
@@ -88,7 +133,8 @@ def recorded_dataset_dir(root: str | Path, experiment: str) -> Path | None:
         return None
     known = significant(IndexSettings())
     try:
-        return dataset_dir(root, IndexSettings(**{k: v for k, v in recorded.items() if k in known}).key())
+        # Not key(): a run recorded before ignored settings were refused still names its folder.
+        return dataset_dir(root, IndexSettings(**{k: v for k, v in recorded.items() if k in known})._folder_name())
     except (ConfigError, TypeError):
         return None
 
@@ -104,13 +150,11 @@ def build_index(settings: IndexSettings, out_dir: str | Path, client: Client | N
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    if not settings.decodes_files():
-        root = EMBEDDED_DIR if settings.source == "embedded" else Path(settings.root or DEBIAN_DIR)
-        index, skipped = _index_arrays(load_fashion_mnist(root), settings.resolved_size(), out_dir)
+    source, root = settings.spec(), settings.dataset_root()
+    if isinstance(source, ArraySource):
+        index, skipped = _index_arrays(source.load(root), source.class_names, settings.resolved_size(), out_dir)
     else:
-        root = Path(settings.root)
-        lister = list_tiny_imagenet if settings.source == "tiny-imagenet" else list_image_folder
-        index, skipped = _index_files(lister(root), settings, out_dir, client)
+        index, skipped = _index_files(source.list_images(root), settings, out_dir, client)
     index.to_parquet(out_dir / INDEX_FILE, index=False)
     skipped.to_parquet(out_dir / SKIPPED_FILE, index=False)
     summary = {
@@ -147,7 +191,8 @@ def _resize_gray(images: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _index_arrays(splits: dict[str, ArraySplit], size: int, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _index_arrays(splits: dict[str, ArraySplit], class_names: tuple[str, ...], size: int,
+                  out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     n = sum(splits[s].images.shape[0] for s in SPLITS)
     store = create_store(out_dir / STORE_FILE, n, size)
     frames, lo = [], 0
@@ -162,7 +207,7 @@ def _index_arrays(splits: dict[str, ArraySplit], size: int, out_dir: Path) -> tu
                     "split": split,
                     "label": s.labels.astype(np.int64),
                     "class_id": [str(int(c)) for c in s.labels],
-                    "class_name": [CLASS_NAMES[int(c)] for c in s.labels],
+                    "class_name": [class_names[int(c)] for c in s.labels],
                     "path": None,
                     "width": w,
                     "height": h,

@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from pipeline.artifact_damage import corrupt_artifact, is_damage
 from pipeline.errors import DatasetLayoutError
 from pipeline.paths import DATASET_INDEX_FILE as INDEX_FILE
 from pipeline.paths import PIXEL_STORE_FILE as STORE_FILE
+from pipeline.storage import corrupt_artifact, reading
 
 
 def create_store(path: str | Path, n: int, size: int, channels: int = 3) -> np.memmap:
@@ -52,12 +52,9 @@ def open_store(dataset_dir: str | Path) -> np.ndarray:
     path = dataset_dir / STORE_FILE
     if not path.is_file():
         raise DatasetLayoutError(f"pixel store {path} is missing; run the IndexDataset task first")
-    try:
+    # Truncated ("mmap length is greater than file size") or a garbled header is damage.
+    with reading(path, "not a readable .npy array"):
         store = np.load(path, mmap_mode="r")
-    except Exception as exc:
-        if is_damage(exc):  # truncated ("mmap length is greater than file size") or a garbled header
-            raise corrupt_artifact(path, f"not a readable .npy array: {exc}") from exc
-        raise
     if store.dtype != np.uint8 or store.ndim != 4:
         raise corrupt_artifact(path, f"shape {store.shape} {store.dtype}; expected (N, H, W, C) uint8")
     # np.load accepts a file longer than its header says; a mismatch means the
@@ -76,12 +73,8 @@ def _index_rows(dataset_dir: Path) -> int | None:
     path = dataset_dir / INDEX_FILE
     if not path.is_file():
         return None
-    try:
+    with reading(path, "unreadable Parquet"):
         return pq.read_metadata(path).num_rows
-    except Exception as exc:
-        if is_damage(exc):
-            raise corrupt_artifact(path, f"unreadable Parquet: {exc}") from exc
-        raise
 
 
 def read_index(dataset_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
@@ -93,12 +86,8 @@ def read_index(dataset_dir: str | Path, columns: list[str] | None = None) -> pd.
     path = Path(dataset_dir) / INDEX_FILE
     if not path.is_file():
         raise DatasetLayoutError(f"dataset index {path} is missing; run the IndexDataset task first")
-    try:
+    with reading(path, "unreadable Parquet"):
         return pd.read_parquet(path, columns=columns)
-    except Exception as exc:
-        if is_damage(exc):
-            raise corrupt_artifact(path, f"unreadable Parquet: {exc}") from exc
-        raise
 
 
 def gather(store: np.ndarray, ids: np.ndarray) -> np.ndarray:

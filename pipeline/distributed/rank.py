@@ -26,11 +26,6 @@ from pipeline.distributed.settings import DistributedSettings
 from pipeline.distributed.split import BatchShard
 from pipeline.errors import ConfigError, PipelineError
 
-# Test hook: "RANK:STEP" makes that global rank SIGKILL itself after that many steps.
-# Honoured only under pytest (which sets PYTEST_CURRENT_TEST), never in a real run.
-KILL_HOOK = "DEEP_RANKING_TEST_KILL_RANK"
-
-
 class RendezvousError(PipelineError):
     """The ranks of an epoch did not all meet (a peer never started, or an address is wrong)."""
 
@@ -92,9 +87,6 @@ class RankContext:
         """Per-step callback of every rank: rank 0 reports progress to the launcher."""
         if self.writes:
             self.report(("progress", step, total, loss))
-        hook = os.environ.get(KILL_HOOK, "") if "PYTEST_CURRENT_TEST" in os.environ else ""
-        if hook and hook == f"{self.rank}:{step}":
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -16,14 +15,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.artifact_damage import corrupt_artifact, is_damage
 from pipeline.data.batches import iterate_batches, to_float
 from pipeline.device import autocast
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.paths import EMBEDDING_MANIFEST as MANIFEST
 from pipeline.paths import embedding_shard
-
-T = TypeVar("T")
+from pipeline.storage import corrupt_artifact, reading
 
 
 @dataclass(frozen=True)
@@ -111,10 +108,8 @@ def read_manifest(emb_dir: str | Path) -> dict:
     path = Path(emb_dir) / MANIFEST
     if not path.is_file():
         raise PipelineError(f"embedding manifest {path} is missing; run EmbedEpoch for that epoch first")
-    try:
+    with reading(path, "not valid JSON"):  # JSONDecodeError, UnicodeDecodeError
         manifest = json.loads(path.read_text())
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-        raise corrupt_artifact(path, f"not valid JSON: {exc}") from exc
     problem = _manifest_problem(manifest)
     if problem:
         raise corrupt_artifact(path, problem)
@@ -178,23 +173,15 @@ def _read_shard(path: Path, rows: int, dim: int, filters: list | None) -> pa.Tab
     if not path.is_file():
         raise corrupt_artifact(path, f"listed in {MANIFEST} but missing")
     # The footer alone gives the row count, so this check reads no data.
-    found = _decode(path, lambda: pq.read_metadata(path).num_rows)
+    with reading(path, "unreadable Parquet"):
+        found = pq.read_metadata(path).num_rows
     if found != rows:
         raise corrupt_artifact(path, f"{found} rows, but {MANIFEST} lists {rows}")
-    table = _decode(path, lambda: pq.read_table(path, columns=["image_id", "split", "label", "vector"],
-                                                filters=filters, page_checksum_verification=True))
+    with reading(path, "unreadable Parquet"):
+        table = pq.read_table(path, columns=["image_id", "split", "label", "vector"], filters=filters,
+                              page_checksum_verification=True)
     vtype = table.schema.field("vector").type
     if not pa.types.is_fixed_size_list(vtype) or vtype.list_size != dim or table["vector"].null_count:
         raise corrupt_artifact(path, f"vectors of type {vtype} (nulls: {table['vector'].null_count}); "
                                      f"{MANIFEST} says {dim} floats per row")
     return table
-
-
-def _decode(path: Path, read: Callable[[], T]) -> T:
-    """``read()``, with truncated or overwritten bytes in ``path`` raised as a CorruptArtifactError."""
-    try:
-        return read()
-    except Exception as exc:
-        if is_damage(exc):
-            raise corrupt_artifact(path, f"unreadable Parquet: {exc}") from exc
-        raise

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.embedding_net import ModelSettings, network_from_checkpoint
+from pipeline.network import ModelSettings, network_from_checkpoint
 from pipeline.checkpoint import load_checkpoint
 from pipeline.dask_cluster import parse_resources
 from pipeline.data.pixel_store import open_store, read_index

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.embedding_net import ModelSettings
+from pipeline.network import ModelSettings
 from pipeline.dask_cluster import check_resources
 from pipeline.data.pixel_store import open_store
 from pipeline.device import ComputeSettings

@@ -21,14 +21,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.embedding_net import ModelSettings, network_from_checkpoint
+from pipeline.network import ModelSettings, network_from_checkpoint
 from pipeline.checkpoint import load_checkpoint
 from pipeline.device import ComputeSettings, resolve_device
 
 _LOCK = threading.Lock()  # a worker with several threads loads a network once, not once per thread
 _CACHE: dict[tuple, nn.Module] = {}
-# Networks this process has loaded from a checkpoint (tests count it through client.run).
-LOADS = 0
 
 
 def cached_network(checkpoint: str | Path, expected: ModelSettings, device: torch.device, what: str) -> nn.Module:
@@ -39,7 +37,6 @@ def cached_network(checkpoint: str | Path, expected: ModelSettings, device: torc
     ``[model]``) and what :func:`~pipeline.checkpoint.load_checkpoint` raises for a
     damaged file.
     """
-    global LOADS
     path = Path(checkpoint).resolve()
     stat = os.stat(path)
     key = (str(path), stat.st_mtime_ns, stat.st_size, str(device), expected)
@@ -50,13 +47,7 @@ def cached_network(checkpoint: str | Path, expected: ModelSettings, device: torc
             net.eval()
             _CACHE.clear()  # keep only the latest network
             _CACHE[key] = net
-            LOADS += 1
     return net
-
-
-def loads() -> int:
-    """How many networks this process has loaded (for ``client.run(loads)`` in tests and benchmarks)."""
-    return LOADS
 
 
 def worker_device(settings: ComputeSettings, worker_name: object = None) -> torch.device:

@@ -14,11 +14,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from pipeline.atomic import write_text_atomic
 from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import Embeddings
 from pipeline.evaluation.evaluate import ValidationSettings, evaluate
 from pipeline.settings import setting
+from pipeline.storage import write_text_atomic
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import paths
-from pipeline.atomic import atomic_path, write_text_atomic
 from pipeline.embedding.embed import load_embeddings
 from pipeline.evaluation.evaluate import ValidationSettings, evaluate_epoch
 from pipeline.paths import VALIDATION_SIDECARS, validation_files
+from pipeline.storage import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
     from distributed import Client

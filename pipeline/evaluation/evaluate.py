@@ -21,7 +21,7 @@ from pipeline.evaluation.gallery import INDEXES, Gallery, build_gallery, recall_
 from pipeline.evaluation.metrics import lone_queries, triplet_precision
 from pipeline.evaluation.on_cluster import ClusterGallery
 from pipeline.knn import BACKENDS, knn_search
-from pipeline.sampling.class_members import ClassMembers
+from pipeline.sampling.base import ClassMembers
 from pipeline.sampling.uniform import uniform_negatives, uniform_positives
 from pipeline.seeds import evaluation_rng
 from pipeline.settings import check, setting, significant

@@ -1,17 +1,13 @@
 """Reports of experiments: PNG figures, and HTML + Markdown pages built from them.
 
-Import the public API from here; the modules hold one concept each:
-:mod:`.curves`, :mod:`.image_grids` and :mod:`.confusion_map` draw figures on :mod:`.figure_canvas`;
-:mod:`.report_page` and :mod:`.compare_page` assemble pages from the tables of
-:mod:`.metric_tables` and :mod:`.run_tables` (model in :mod:`.tables`), the
-:mod:`.headline`, figure :mod:`.captions`, and render them with
-:mod:`.html_render` / :mod:`.markdown_render`; :mod:`.page_files` writes them.
-:mod:`.inputs` reads a report's inputs from saved artifacts; :mod:`.failure_report` builds the
-sections of where the model fails (:mod:`.failure_inputs`, :mod:`.failure_tables`) from
-validation's sidecars.
+The public API is importable from here. :mod:`.inputs` reads a report's inputs
+from saved artifacts, :mod:`.tables` turns them into the tables (and headline)
+a page shows, :mod:`.figures` draws the PNGs and captions them, :mod:`.pages`
+renders and writes the pages, and :mod:`.experiment_report` runs all of it for
+one experiment's report folder or the comparison of several.
 """
 
-from pipeline.reporting.captions import (
+from pipeline.reporting.figures import (
     ACCURACY,
     COMPARISON,
     CONFUSION,
@@ -19,15 +15,14 @@ from pipeline.reporting.captions import (
     LOSS,
     NEAREST_NEIGHBORS,
     WORST_QUERIES,
+    plot_accuracy_by_epoch,
+    plot_compare,
+    plot_confusion,
+    plot_loss_by_epoch,
+    plot_neighbor_grid,
 )
-from pipeline.reporting.compare_page import render_compare, write_compare
-from pipeline.reporting.confusion_map import plot_confusion
-from pipeline.reporting.course import COURSE_K, COURSE_TARGET
-from pipeline.reporting.curves import plot_accuracy_by_epoch, plot_compare, plot_loss_by_epoch
-from pipeline.reporting.image_grids import plot_neighbor_grid
-from pipeline.reporting.metric_columns import metric_label
-from pipeline.reporting.page_files import HTML_NAME, MARKDOWN_NAME
-from pipeline.reporting.report_page import render_report, write_report
+from pipeline.reporting.pages import render_compare, render_report, write_compare, write_report
+from pipeline.reporting.tables import COURSE_K, COURSE_TARGET, metric_label
 
 __all__ = [
     "ACCURACY",
@@ -36,9 +31,7 @@ __all__ = [
     "COURSE_K",
     "COURSE_TARGET",
     "FARTHEST_NEIGHBORS",
-    "HTML_NAME",
     "LOSS",
-    "MARKDOWN_NAME",
     "NEAREST_NEIGHBORS",
     "WORST_QUERIES",
     "metric_label",

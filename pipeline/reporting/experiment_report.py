@@ -2,66 +2,77 @@
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from pipeline import paths
 from pipeline.data.pixel_store import open_store, read_index
-from pipeline.embedding.embed import read_manifest
 from pipeline.evaluation.metric_names import precision_key
-from pipeline.reporting.captions import ACCURACY, FARTHEST_NEIGHBORS, LOSS, NEAREST_NEIGHBORS
-from pipeline.reporting.compare_page import write_compare
-from pipeline.reporting.curves import plot_accuracy_by_epoch, plot_compare, plot_loss_by_epoch
-from pipeline.reporting.failure_report import failure_report
-from pipeline.reporting.image_grids import plot_neighbor_grid
+from pipeline.reporting.figures import (
+    ACCURACY,
+    CONFUSION,
+    FARTHEST_NEIGHBORS,
+    LOSS,
+    NEAREST_NEIGHBORS,
+    WORST_QUERIES,
+    plot_accuracy_by_epoch,
+    plot_compare,
+    plot_confusion,
+    plot_loss_by_epoch,
+    plot_neighbor_grid,
+)
 from pipeline.reporting.inputs import (
+    ReportInputs,
     collapse_notes,
+    confusion_shares,
     metric_values,
     metrics_table,
     neighbor_grid_inputs,
+    read_json,
+    read_sidecar,
+    stage_entries,
     stage_times,
     step_logs,
     training_summary,
+    worst_grid_inputs,
+    worst_queries,
 )
-from pipeline.reporting.report_page import write_report
-from pipeline.sampling.list_files import read_triplet_meta
+from pipeline.reporting.pages import write_compare, write_report
+from pipeline.reporting.tables import FailureTables, class_names, per_class_table, worst_queries_table
 from pipeline.training.epoch import epoch_seconds
 
-
-@dataclass(frozen=True)
-class ReportInputs:
-    """The artifacts a report reads: one entry per epoch 0..N in the per-epoch lists."""
-
-    dataset_dir: Path
-    baseline_file: Path
-    config_file: Path
-    metrics_files: Sequence[Path]
-    train_dirs: Sequence[Path]
-    embedding_dirs: Sequence[Path]
-    triplet_dirs: Sequence[Path]  # epoch 0 has none; deleted lists (to save space) are skipped
+__all__ = ["build_comparison", "build_report", "failure_report"]
 
 
-def _json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())
+def failure_report(metrics_file: Path, store: np.ndarray, index: pd.DataFrame, out_dir: Path, *,
+                   k: int, epoch: int) -> tuple[dict[str, Path], FailureTables]:
+    """Draw the worst-queries panel and the confusion heatmap of ``metrics_file``'s
+    epoch into ``out_dir`` and build the failure tables, from that epoch's validation sidecars.
 
-
-def stage_seconds(inputs: ReportInputs) -> list[tuple[str, float | None]]:
-    """``(stage, seconds)`` of every task behind the report, from what each recorded."""
-    entries = [("IndexDataset", _json(inputs.dataset_dir / paths.DATASET_SUMMARY_FILE)["seconds"]),
-               ("PixelBaseline", _json(inputs.baseline_file).get("seconds"))]
-    for i, (metrics, train, emb) in enumerate(zip(inputs.metrics_files, inputs.train_dirs, inputs.embedding_dirs)):
-        triplets = inputs.triplet_dirs[i]
-        if i > 0 and triplets.is_dir():
-            entries.append((f"TripletList({i})", read_triplet_meta(triplets).get("seconds")))
-        entries.append((f"TrainEpoch({i})", epoch_seconds(train)))
-        entries.append((f"EmbedEpoch({i})", read_manifest(emb).get("seconds")))
-        entries.append((f"ValidateEpoch({i})", _json(metrics).get("seconds")))
-    return entries
+    ``store`` is the dataset's pixel store and ``index`` its index (``image_id``,
+    ``label``, ``class_name``). Returns the figures by caption key (no panel when
+    every query is lone) and the tables.
+    """
+    metrics_file = Path(metrics_file)
+    queries = read_sidecar(metrics_file, "queries")
+    labels, shares = confusion_shares(read_sidecar(metrics_file, "confusion"))
+    worst = worst_queries(queries)
+    figures: dict[str, Path] = {}
+    if len(worst):
+        figures[WORST_QUERIES] = plot_neighbor_grid(
+            **worst_grid_inputs(worst, store, index, k=k), out=out_dir / "worst_queries.png",
+            title=f"The {len(worst)} validation queries with the lowest precision@{k} (epoch {epoch})")
+    names = class_names(index)
+    figures[CONFUSION] = plot_confusion(
+        shares, [names.get(label, str(label)) for label in labels], out_dir / "confusion.png",
+        title=f"Classes among the {k} nearest training images, per validation class (epoch {epoch})")
+    tables = FailureTables(epoch, worst_queries_table(worst, index, k=k),
+                           per_class_table(read_sidecar(metrics_file, "per_class"), index, labels, shares, k=k))
+    return figures, tables
 
 
 def build_report(out_dir: Path, experiment: str, inputs: ReportInputs, *, k: int) -> Path:
@@ -70,7 +81,7 @@ def build_report(out_dir: Path, experiment: str, inputs: ReportInputs, *, k: int
     started = time.perf_counter()
     metrics = metrics_table(list(inputs.metrics_files))
     steps = step_logs([Path(t) / paths.STEP_LOG_FILE for t in inputs.train_dirs])
-    baseline = metric_values(_json(inputs.baseline_file))
+    baseline = metric_values(read_json(inputs.baseline_file))
     store, index = open_store(inputs.dataset_dir), read_index(inputs.dataset_dir, ["image_id", "label", "class_name"])
     neighbors = pd.read_parquet(paths.metrics_sidecar(Path(inputs.metrics_files[-1]), "neighbors"))
     last_epoch = len(inputs.metrics_files) - 1
@@ -86,8 +97,8 @@ def build_report(out_dir: Path, experiment: str, inputs: ReportInputs, *, k: int
     failure_figures, failures = failure_report(Path(inputs.metrics_files[-1]), store, index, out_dir, k=k,
                                                epoch=last_epoch)
     figures.update(failure_figures)
-    times = stage_seconds(inputs) + [("Report", time.perf_counter() - started)]
-    written = write_report(out_dir, experiment, metrics, figures, baseline, _json(inputs.config_file),
+    times = stage_entries(inputs) + [("Report", time.perf_counter() - started)]
+    written = write_report(out_dir, experiment, metrics, figures, baseline, read_json(inputs.config_file),
                            stage_times(times), collapse_notes(steps), k=k, training=training_summary(steps),
                            failures=failures)
     return Path(written["html"].name)
@@ -107,7 +118,7 @@ def build_comparison(out_dir: Path, experiments: Mapping[str, tuple[Sequence[Pat
         for i, (metrics, train) in enumerate(zip(metrics_files, train_dirs)):
             if i > 0:
                 entries.append((f"TrainEpoch({i})", epoch_seconds(train)))
-            entries.append((f"ValidateEpoch({i})", _json(metrics).get("seconds")))
+            entries.append((f"ValidateEpoch({i})", read_json(metrics).get("seconds")))
         times[name] = stage_times(entries)
     figure = plot_compare(tables, out_dir / "compare.png", k=k)
     written = write_compare(out_dir, tables, times, figure, k=k)

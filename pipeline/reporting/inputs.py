@@ -1,16 +1,55 @@
-"""Gathering a report's inputs from saved artifacts: metric JSONs, step logs,
-neighbour lists and the seconds each stage recorded."""
+"""A report's inputs, read from saved artifacts and shaped for its figures and tables.
+
+Metric JSONs, step logs, neighbour lists and the seconds each stage recorded,
+and validation's failure sidecars ``metrics/epoch=NNN.{queries,confusion,per_class}.parquet``
+(see :mod:`pipeline.evaluation.breakdown`): the worst queries, their
+thumbnails and the class-confusion shares. ``index`` below is the dataset
+index (``image_id``, ``label``, ``class_name``) and ``store`` its pixel store.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
+from pipeline import paths
 from pipeline.data.pixel_store import gather
+from pipeline.embedding.embed import read_manifest
+from pipeline.reporting.tables import class_names, neighbor_labels
+from pipeline.sampling.list_files import read_triplet_meta
+from pipeline.storage import corrupt_artifact, is_damage
+from pipeline.training.epoch import epoch_seconds
 from pipeline.training.loop import collapsed_tail
+
+__all__ = ["WORST_QUERY_ROWS", "ReportInputs", "collapse_notes", "confusion_shares", "metric_values", "metrics_table",
+           "neighbor_grid_inputs", "read_json", "read_sidecar", "stage_entries", "stage_times", "step_logs",
+           "training_summary", "worst_grid_inputs", "worst_queries"]
+
+# Rows of the worst-queries panel: enough to see a pattern, few enough to look at each.
+WORST_QUERY_ROWS = 8
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """The artifacts a report reads: one entry per epoch 0..N in the per-epoch lists."""
+
+    dataset_dir: Path
+    baseline_file: Path
+    config_file: Path
+    metrics_files: Sequence[Path]
+    train_dirs: Sequence[Path]
+    embedding_dirs: Sequence[Path]
+    triplet_dirs: Sequence[Path]  # epoch 0 has none; deleted lists (to save space) are skipped
+
+
+def read_json(path: Path) -> dict:
+    """The JSON object saved at ``path``."""
+    return json.loads(Path(path).read_text())
 
 
 def metric_values(record: dict) -> dict:
@@ -21,7 +60,7 @@ def metric_values(record: dict) -> dict:
 
 def metrics_table(files: list[Path]) -> pd.DataFrame:
     """One row per epoch from ``metrics/epoch=NNN.json`` files."""
-    rows = [metric_values(json.loads(Path(f).read_text())) for f in files]
+    rows = [metric_values(read_json(f)) for f in files]
     return pd.DataFrame(rows).sort_values("epoch").reset_index(drop=True)
 
 
@@ -75,6 +114,80 @@ def neighbor_grid_inputs(neighbors: pd.DataFrame, kind: str, store: np.ndarray, 
     }
 
 
+def stage_entries(inputs: ReportInputs) -> list[tuple[str, float | None]]:
+    """``(stage, seconds)`` of every task behind the report, from what each recorded."""
+    entries = [("IndexDataset", read_json(inputs.dataset_dir / paths.DATASET_SUMMARY_FILE)["seconds"]),
+               ("PixelBaseline", read_json(inputs.baseline_file).get("seconds"))]
+    for i, (metrics, train, emb) in enumerate(zip(inputs.metrics_files, inputs.train_dirs, inputs.embedding_dirs)):
+        triplets = inputs.triplet_dirs[i]
+        if i > 0 and triplets.is_dir():
+            entries.append((f"TripletList({i})", read_triplet_meta(triplets).get("seconds")))
+        entries.append((f"TrainEpoch({i})", epoch_seconds(train)))
+        entries.append((f"EmbedEpoch({i})", read_manifest(emb).get("seconds")))
+        entries.append((f"ValidateEpoch({i})", read_json(metrics).get("seconds")))
+    return entries
+
+
 def stage_times(entries: list[tuple[str, float | None]]) -> pd.DataFrame:
     """``(stage, seconds)`` pairs as the report's stage-time table (missing = skipped)."""
     return pd.DataFrame([(s, float(t)) for s, t in entries if t is not None], columns=["stage", "seconds"])
+
+
+# ---------------------------------------------------------------------------- where the model fails
+
+
+def read_sidecar(metrics_file: Path, name: str) -> pd.DataFrame:
+    """The ``name`` sidecar of ``metrics_file``; damaged bytes raise :func:`~pipeline.storage.corrupt_artifact`."""
+    path = paths.metrics_sidecar(Path(metrics_file), name)
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:
+        if is_damage(exc):
+            raise corrupt_artifact(path, str(exc)) from exc
+        raise
+
+
+def worst_queries(queries: pd.DataFrame, n: int = WORST_QUERY_ROWS) -> pd.DataFrame:
+    """The ``n`` validation queries with the lowest precision, ties broken by image id.
+
+    Lone queries (NaN precision: their class has no training image) are left
+    out: nothing could be found for them, so they show no failure of the embedding.
+    """
+    measured = queries[queries["precision"].notna()]
+    return measured.sort_values(["precision", "image_id"], kind="stable").head(n).reset_index(drop=True)
+
+
+def worst_grid_inputs(worst: pd.DataFrame, store: np.ndarray, index: pd.DataFrame, *, k: int) -> dict:
+    """Arguments of :func:`~pipeline.reporting.figures.plot_neighbor_grid` for the
+    worst queries: their images and neighbours' images, class names, and a note
+    per query with its precision@k and image id (no distances: the sidecar has none)."""
+    names = class_names(index)
+    rows = [np.asarray(ids, dtype=np.int64) for ids in worst["neighbors"]]
+    shown = min((len(r) for r in rows), default=0)  # every row has figure_k ids, unless the database was smaller
+    ids = np.stack([r[:shown] for r in rows]) if rows else np.zeros((0, 0), dtype=np.int64)
+    labels = [row[:shown] for row in neighbor_labels(worst, index)]
+    return {
+        "query_images": gather(store, worst["image_id"].to_numpy(np.int64)),
+        "query_names": [names[label] for label in worst["label"]],
+        "neighbor_images": gather(store, ids.reshape(-1)).reshape(len(worst), shown, *store.shape[1:]),
+        "neighbor_names": [[names[label] for label in row] for row in labels],
+        "distances": None,
+        "query_notes": [f"p@{k} {p:.2f} · #{i}" for p, i in zip(worst["precision"], worst["image_id"])],
+    }
+
+
+def confusion_shares(confusion: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, shares)``: every label among queries or neighbours, sorted, and the
+    ``(C, C)`` share of each query class's neighbours (row) in each class (column).
+
+    Rows sum to 1; a class that only appears among neighbours (no validation
+    image) has a row of NaN.
+    """
+    labels = np.union1d(confusion["query_label"].to_numpy(), confusion["neighbor_label"].to_numpy())
+    counts = np.zeros((len(labels), len(labels)))
+    rows = np.searchsorted(labels, confusion["query_label"].to_numpy())
+    cols = np.searchsorted(labels, confusion["neighbor_label"].to_numpy())
+    np.add.at(counts, (rows, cols), confusion["count"].to_numpy(dtype=float))
+    totals = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return labels, np.where(totals > 0, counts / totals, np.nan)

@@ -17,9 +17,14 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dask_cluster import compute, share
-from pipeline.sampling.base import SamplingContext, TripletBlock, TripletStrategy
-from pipeline.sampling.class_members import ClassMembers
-from pipeline.sampling.list_settings import ListSettings
+from pipeline.sampling.base import (
+    ClassMembers,
+    ClassStrategy,
+    SamplingContext,
+    TripletBlock,
+    TripletStrategy,
+)
+from pipeline.sampling.settings import ListSettings
 from pipeline.seeds import class_rng, shuffle_rng
 
 if TYPE_CHECKING:
@@ -56,7 +61,7 @@ def class_blocks(classes: ClassMembers, n_blocks: int, triplets_per_query: int) 
     return blocks
 
 
-def _run_block(strategy: TripletStrategy, ctx: SamplingContext, queries: np.ndarray) -> TripletBlock:
+def _run_block(strategy: ClassStrategy, ctx: SamplingContext, queries: np.ndarray) -> TripletBlock:
     """Sample a block class by class, each class with its own RNG, so the rows do
     not depend on how classes are grouped into blocks (``n_blocks``)."""
     labels = ctx.classes.labels[queries]
@@ -68,7 +73,10 @@ def _run_block(strategy: TripletStrategy, ctx: SamplingContext, queries: np.ndar
 def concat_blocks(parts: list[TripletBlock]) -> TripletBlock:
     """One block from several (distances stay ``None`` only if absent everywhere)."""
 
-    def cat(name: str) -> np.ndarray | None:
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    def cat_distances(name: str) -> np.ndarray | None:
         arrays = [getattr(p, name) for p in parts]
         if all(a is None for a in arrays):
             return None
@@ -76,13 +84,13 @@ def concat_blocks(parts: list[TripletBlock]) -> TripletBlock:
                                for a, p in zip(arrays, parts)])
 
     return TripletBlock(queries=cat("queries"), positives=cat("positives"), negatives=cat("negatives"),
-                        strategy=cat("strategy"), d_qp=cat("d_qp"), d_qn=cat("d_qn"))
+                        strategy=cat("strategy"), d_qp=cat_distances("d_qp"), d_qn=cat_distances("d_qn"))
 
 
 def runs_on_dask(strategy: TripletStrategy) -> bool:
     """Whether :func:`sample_triplets` spreads ``strategy``'s work over dask (class blocks):
-    whole-table strategies (``batched``) run in the calling process."""
-    return not hasattr(strategy, "sample_table")
+    whole-epoch strategies (``batched``) run in the calling process."""
+    return strategy.scope == "class"
 
 
 def sample_triplets(
@@ -100,15 +108,15 @@ def sample_triplets(
     order. ``settings.n_blocks`` and ``settings.dask_scheduler`` (any dask
     scheduler name, ``"synchronous"`` in tests) only spread the work.
     ``settings.strategy`` is not read: the caller builds ``strategy``
-    (:meth:`ListSettings.strategy_for` picks its name for an epoch).
+    (:meth:`ListSettings.sampler` builds the one of an epoch).
     With ``client``, the blocks run on its dask.distributed cluster instead of
     ``settings.dask_scheduler``; the rows are the same.
-    A strategy that builds whole tables (``sample_table``, e.g. ``batched``) gets the
-    epoch at once: its batches span classes, so class blocks do not apply.
+    An epoch-scope strategy (``batched``) gets the epoch at once: its batches span
+    classes, so class blocks do not apply.
     Without ``settings``, the defaults of :class:`ListSettings`.
     """
     settings = settings or ListSettings()
-    if not runs_on_dask(strategy):
+    if strategy.scope == "epoch":
         return strategy.sample_table(ctx, image_ids)
     blocks = class_blocks(ctx.classes, settings.n_blocks, settings.triplets_per_query)
     # The context (labels, and the previous epoch's embeddings when mining) is sent

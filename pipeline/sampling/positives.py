@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.sampling.class_members import ClassMembers
+from pipeline.sampling.base import ClassMembers
 from pipeline.sampling.uniform import uniform_positives
 
 # Entries per (queries x class members) distance tile for the positive search (16 MiB).

@@ -9,14 +9,13 @@ with them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from pipeline.errors import ConfigError
-from pipeline.sampling.base import SamplingContext, TripletBlock
-from pipeline.sampling.class_members import ClassMembers
-from pipeline.sampling.registry import register
+from pipeline.sampling.base import ClassMembers, SamplingContext, TripletBlock, register
 
 
 def uniform_positives(classes: ClassMembers, queries: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -52,8 +51,13 @@ def uniform_negatives(classes: ClassMembers, queries: np.ndarray, rng: np.random
 class UniformStrategy:
     """Uniform positive and negative: the course protocol (positives drawn first, then negatives)."""
 
-    name: str = "uniform"
-    needs_embeddings: bool = False
+    name: str = field(default="uniform", init=False)
+    needs_embeddings: bool = field(default=False, init=False)
+    scope: Literal["class"] = field(default="class", init=False)
+
+    def reads(self) -> frozenset[str]:
+        """Only how many rows each query gets."""
+        return frozenset({"triplets_per_query"})
 
     def sample(self, ctx: SamplingContext, queries: np.ndarray, rng: np.random.Generator) -> TripletBlock:
         """Uniform rows for ``queries``; no distances (the strategy reads no embeddings)."""

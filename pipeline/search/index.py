@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.artifact_damage import corrupt_artifact, is_damage
 from pipeline.data.pixel_store import read_index
 from pipeline.errors import PipelineError
 from pipeline.paths import SEARCH_INDEX_FILE, SEARCH_ITEMS_FILE, SEARCH_META_FILE
 from pipeline.settings import check, setting
+from pipeline.storage import corrupt_artifact, reading
 
 SPLIT_CHOICES = ("train", "train+val")
 ITEM_COLUMNS = ("image_id", "split", "label", "class_id", "class_name", "path")
@@ -121,11 +121,10 @@ def read_search_meta(folder: str | Path) -> dict[str, Any]:
     """``meta.json`` of a search folder, checked for the keys readers use."""
     path = Path(folder) / SEARCH_META_FILE
     try:
-        meta = json.loads(path.read_text())
+        with reading(path, "not valid JSON"):
+            meta = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise PipelineError(f"search index meta {path} is missing") from exc
-    except ValueError as exc:
-        raise corrupt_artifact(path, f"not valid JSON: {exc}") from exc
     keys = ("epoch", "splits", "count", "dim", "dataset_dir", "dataset_root", "experiment")
     if not isinstance(meta, dict) or any(k not in meta for k in keys):
         raise corrupt_artifact(path, f"a JSON object with the keys {', '.join(keys)} was expected")
@@ -143,16 +142,10 @@ def load_search_index(folder: str | Path) -> SearchIndexFiles:
     for path in (index_path, items_path):
         if not path.is_file():
             raise corrupt_artifact(path, "missing")
-    try:
+    with reading(index_path, "not a faiss index", also=(RuntimeError,)):  # faiss's error for every bad file
         index = faiss.read_index(str(index_path))
-    except RuntimeError as exc:  # faiss reports every bad file as a RuntimeError
-        raise corrupt_artifact(index_path, f"not a faiss index: {exc}") from exc
-    try:
+    with reading(items_path, "unreadable Parquet"):
         items = pd.read_parquet(items_path, columns=list(ITEM_COLUMNS))
-    except Exception as exc:
-        if is_damage(exc):
-            raise corrupt_artifact(items_path, f"unreadable Parquet: {exc}") from exc
-        raise
     if index.ntotal != meta["count"] or index.d != meta["dim"]:
         raise corrupt_artifact(index_path, f"{index.ntotal} vectors of {index.d} floats, but {SEARCH_META_FILE} "
                                            f"says {meta['count']} of {meta['dim']}")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.atomic import write_text_atomic
+from pipeline.storage import write_text_atomic
 
 if TYPE_CHECKING:  # the searcher imports torch; this module is imported before the command needs it
     from pipeline.search.searcher import Hit, Searcher

@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.embedding_net import ModelSettings, network_from_checkpoint
-from pipeline.artifact_damage import corrupt_artifact
+from pipeline.network import ModelSettings, network_from_checkpoint
 from pipeline.checkpoint import load_checkpoint
 from pipeline.data.batches import to_float
 from pipeline.data.pixel_store import open_store, read_index
@@ -32,6 +31,7 @@ from pipeline.inventory import indexed_epochs
 from pipeline.search.index import SearchIndexFiles, load_search_index
 from pipeline.search.locate import dataset_folder, locate
 from pipeline.search.preprocess import ImageInput, decode_inputs, pixels_png
+from pipeline.storage import corrupt_artifact
 
 BATCH_SIZE = 512  # images per forward pass when embedding queries (EmbedEpoch's default)
 # faiss answers fewer queries than this (its BLAS threshold) with a loop it splits over

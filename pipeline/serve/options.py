@@ -4,11 +4,10 @@ option of ``python -m pipeline.serve`` (``max_upload_mb`` -> ``--max-upload-mb``
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from dataclasses import dataclass
 
 from pipeline.errors import ConfigError
-from pipeline.settings import check, setting
+from pipeline.settings import check, declared, setting, setting_fields
 
 
 @dataclass(frozen=True)
@@ -31,14 +30,14 @@ class ServeSettings:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--option`` per field, with its default and help."""
-    for f in dataclasses.fields(ServeSettings):
+    for f in setting_fields(ServeSettings):
         parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                            help=f"{f.metadata['help']} (default: {f.default})")
+                            help=f"{declared(f).help} (default: {f.default})")
 
 
 def from_args(args: argparse.Namespace) -> ServeSettings:
     """The settings parsed by :func:`add_arguments`, checked (``ConfigError`` names the option)."""
-    settings = ServeSettings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeSettings)})
+    settings = ServeSettings(**{f.name: getattr(args, f.name) for f in setting_fields(ServeSettings)})
     check(settings, "serve")
     if settings.port > 65535:
         raise ConfigError(f"--port {settings.port} is not a TCP port; use 0..65535 (0 = any free port)")

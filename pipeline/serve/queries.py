@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import paths
-from pipeline.artifact_damage import corrupt_artifact, is_damage
+from pipeline.storage import reading
 
 COLUMNS = ["image_id", "label", "precision", "neighbors"]
 
@@ -47,12 +47,8 @@ def load_queries(root: str | Path, experiment: str, epoch: int) -> ValidationQue
     path = queries_file(root, experiment, epoch)
     if not path.is_file():
         return None
-    try:
+    with reading(path, f"unreadable, or without the columns {', '.join(COLUMNS)}", also=(KeyError,)):
         rows = pd.read_parquet(path, columns=COLUMNS)
-    except Exception as exc:
-        if is_damage(exc) or isinstance(exc, (KeyError, ValueError)):
-            raise corrupt_artifact(path, f"unreadable, or without the columns {', '.join(COLUMNS)}: {exc}") from exc
-        raise
     rows = rows.sort_values(["precision", "image_id"], kind="stable").reset_index(drop=True)
     return ValidationQueries(rows=rows, k=_recorded_k(paths.metrics_file(root, experiment, epoch)), path=path)
 

@@ -1,8 +1,9 @@
 """A whole training epoch from its saved inputs: the previous checkpoint, the
 epoch's triplet list and the dataset's pixel store.
 
-This is what ``TrainEpoch`` runs; it is here, free of Luigi, so that scripts,
-benchmarks and other schedulers can train an epoch the same way.
+:mod:`pipeline.distributed.run_epoch` picks the path (epoch 0, one process, several
+ranks) and every path writes through :func:`write_epoch`; both are free of Luigi,
+so scripts, benchmarks and other schedulers produce an epoch the same way.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 import torch
 
-from models.embedding_net import ModelSettings, network_from_checkpoint
 from pipeline import paths
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.data.batches import AugmentSettings
 from pipeline.data.pixel_store import open_store
+from pipeline.network import ModelSettings, network_from_checkpoint
 from pipeline.seeds import training_epoch_seed
+from pipeline.storage import atomic_path
 from pipeline.training.loop import PartialSaves, train_one_epoch
 from pipeline.training.losses import LossSettings
 from pipeline.training.optimization import TrainSettings, make_lr_scheduler, make_optimizer
@@ -53,6 +55,7 @@ class EpochSettings:
         self.model.check()
         self.train.check()
         self.loss.check()
+        self.augment.check()
 
 
 def train_epoch(previous_checkpoint: str | Path, triplet_dir: str | Path, dataset_dir: str | Path,
@@ -102,22 +105,28 @@ def train_epoch(previous_checkpoint: str | Path, triplet_dir: str | Path, datase
     return state, step_log
 
 
-def write_epoch(folder: str | Path, state: Mapping[str, Any], step_log: pd.DataFrame) -> None:
-    """Write an epoch's files into ``folder`` (a temporary folder the caller renames into place):
-    the checkpoint, the step log and a small summary that readers use instead of the checkpoint."""
-    folder = Path(folder)
-    save_checkpoint(folder / paths.CHECKPOINT_FILE, dict(state))
-    step_log.to_parquet(folder / paths.STEP_LOG_FILE, index=False)
-    summary = {"epoch": state["epoch"], "seconds": state.get("seconds"), "steps": len(step_log)}
-    (folder / paths.TRAIN_SUMMARY_FILE).write_text(json.dumps(summary))
+def write_epoch(out_dir: str | Path, state: Mapping[str, Any], step_log: pd.DataFrame) -> None:
+    """Write an epoch's folder ``out_dir`` atomically: the checkpoint, the step log and a small
+    summary that readers use instead of the checkpoint; then drop the epoch's partial checkpoint.
 
-
-def finish_epoch(out_dir: str | Path) -> None:
-    """Drop the epoch's partial checkpoint once its folder is complete."""
+    The one writer of every path (epoch 0, one process, global rank 0 of several).
+    """
+    with atomic_path(out_dir, is_dir=True) as folder:
+        save_checkpoint(folder / paths.CHECKPOINT_FILE, dict(state))
+        step_log.to_parquet(folder / paths.STEP_LOG_FILE, index=False)
+        summary = {"epoch": state["epoch"], "seconds": state.get("seconds"), "steps": len(step_log),
+                   "loss": float(step_log["loss"].mean()) if len(step_log) else None,
+                   "active_fraction": float(step_log["active_fraction"].mean()) if len(step_log) else None}
+        (folder / paths.TRAIN_SUMMARY_FILE).write_text(json.dumps(summary))
     remove_partial(partial_path(out_dir))
 
 
+def epoch_summary(train_dir: str | Path) -> dict[str, Any]:
+    """An epoch folder's summary: ``epoch``, ``seconds``, ``steps`` and the step log's mean ``loss`` and
+    ``active_fraction`` (None for epoch 0), without loading the checkpoint."""
+    return json.loads((Path(train_dir) / paths.TRAIN_SUMMARY_FILE).read_text())
+
+
 def epoch_seconds(train_dir: str | Path) -> float | None:
-    """Seconds an epoch took, from its summary (no need to load the checkpoint)."""
-    path = Path(train_dir) / paths.TRAIN_SUMMARY_FILE
-    return json.loads(path.read_text()).get("seconds") if path.is_file() else None
+    """Seconds an epoch took, from its summary; None for a folder without one."""
+    return epoch_summary(train_dir).get("seconds") if (Path(train_dir) / paths.TRAIN_SUMMARY_FILE).is_file() else None

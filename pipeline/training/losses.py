@@ -18,9 +18,9 @@ class LossSettings:
 
     margin: float = setting(1.0, "the gap g of max(0, g + D(q,p) - D(q,n))", minimum=0.0)
     squared: bool = setting(False, "squared instead of plain Euclidean distance")
-    reduce: str = setting("mean", "average over all triplets (mean, the course) or over active ones",
+    reduce: str = setting("active", "average over active triplets (those with a positive hinge) or over all (mean, the course)",
                           choices=REDUCTIONS)
-    in_batch: str = setting("listed", "batched lists: train on the listed triplets or on all in-batch ones",
+    in_batch: str = setting("all", "batched lists: train on all in-batch triplets or on the listed ones only",
                             choices=IN_BATCH)
 
     def check(self) -> None:

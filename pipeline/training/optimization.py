@@ -15,7 +15,7 @@ SECTION = "TrainEpoch"
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """How an epoch optimises (``[TrainEpoch]``; the defaults are the course protocol).
+    """How an epoch optimises (``[TrainEpoch]``; the course protocol is ``configs/tiny-imagenet.cfg``).
 
     The loss itself is :class:`pipeline.training.losses.LossSettings` (``[loss]``).
     """
@@ -23,11 +23,11 @@ class TrainSettings:
     batch_size: int = setting(64, "triplets (plain lists) per step; batched lists bring their own batches",
                               minimum=1)
     optimizer: str = setting("sgd", "sgd (with momentum, the course) or adam", choices=("sgd", "adam"))
-    lr: float = setting(1e-3, "learning rate")
+    lr: float = setting(0.01, "learning rate")
     momentum: float = setting(0.9, "SGD momentum")
-    weight_decay: float = setting(0.0, "L2 weight decay", minimum=0.0)
-    lr_step: int = setting(0, "decay lr every N epochs (0 = never)", minimum=0)
-    lr_gamma: float = setting(0.1, "lr factor at each decay")
+    weight_decay: float = setting(1e-4, "L2 weight decay", minimum=0.0)
+    lr_step: int = setting(9, "decay lr every N epochs (0 = never)", minimum=0)
+    lr_gamma: float = setting(0.2, "lr factor at each decay")
 
     def check(self) -> None:
         """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""

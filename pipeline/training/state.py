@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import torch
 
-from models.embedding_net import EmbeddingNet, ModelSettings, build_model
-from models.weights import WeightSettings, apply_weights
+from models.embedding_net import EmbeddingNet
+from pipeline.network import ModelSettings, WeightSettings, apply_weights, build_model
 from pipeline.seeds import initial_network_seed
 from pipeline.training.optimization import TrainSettings, make_lr_scheduler, make_optimizer
 

@@ -64,8 +64,7 @@ def decode_image(path: str | os.PathLike, size: int) -> tuple[np.ndarray, tuple[
             img.load()
             # Phones store rotated pixels plus an orientation tag; apply it so
             # the model sees the picture the way people do.
-            img = ImageOps.exif_transpose(img)
-            rgb = _to_rgb(img, path)
+            rgb = _to_rgb(ImageOps.exif_transpose(img), path)
     except (BadImageError, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - decoders raise many types on bad bytes

@@ -1,19 +1,22 @@
 """Fashion-MNIST from its original idx files, and the compact subset shipped in
 this repository (``data/fashion-mnist-embedded``), which uses the same format.
 
-The full files come with Debian's ``dataset-fashion-mnist`` package under
-``/usr/share/datasets/fashion-mnist`` (Expat licence, Zalando SE).
+Two sources: ``embedded`` reads only the shipped subset (a ``[dataset] root``
+is refused, as it would be ignored), and ``fashion-mnist`` reads the idx files
+in ``root``, by default where Debian's ``dataset-fashion-mnist`` package puts
+them, ``/usr/share/datasets/fashion-mnist`` (Expat licence, Zalando SE).
 """
 
 from __future__ import annotations
 
 import gzip
 import struct
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from pipeline.data.sources.base import ArraySource, ArraySplit, register_source
 from pipeline.errors import DatasetLayoutError
 
 CLASS_NAMES = (
@@ -38,15 +41,7 @@ FILES = (
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 EMBEDDED_DIR = Path(__file__).resolve().parents[3] / "data" / "fashion-mnist-embedded"
 
-_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-@dataclass(frozen=True)
-class ArraySplit:
-    """Images (N, H, W) uint8 grayscale and labels (N,) int64 of one split."""
-
-    images: np.ndarray
-    labels: np.ndarray
+_DTYPES: dict[int, Any] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def _find(root: Path, stem: str) -> Path:
@@ -136,6 +131,15 @@ def _check_labels(raw: np.ndarray, path: Path) -> np.ndarray:
             f"outside 0..{last} ({bad.size} such label(s) in all); {expected}"
         )
     return labels
+
+
+# Run as a script (``python -m``, below), this file is __main__ and the package import
+# above has already registered its sources under the module's own name.
+if __name__ != "__main__":
+    register_source(ArraySource(name="embedded", native_size=28, load=load_fashion_mnist, class_names=CLASS_NAMES,
+                                root_use="unused", default_root=EMBEDDED_DIR))
+    register_source(ArraySource(name="fashion-mnist", native_size=28, load=load_fashion_mnist,
+                                class_names=CLASS_NAMES, root_use="optional", default_root=DEBIAN_DIR))
 
 
 def stratified_subset(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:

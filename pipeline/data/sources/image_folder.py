@@ -10,7 +10,15 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.data.sources.listing import SPLITS, SourceListing, is_hidden, make_classes, make_records
+from pipeline.data.sources.base import (
+    SPLITS,
+    FileSource,
+    SourceListing,
+    is_hidden,
+    make_classes,
+    make_records,
+    register_source,
+)
 from pipeline.errors import DatasetLayoutError
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
@@ -94,3 +102,6 @@ def _images_under(root: Path, folder: Path) -> list[str]:
             if not is_hidden(name) and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
         )
     return found
+
+
+register_source(FileSource(name="image-folder", native_size=64, list_images=list_image_folder))

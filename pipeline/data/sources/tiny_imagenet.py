@@ -16,7 +16,14 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from pipeline.data.sources.listing import SourceListing, is_hidden, make_classes, make_records
+from pipeline.data.sources.base import (
+    FileSource,
+    SourceListing,
+    is_hidden,
+    make_classes,
+    make_records,
+    register_source,
+)
 from pipeline.errors import DatasetLayoutError
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpeg", ".jpg", ".png"})
@@ -194,3 +201,6 @@ def _safe_relative(name: str, where: str) -> str:
             f"expected a file name inside val/images"
         )
     return posix.as_posix()
+
+
+register_source(FileSource(name="tiny-imagenet", native_size=64, list_images=list_tiny_imagenet))

@@ -1,5 +1,11 @@
-"""Pretrained weights: torchvision's ImageNet weights (downloaded into the torch
-cache when online, read from that cache offline) or a local state-dict file."""
+"""The embedding network as the pipeline configures, initialises and restores it.
+
+``[model]`` settings (:class:`ModelSettings`, :class:`WeightSettings`) and their
+checks, a fresh network (:func:`build_model`), epoch 0's pretrained weights
+(torchvision's ImageNet weights from the torch cache, or a local state-dict
+file) and the network of a saved checkpoint (:func:`network_from_checkpoint`).
+The network itself is :mod:`models.embedding_net`, which knows nothing of this.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,83 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 from urllib.error import URLError
 
 import torch
 import torchvision
 
-from models.embedding_net import EmbeddingNet
+from models.embedding_net import ARCHS, STEMS, EmbeddingNet
 from pipeline.checkpoint import safe_load
 from pipeline.errors import ConfigError, PipelineError, WeightsUnavailableError
-from pipeline.settings import setting
+from pipeline.settings import check, setting
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """``[model]``: everything that defines the network's shape.
+
+    ``stem``: ``imagenet`` keeps the 7x7 stride-2 convolution and max-pool (right
+    for 224-pixel inputs); ``small`` uses a 3x3 stride-1 convolution and no
+    max-pool, which keeps spatial detail on 28-64 pixel inputs; ``small-s2`` the
+    same with stride 2, a quarter of the compute for 28-32 pixel inputs.
+    ``input_size``: 0 feeds images at the stored size; N upsamples to N x N.
+    ``width``: channels of the first stage (64 in the standard ResNets); a
+    narrower network trains in minutes on a laptop CPU.
+    """
+
+    arch: str = setting("resnet18", "torchvision ResNet depth", choices=ARCHS)
+    embedding_dim: int = setting(64, "length of the embedding vectors", minimum=1)
+    normalize: bool = setting(False, "L2-normalise the embeddings")
+    stem: str = setting("small-s2", "first layer: imagenet (7x7/2 + max-pool), small (3x3/1) or small-s2 (3x3/2)",
+                        choices=STEMS)
+    input_size: int = setting(0, "0 = stored size; N upsamples to N x N on the device (the course: 224)",
+                              minimum=0)
+    width: int = setting(16, "first-stage channels (64 = the standard ResNet; 16 trains the embedded dataset "
+                             "in minutes on 2 CPU cores)", minimum=8)
+    # Not a setting: the dataset's store decides it.
+    in_channels: int = 3
+
+    def check(self) -> None:
+        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
+        check(self, "model")
+        if self.width % 8:
+            raise ConfigError(f"[model] width = {self.width}; use a multiple of 8 (64 = the standard ResNet)")
+        if self.in_channels not in (1, 3):
+            raise ConfigError(f"in_channels = {self.in_channels}; stores hold 1 or 3 channels")
+
+
+@dataclass(frozen=True)
+class WeightSettings:
+    """``[model] weights`` / ``weights_path``: where epoch 0's initial weights come from."""
+
+    weights: str = setting("none", "none (random) or imagenet (torchvision's weights, from the torch cache)")
+    weights_path: str = setting("", "a local state-dict file (overrides weights)")
+
+
+def build_model(settings: ModelSettings) -> EmbeddingNet:
+    """A freshly initialised network (no pretrained weights; see :func:`apply_weights`)."""
+    settings.check()
+    return EmbeddingNet(settings)
+
+
+def network_from_checkpoint(state: Mapping[str, Any], expected: ModelSettings, device: torch.device,
+                            what: str) -> EmbeddingNet:
+    """The network saved in ``state``, on ``device`` in channels-last layout.
+
+    Raises :class:`ConfigError` when the current ``[model]`` settings (``expected``)
+    differ from those ``what`` (e.g. "epoch 3 of experiment 'demo'") was trained
+    with: the same folder would otherwise mix two networks.
+    """
+    settings = ModelSettings(**state["model_settings"])
+    if settings != expected:
+        raise ConfigError(f"[model] settings differ from those {what} was trained with ({state['model_settings']}); "
+                          "restore them or use a new --experiment name")
+    net = build_model(settings)
+    net.load_state_dict(state["model"])
+    return net.to(device, memory_format=torch.channels_last)
 
 
 def cached_weights_file(arch: str) -> tuple[str, Path]:
@@ -89,14 +161,6 @@ def load_pretrained(model: EmbeddingNet, state: dict[str, torch.Tensor], source:
         log.info("pretrained weights from %s: %d tensors kept their initialisation (%s...)", source,
                  len(skipped), ", ".join(skipped[:4]))
     return skipped
-
-
-@dataclass(frozen=True)
-class WeightSettings:
-    """``[model] weights`` / ``weights_path``: where epoch 0's initial weights come from."""
-
-    weights: str = setting("none", "none (random) or imagenet (torchvision's weights, from the torch cache)")
-    weights_path: str = setting("", "a local state-dict file (overrides weights)")
 
 
 def apply_weights(model: EmbeddingNet, weights: str, weights_path: str) -> list[str]:
