@@ -115,17 +115,8 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
                  meta["seconds"])
 
 
-@settings_parameters(TrainSettings, AugmentSettings, PartialSaveSettings)
-@settings_parameters(DistributedSettings, exclude=("node_rank",))
-class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
-    """Epoch N: load epoch N-1's checkpoint, train over TripletList(N), save (epoch 0: the initial network).
-
-    ``processes`` / ``nnodes`` above 1 train the epoch data-parallel on several
-    ranks (:mod:`pipeline.distributed`); the other machines join with ``JoinEpoch``.
-    """
-
-    experiment = experiment_param()
-    epoch = luigi.IntParameter(description="0 = the initial (pretrained or random) network")
+class EpochRanks:
+    """Mixin of the tasks that train an epoch on this machine's ranks (TrainEpoch, JoinEpoch)."""
 
     @property
     def resources(self) -> dict[str, int]:
@@ -134,6 +125,19 @@ class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
 
     def distributed_settings(self) -> DistributedSettings:
         return settings_of(self, DistributedSettings)
+
+
+@settings_parameters(TrainSettings, AugmentSettings, PartialSaveSettings)
+@settings_parameters(DistributedSettings, exclude=("node_rank",))
+class TrainEpoch(EpochRanks, RecordedSettings, RunSeed, luigi.Task):
+    """Epoch N: load epoch N-1's checkpoint, train over TripletList(N), save (epoch 0: the initial network).
+
+    ``processes`` / ``nnodes`` above 1 train the epoch data-parallel on several
+    ranks (:mod:`pipeline.distributed`); the other machines join with ``JoinEpoch``.
+    """
+
+    experiment = experiment_param()
+    epoch = luigi.IntParameter(description="0 = the initial (pretrained or random) network")
 
     def requires(self) -> dict[str, luigi.Task]:
         check_distributed(self.distributed_settings())  # refused before anything runs
@@ -190,7 +194,7 @@ class TrainEpoch(RecordedSettings, RunSeed, luigi.Task):
 
 
 @settings_parameters(DistributedSettings, section="TrainEpoch", exclude=("node_rank",))
-class JoinEpoch(RunSeed, luigi.Task):
+class JoinEpoch(EpochRanks, RunSeed, luigi.Task):
     """On machine ``node_rank`` (1 .. nnodes-1): train epoch N with node 0, which runs the graph.
 
         luigi --module tasks JoinEpoch --epoch 3 --node-rank 1
@@ -204,13 +208,6 @@ class JoinEpoch(RunSeed, luigi.Task):
     experiment = experiment_param()
     epoch = luigi.IntParameter(description="the epoch (from 1) node 0 is training")
     node_rank = luigi.IntParameter(description="this machine's number, 1 .. nnodes-1")
-
-    @property
-    def resources(self) -> dict[str, int]:
-        return {"gpu": self.processes}
-
-    def distributed_settings(self) -> DistributedSettings:
-        return settings_of(self, DistributedSettings)
 
     def requires(self) -> dict:
         check_distributed(self.distributed_settings())
