@@ -24,8 +24,10 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 run: $(VENV)/.installed
 	$(VENV)/bin/luigi --module tasks RunAll $(ARGS)
 
+# Two test processes (pytest-xdist), one per core of the reference machine; each
+# test module stays in one process, so its module fixtures are built once.
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 bench: $(VENV)/.installed-test
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from common import best_of
 
-from pipeline.data.batches import AugmentSettings, augment, iterate_batches, to_float
+from pipeline.data.batches import augment, iterate_batches, to_float
 from pipeline.data.pixel_store import create_store
+from pipeline.training.settings import AugmentSettings
 
 
 def make_data(root: Path, n: int, size: int, classes: int) -> tuple[np.ndarray, Path]:

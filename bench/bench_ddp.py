@@ -24,13 +24,13 @@ import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
 
-from pipeline.network import ModelSettings, build_model
-from pipeline.data.batches import AugmentSettings
 from pipeline.data.pixel_store import create_store
 from pipeline.distributed.launch import launch, make_plan
 from pipeline.distributed.settings import DistributedSettings
+from pipeline.network import ModelSettings, build_model
 from pipeline.training.loop import train_one_epoch
-from pipeline.training.optimization import TrainSettings, make_optimizer
+from pipeline.training.optimization import make_optimizer
+from pipeline.training.settings import AugmentSettings, TrainSettings
 
 
 def step_seconds(store_file: str, triplets: np.ndarray, settings: ModelSettings, batch: int, ctx=None) -> float:

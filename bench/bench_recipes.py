@@ -34,16 +34,17 @@ import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
 
-from pipeline.network import ModelSettings, build_model
-from pipeline.data.batches import AugmentSettings, augment, to_float
-from pipeline.data.indexing import IndexSettings, build_index
+from pipeline.data.batches import augment, to_float
+from pipeline.data.indexing import build_index
 from pipeline.data.pixel_store import gather, open_store, read_index
+from pipeline.data.settings import IndexSettings
 from pipeline.embedding.embed import embed_images
 from pipeline.knn import knn_search
+from pipeline.network import ModelSettings, build_model
 from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.training.loop import step_generator, train_one_epoch
-from pipeline.training.losses import LossSettings
-from pipeline.training.optimization import TrainSettings, make_lr_scheduler, make_optimizer
+from pipeline.training.optimization import make_lr_scheduler, make_optimizer
+from pipeline.training.settings import AugmentSettings, LossSettings, TrainSettings
 from pipeline.training.steps import batch_steps
 
 MODEL = ModelSettings(arch="resnet18", embedding_dim=64, normalize=False, stem="small-s2", width=16)

@@ -33,13 +33,14 @@ import torch
 from common import best_of
 from PIL import Image
 
-from pipeline.network import ModelSettings, build_model
 from pipeline import paths
 from pipeline.checkpoint import save_checkpoint
 from pipeline.data.pixel_store import create_store
 from pipeline.embedding.embed import write_shards
-from pipeline.search.index import SearchIndexSettings, build_search_index
+from pipeline.network import ModelSettings, build_model
+from pipeline.search.index import build_search_index
 from pipeline.search.searcher import Searcher
+from pipeline.search.settings import SearchIndexSettings
 
 SIZE = 28
 EXPERIMENT = "bench"

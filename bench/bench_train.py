@@ -20,11 +20,12 @@ import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
 import torch
 
-from pipeline.network import ModelSettings, build_model
 from pipeline.data.pixel_store import create_store
+from pipeline.network import ModelSettings, build_model
 from pipeline.training.loop import train_one_epoch
 from pipeline.training.losses import triplet_loss
-from pipeline.training.optimization import TrainSettings, make_optimizer
+from pipeline.training.optimization import make_optimizer
+from pipeline.training.settings import TrainSettings
 
 
 def bare_loop(model: torch.nn.Module, opt: torch.optim.Optimizer, batches: list[torch.Tensor]) -> None:

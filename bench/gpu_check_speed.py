@@ -18,23 +18,14 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
-from gpu_check_rows import (
-    COURSE_CFG,
-    SHIPPED_CFG,
-    Row,
-    cfg_settings,
-    cfg_value,
-    judge,
-    synthetic_store,
-)
+from gpu_check_rows import COURSE_CFG, SHIPPED_CFG, Row, cfg_settings, cfg_value, judge, synthetic_store
 
-from pipeline.network import ModelSettings, build_model
-from pipeline.data.batches import AugmentSettings
 from pipeline.embedding.embed import embed_images
+from pipeline.network import ModelSettings, build_model
 from pipeline.sampling import BatchOptions, ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.training.loop import train_one_epoch
-from pipeline.training.losses import LossSettings
-from pipeline.training.optimization import TrainSettings, make_optimizer
+from pipeline.training.optimization import make_optimizer
+from pipeline.training.settings import AugmentSettings, LossSettings, TrainSettings
 from pipeline.training.steps import StepBatch, batch_steps, triplet_steps
 
 TINY_TRAIN, TINY_ALL = 100_000, 110_000  # Tiny ImageNet: training images (one course epoch of triplets); + val

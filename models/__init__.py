@@ -1,5 +1,9 @@
-"""Embedding networks: torchvision ResNets with an embedding head (no pipeline imports)."""
+"""Embedding networks: torchvision ResNets with an embedding head (no pipeline imports).
 
-from models.embedding_net import ARCHS, STEMS, EmbeddingNet, NetworkShape
+The network is :mod:`models.embedding_net`. The names of the architectures and
+stems it builds are here, free of torch, so that settings can offer them as
+choices without importing it.
+"""
 
-__all__ = ["ARCHS", "STEMS", "EmbeddingNet", "NetworkShape"]
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
+STEMS = ("imagenet", "small", "small-s2")

@@ -18,8 +18,6 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
-STEMS = ("imagenet", "small", "small-s2")
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 

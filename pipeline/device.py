@@ -1,15 +1,20 @@
 """Device choice, done lazily inside task ``run()`` methods (never at import or in
-the Luigi scheduling process, so forked workers never inherit a CUDA context)."""
+the Luigi scheduling process, so forked workers never inherit a CUDA context).
+
+torch itself is imported by the functions, so that :class:`ComputeSettings`
+costs nothing to import while Luigi declares task parameters."""
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigError
 from pipeline.settings import setting
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -22,6 +27,8 @@ class ComputeSettings:
 
 def start_compute(settings: ComputeSettings) -> torch.device:
     """Apply ``threads`` and resolve ``device``: call it inside a task's ``run()``, never at import."""
+    import torch
+
     if settings.threads:
         torch.set_num_threads(settings.threads)
     return resolve_device(settings.device)
@@ -29,6 +36,8 @@ def start_compute(settings: ComputeSettings) -> torch.device:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when available, else CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -46,6 +55,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on CUDA; a no-op on CPU, where fp32 keeps runs bit-reproducible."""
+    import torch
+
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -189,7 +189,7 @@ def export_model(root: str | Path, experiment: str, epoch: int, out: str | Path,
     import torch
 
     from pipeline.checkpoint import load_checkpoint
-    from pipeline.data.indexing import IndexSettings
+    from pipeline.data.settings import IndexSettings
     from pipeline.network import ModelSettings, network_from_checkpoint
     from pipeline.settings import significant
 

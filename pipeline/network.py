@@ -5,6 +5,10 @@ checks, a fresh network (:func:`build_model`), epoch 0's pretrained weights
 (torchvision's ImageNet weights from the torch cache, or a local state-dict
 file) and the network of a saved checkpoint (:func:`network_from_checkpoint`).
 The network itself is :mod:`models.embedding_net`, which knows nothing of this.
+
+torch and torchvision are imported by the functions that use them, so that the
+settings cost nothing to import (``luigi --module tasks`` declares its
+parameters from them and starts in about a second).
 """
 
 from __future__ import annotations
@@ -13,16 +17,17 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.error import URLError
 
-import torch
-import torchvision
-
-from models.embedding_net import ARCHS, STEMS, EmbeddingNet
-from pipeline.checkpoint import safe_load
+from models import ARCHS, STEMS
 from pipeline.errors import ConfigError, PipelineError, WeightsUnavailableError
 from pipeline.settings import check, setting
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.embedding_net import EmbeddingNet
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,8 @@ class WeightSettings:
 
 def build_model(settings: ModelSettings) -> EmbeddingNet:
     """A freshly initialised network (no pretrained weights; see :func:`apply_weights`)."""
+    from models.embedding_net import EmbeddingNet
+
     settings.check()
     return EmbeddingNet(settings)
 
@@ -83,6 +90,8 @@ def network_from_checkpoint(state: Mapping[str, Any], expected: ModelSettings, d
     differ from those ``what`` (e.g. "epoch 3 of experiment 'demo'") was trained
     with: the same folder would otherwise mix two networks.
     """
+    import torch
+
     settings = ModelSettings(**state["model_settings"])
     if settings != expected:
         raise ConfigError(f"[model] settings differ from those {what} was trained with ({state['model_settings']}); "
@@ -94,6 +103,9 @@ def network_from_checkpoint(state: Mapping[str, Any], expected: ModelSettings, d
 
 def cached_weights_file(arch: str) -> tuple[str, Path]:
     """The download URL of ``arch``'s default ImageNet weights and its torch-cache path."""
+    import torch
+    import torchvision
+
     weights = torchvision.models.get_model_weights(arch).DEFAULT
     cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     return weights.url, cache
@@ -101,6 +113,8 @@ def cached_weights_file(arch: str) -> tuple[str, Path]:
 
 def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
     """ImageNet weights for ``arch`` from the torch cache, downloading when possible."""
+    import torch
+
     url, cache = cached_weights_file(arch)
     if cache.is_file():
         try:
@@ -121,6 +135,8 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a file: a plain state dict, or a checkpoint with a ``model`` key."""
+    from pipeline.checkpoint import safe_load
+
     path = Path(path)
     if not path.is_file():
         raise WeightsUnavailableError(f"[model] weights_path = {path} does not exist; point it at a state-dict file")

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import paths
-from pipeline.data.indexing import recorded_dataset_dir
 from pipeline.data.pixel_store import read_index
+from pipeline.data.settings import recorded_dataset_dir
 from pipeline.errors import PipelineError
 from pipeline.paths import DATASET_SUMMARY_FILE as SUMMARY_FILE
 from pipeline.paths import SKIPPED_FILE

@@ -14,8 +14,7 @@ from pathlib import Path
 import luigi
 
 from pipeline import paths
-from pipeline.evaluation.evaluate import ValidationSettings
-from pipeline.reporting.experiment_report import build_comparison
+from pipeline.evaluation.settings import ValidationSettings
 from tasks.config import artifacts, epochs_param
 from tasks.output_writing import log, single_writer, temporary_dir
 
@@ -49,6 +48,8 @@ class Compare(luigi.Task):
 
     @single_writer
     def run(self) -> None:
+        from pipeline.reporting.experiment_report import build_comparison
+
         experiments = {name: ([Path(o["metrics"].path) for o in outs], [Path(o["train"].path) for o in outs])
                        for name, outs in self.input().items()}
         with temporary_dir(self.output()) as tmp:

@@ -15,7 +15,7 @@ from pipeline.dask_cluster import DaskSettings
 from pipeline.device import ComputeSettings
 from pipeline.experiment_config import RunSettings
 from pipeline.network import ModelSettings, WeightSettings
-from pipeline.training.losses import LossSettings
+from pipeline.training.settings import LossSettings
 from tasks.parameters import settings_of, settings_parameters
 
 

@@ -42,19 +42,14 @@ import luigi
 
 from pipeline import paths
 from pipeline.dask_cluster import dask_client, parse_address
-from pipeline.data.batches import AugmentSettings
 from pipeline.device import start_compute
-from pipeline.distributed.run_epoch import join_epoch, run_epoch
 from pipeline.distributed.settings import DistributedSettings
-from pipeline.embedding.epoch import EmbedSettings, embed_epoch
+from pipeline.embedding.settings import EmbedSettings
 from pipeline.errors import ConfigError
 from pipeline.sampling import ListSettings, TripletStrategy
 from pipeline.sampling.driver import runs_on_dask
-from pipeline.sampling.list_files import sample_epoch_list
 from pipeline.settings import significant
-from pipeline.training.epoch import EpochSettings
-from pipeline.training.optimization import TrainSettings
-from pipeline.training.partial import PartialSaveSettings
+from pipeline.training.settings import AugmentSettings, EpochSettings, PartialSaveSettings, TrainSettings
 from tasks.config import RunSeed, artifacts, compute, experiment_param, loss, model
 from tasks.config import dask as dask_section
 from tasks.config_keys import check_config_keys
@@ -100,6 +95,8 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
 
     @single_writer
     def run(self) -> None:
+        from pipeline.sampling.list_files import sample_epoch_list
+
         self.record_settings()
         embeddings = self.input().get("embeddings")
         strategy = self.sampling_strategy()
@@ -140,7 +137,9 @@ class TrainEpoch(EpochRanks, RecordedSettings, RunSeed, luigi.Task):
     epoch = luigi.IntParameter(description="0 = the initial (pretrained or random) network")
 
     def requires(self) -> dict[str, luigi.Task]:
-        check_distributed(self.distributed_settings())  # refused before anything runs
+        # A bad value is refused while scheduling, before any task of the graph runs.
+        self.epoch_settings().check()
+        check_distributed(self.distributed_settings())
         deps: dict[str, luigi.Task] = {"index": IndexDataset()}
         if self.epoch > 0:
             deps["previous"] = TrainEpoch(experiment=self.experiment, epoch=self.epoch - 1)
@@ -169,6 +168,8 @@ class TrainEpoch(EpochRanks, RecordedSettings, RunSeed, luigi.Task):
 
     @single_writer
     def run(self) -> None:
+        from pipeline.distributed.run_epoch import run_epoch
+
         device = start_compute(compute().settings())
         settings = self.epoch_settings()
         settings.check()
@@ -217,6 +218,8 @@ class JoinEpoch(EpochRanks, RunSeed, luigi.Task):
         return luigi.LocalTarget(str(paths.train_dir(artifacts().root, self.experiment, self.epoch)))
 
     def run(self) -> None:
+        from pipeline.distributed.run_epoch import join_epoch
+
         check_config_keys()
         root, node_0 = artifacts().root, TrainEpoch(experiment=self.experiment, epoch=self.epoch)
         self.set_status_message(f"waiting for node 0's inputs of epoch {self.epoch}")
@@ -255,6 +258,8 @@ class EmbedEpoch(luigi.Task):
 
     @single_writer
     def run(self) -> None:
+        from pipeline.embedding.epoch import embed_epoch
+
         started = time.perf_counter()
         settings, address = settings_of(self, EmbedSettings), dask_section().settings().address
         self.set_status_message("embedding")

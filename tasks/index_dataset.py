@@ -14,7 +14,7 @@ import luigi
 
 from pipeline import paths
 from pipeline.dask_cluster import dask_client, parse_address
-from pipeline.data.indexing import IndexSettings, build_index, format_summary
+from pipeline.data.settings import IndexSettings
 from tasks.config import artifacts
 from tasks.config import dask as dask_section
 from tasks.output_writing import log, single_writer, temporary_dir
@@ -38,6 +38,8 @@ class IndexDataset(luigi.Task):
 
     @single_writer
     def run(self) -> None:
+        from pipeline.data.indexing import build_index, format_summary
+
         settings, address = self.settings(), dask_section().settings().address
         parse_address(address)  # a malformed address is refused even where no cluster is needed
         # Array sources (Fashion-MNIST) decode nothing: no cluster to start for them. The

@@ -13,9 +13,8 @@ import luigi
 
 from pipeline import paths
 from pipeline.dask_cluster import dask_client
-from pipeline.evaluation.baseline import BaselineSettings, pixel_baseline
-from pipeline.evaluation.evaluate import ValidationSettings
 from pipeline.evaluation.metric_names import precision_key
+from pipeline.evaluation.settings import BaselineSettings, ValidationSettings
 from tasks.config import RunSeed, artifacts
 from tasks.config import dask as dask_section
 from tasks.index_dataset import IndexDataset
@@ -37,6 +36,8 @@ class PixelBaseline(RunSeed, luigi.Task):
 
     @single_writer
     def run(self) -> None:
+        from pipeline.evaluation.baseline import pixel_baseline
+
         with dask_client(dask_section().settings().address) as client:
             metrics = pixel_baseline(self.input().path, self.output().path, settings_of(self, BaselineSettings),
                                      ValidationSettings(k=self.k, seed=self.seed, knn_backend=self.knn_backend),

@@ -13,8 +13,6 @@ from pathlib import Path
 import luigi
 
 from pipeline import paths
-from pipeline.reporting.experiment_report import build_report
-from pipeline.reporting.inputs import ReportInputs
 from tasks.config import artifacts, epochs_param, experiment_param
 from tasks.epoch import EmbedEpoch, TrainEpoch, TripletList
 from tasks.index_dataset import IndexDataset
@@ -55,6 +53,9 @@ class Report(luigi.Task):
 
     @single_writer
     def run(self) -> None:
+        from pipeline.reporting.experiment_report import build_report
+        from pipeline.reporting.inputs import ReportInputs
+
         inp, root = self.input(), artifacts().root
         inputs = ReportInputs(
             dataset_dir=Path(inp["index"].path), baseline_file=Path(inp["baseline"].path),

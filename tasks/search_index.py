@@ -13,7 +13,7 @@ from __future__ import annotations
 import luigi
 
 from pipeline import paths
-from pipeline.search.index import SearchIndexSettings, build_search_index
+from pipeline.search.settings import SearchIndexSettings
 from tasks.config import artifacts, experiment_param
 from tasks.epoch import EmbedEpoch
 from tasks.index_dataset import IndexDataset
@@ -36,6 +36,8 @@ class SearchIndex(luigi.Task):
 
     @single_writer
     def run(self) -> None:
+        from pipeline.search.index import build_search_index
+
         dataset = IndexDataset().settings()
         with temporary_dir(self.output()) as tmp:
             meta = build_search_index(self.input()["embeddings"].path, self.input()["index"].path, tmp,

@@ -24,9 +24,8 @@ import luigi
 
 from pipeline import paths
 from pipeline.dask_cluster import dask_client
-from pipeline.evaluation.epoch_metrics import metrics_are_current, validate_epoch
-from pipeline.evaluation.evaluate import ValidationSettings
 from pipeline.evaluation.metric_names import precision_key
+from pipeline.evaluation.settings import ValidationSettings, metrics_are_current
 from tasks.config import RunSeed, artifacts, experiment_param
 from tasks.config import dask as dask_section
 from tasks.epoch import EmbedEpoch
@@ -59,6 +58,8 @@ class ValidateEpoch(RunSeed, luigi.Task):
 
     @single_writer
     def run(self) -> None:
+        from pipeline.evaluation.epoch_metrics import validate_epoch
+
         address = dask_section().settings().address
         with dask_client(address) as client:
             metrics = validate_epoch(self.input().path, self.output().path, self.settings(), epoch=self.epoch,

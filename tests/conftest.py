@@ -1,9 +1,9 @@
-"""Shared fixtures: a clean Luigi registry and config per test, tiny datasets."""
+"""Shared fixtures: a clean Luigi registry and config per test, tiny datasets. Shared
+helpers that are not fixtures are in :mod:`tests.support`."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -14,33 +14,15 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.data.indexing import IndexSettings, build_index
+from pipeline.data.indexing import build_index
 from pipeline.data.pixel_store import open_store, read_index
+from pipeline.data.settings import IndexSettings
 from tests.datagen import make_image_folder, make_tiny_imagenet
+from tests.support import fast_config, write_overrides
 
 os.environ.setdefault("DASK_SCHEDULER", "synchronous")
 
 
-def fast_config(tmp_path: Path, dataset_root: Path, source: str = "tiny-imagenet", *,
-                shipped_lists: bool = False) -> dict[str, dict[str, object]]:
-    """A configuration that runs the whole graph in seconds on tiny data.
-
-    Its triplet lists are plain uniform ones, one row per training image; with
-    ``shipped_lists`` it leaves ``[TripletList] strategy`` and ``triplets_per_query``
-    unset, so layered over the shipped luigi.cfg it keeps that file's batched lists.
-    """
-    lists = {} if shipped_lists else {"strategy": "uniform", "triplets_per_query": 1}
-    return {
-        "artifacts": {"root": tmp_path / "artifacts"},
-        "run": {"experiment": "test", "seed": 0, "epochs": 2},
-        "dataset": {"source": source, "root": dataset_root, "stored_size": 16, "dask_scheduler": "synchronous"},
-        "model": {"arch": "resnet18", "width": 8, "embedding_dim": 8, "stem": "small-s2"},
-        "TripletList": {**lists, "dask_scheduler": "synchronous", "n_blocks": 2},
-        "TrainEpoch": {"batch_size": 8, "lr": 0.01},
-        "EmbedEpoch": {"batch_size": 32},
-        "compute": {"device": "cpu", "threads": 1},
-        "ValidateEpoch": {"train_queries": 12, "figure_queries": 2, "figure_k": 3, "triplets": 30},
-    }
 
 
 @pytest.fixture(autouse=True)
@@ -84,13 +66,7 @@ def configure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, luigi_registry) -
     parser = luigi.configuration.get_config()
 
     def apply(sections: dict[str, dict[str, object]]) -> Path:
-        path = tmp_path / "luigi.cfg"
-        lines = []
-        for section, values in sections.items():
-            lines.append(f"[{section}]")
-            lines += [f"{k} = {v}" for k, v in values.items()]
-            lines.append("")
-        path.write_text("\n".join(lines))
+        path = write_overrides(tmp_path, sections, name="luigi.cfg")
         for s in parser.sections():
             parser.remove_section(s)
         parser.read([str(path)])
@@ -130,19 +106,3 @@ def image_folder(tmp_path: Path) -> Path:
 def fast_pipeline(configure, tmp_path: Path, tiny_imagenet: Path) -> Path:
     """The fast configuration on the Tiny ImageNet fixture; returns the config path."""
     return configure(fast_config(tmp_path, tiny_imagenet))
-
-
-def build(tasks: list[luigi.Task], workers: int = 1) -> luigi.execution_summary.LuigiRunResult:
-    """Run tasks in-process as the tests' single entry point into Luigi."""
-    return luigi.build(tasks, local_scheduler=True, detailed_summary=True, workers=workers)
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """Terminate a server the tests started, killing it if it does not exit within 15 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

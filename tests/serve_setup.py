@@ -23,8 +23,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import fast_config, stop_process
 from tests.datagen import make_tiny_imagenet
+from tests.support import fast_config, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "test"

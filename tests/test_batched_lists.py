@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.network import build_model
 from pipeline.errors import ConfigError
+from pipeline.network import build_model
 from pipeline.sampling import BatchOptions, ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.sampling.batched import compose_batches
 from pipeline.training.loop import train_one_epoch
-from pipeline.training.losses import LossSettings, all_triplet_losses, reduce_losses
-from pipeline.training.optimization import TrainSettings, make_optimizer
+from pipeline.training.losses import all_triplet_losses, reduce_losses
+from pipeline.training.optimization import make_optimizer
+from pipeline.training.settings import LossSettings, TrainSettings
 from pipeline.training.steps import batch_steps
 from tests.test_training import CPU, SMALL
 
@@ -235,8 +236,7 @@ def test_batched_run_and_inspect_from_the_command_line(tmp_path, tiny_imagenet):
     import subprocess
     import sys
 
-    from tests.conftest import fast_config
-    from tests.test_cli_failures import REPO, luigi_cli, write_overrides
+    from tests.support import REPO, fast_config, luigi_cli, write_overrides
 
     cfg = fast_config(tmp_path, tiny_imagenet, shipped_lists=True)
     cfg["TripletList"].update(strategy="batched", batch_classes=3, batch_seeds=4, image_passes=2)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.data.batches import AugmentSettings, _augment_grouped, _augment_numpy, augment, iterate_batches, to_float
+from pipeline.data.batches import _augment_grouped, _augment_numpy, augment, iterate_batches, to_float
 from pipeline.errors import ConfigError
+from pipeline.training.settings import AugmentSettings
 
 
 def _batch(b: int = 6, h: int = 7, w: int = 5) -> torch.Tensor:

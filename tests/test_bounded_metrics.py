@@ -15,8 +15,9 @@ import pytest
 from pipeline.embedding.embed import Embeddings
 from pipeline.evaluation import bounded
 from pipeline.evaluation.breakdown import confusion_counts, per_class_precision, query_precision, query_table
-from pipeline.evaluation.evaluate import ValidationSettings, evaluate_epoch
+from pipeline.evaluation.evaluate import evaluate_epoch
 from pipeline.evaluation.metrics import relevant_counts, required_neighbors, retrieval_metrics
+from pipeline.evaluation.settings import ValidationSettings
 from pipeline.knn import knn_search
 from pipeline.seeds import evaluation_rng
 

@@ -12,69 +12,21 @@ from __future__ import annotations
 import configparser
 import os
 import subprocess
-import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import fast_config
 from tests.datagen import corrupt_file
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-TIMEOUT = 120  # seconds; every case below ends in a few
-
-
-@dataclass
-class Outcome:
-    code: int
-    output: str
-    seconds: float
-
-
-def write_overrides(tmp_path: Path, sections: dict[str, dict[str, object]], name: str = "override.cfg") -> Path:
-    path = tmp_path / name
-    lines = []
-    for section, values in sections.items():
-        lines += [f"[{section}]", *(f"{k} = {v}" for k, v in values.items()), ""]
-    path.write_text("\n".join(lines))
-    return path
-
-
-def overrides(tmp_path: Path, dataset_root: Path, **changes: dict[str, object]) -> dict[str, dict[str, object]]:
-    """The test data settings on top of the shipped luigi.cfg ([core], [worker], [retcode] and the
-    batched lists stay shipped)."""
-    cfg = fast_config(tmp_path, dataset_root, shipped_lists=True)
-    cfg["run"]["epochs"] = 1
-    for section, values in changes.items():
-        cfg.setdefault(section, {}).update(values)
-    return cfg
-
-
-def luigi_cli(args: list[str], config: Path, cwd: Path = REPO, timeout: float = TIMEOUT,
-              pythonpath: list[Path] = ()) -> Outcome:
-    env = dict(os.environ)
-    env.update(LUIGI_CONFIG_PATH=str(config), PYTHONPATH=os.pathsep.join(map(str, [*pythonpath, REPO])),
-               PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-    started = time.monotonic()
-    proc = subprocess.run([str(BIN / "luigi"), "--module", "tasks", *args], cwd=cwd, env=env, timeout=timeout,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-    return Outcome(proc.returncode, proc.stdout, time.monotonic() - started)
-
-
-def shipped_retcode(name: str) -> int:
-    parser = configparser.ConfigParser()
-    parser.read(REPO / "luigi.cfg")
-    return parser.getint("retcode", name)
-
-
-def assert_failed(outcome: Outcome, *expected: str, code: str = "task_failed") -> None:
-    assert outcome.code == shipped_retcode(code), outcome.output[-4000:]
-    assert "===== Luigi Execution Summary =====" in outcome.output
-    for text in expected:
-        assert text in outcome.output, (text, outcome.output[-4000:])
+from tests.support import (
+    BIN,
+    REPO,
+    TIMEOUT,
+    Outcome,
+    assert_failed,
+    luigi_cli,
+    overrides,
+    shipped_retcode,
+    write_overrides,
+)
 
 
 def test_shipped_config_never_waits_on_a_failed_task():
@@ -111,13 +63,14 @@ def test_path_traversal_in_annotations_exits_non_zero(tmp_path, tiny_imagenet):
 def test_invalid_setting_value_exits_non_zero_naming_the_setting(tmp_path, tiny_imagenet):
     config = write_overrides(tmp_path, overrides(tmp_path, tiny_imagenet))
     outcome = luigi_cli(["RunAll", "--TrainEpoch-lr", "-1"], config)
-    assert_failed(outcome, "[TrainEpoch] lr = -1.0")
+    assert_failed(outcome, "[TrainEpoch] lr = -1.0", code="scheduling_error")
+    assert not (tmp_path / "artifacts" / "test").exists()  # refused before anything ran
 
 
 def test_invalid_choice_exits_non_zero_naming_the_setting_and_choices(tmp_path, tiny_imagenet):
     config = write_overrides(tmp_path, overrides(tmp_path, tiny_imagenet))
     outcome = luigi_cli(["RunAll", "--TrainEpoch-optimizer", "rmsprop"], config)
-    assert_failed(outcome, "[TrainEpoch] optimizer = 'rmsprop'; use one of sgd, adam")
+    assert_failed(outcome, "[TrainEpoch] optimizer = 'rmsprop'; use one of sgd, adam", code="scheduling_error")
 
 
 @pytest.mark.parametrize("section, key, hint", [
@@ -175,7 +128,7 @@ def test_changed_setting_on_a_finished_experiment_is_refused(tmp_path, tiny_imag
 
 def test_failure_with_a_central_scheduler_and_the_cluster_config_ends(tmp_path):
     """configs/cluster.cfg keeps workers alive for others' tasks, yet a failure still ends every worker."""
-    from tests.conftest import stop_process as stop
+    from tests.support import stop_process as stop
     from tests.test_central_scheduler import free_port, scheduler_api, wait_for
 
     port = free_port()

@@ -15,8 +15,7 @@ import torch
 
 from pipeline.reporting.inputs import collapse_notes
 from pipeline.training.loop import COLLAPSE_TOLERANCE, train_one_epoch, warn_if_collapsed
-from pipeline.training.losses import LossSettings
-from pipeline.training.optimization import TrainSettings
+from pipeline.training.settings import LossSettings, TrainSettings
 
 WARNING = "embedding collapse"
 

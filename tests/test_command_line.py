@@ -1,8 +1,13 @@
 """What a user types reaches the tasks: ``[run]`` flags set every task's experiment and epochs,
-a distributed layout the scheduler could never run is refused while scheduling, and a
-machine joining another's epoch runs its own small task (``JoinEpoch``)."""
+a distributed layout the scheduler could never run is refused while scheduling, a
+machine joining another's epoch runs its own small task (``JoinEpoch``), and declaring
+and scheduling the whole graph imports neither torch nor pandas, so a command starts,
+and a refused setting is reported, in about a second."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import pytest
 from luigi.cmdline_parser import CmdlineParser
@@ -10,7 +15,7 @@ from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from pipeline.errors import ConfigError
-from tests.conftest import build, fast_config
+from tests.support import REPO, TIMEOUT, build, fast_config, write_overrides
 
 
 def parsed(*argv: str):
@@ -57,3 +62,26 @@ def test_train_epoch_has_no_node_rank_and_join_epoch_needs_one(configure, tmp_pa
     assert join.requires() == {} and join.output().path == tasks.TrainEpoch(epoch=1).output().path
     with pytest.raises(ConfigError, match="node_rank = 1 with nnodes = 1"):
         tasks.JoinEpoch(epoch=1, node_rank=1).requires()
+
+
+def test_scheduling_the_whole_graph_imports_no_torch_and_no_pandas(tmp_path, tiny_imagenet):
+    """What ``luigi --module tasks RunAll`` does before the first task runs: import the
+    tasks and walk every requires() and complete() (torch and pandas cost seconds)."""
+    config = write_overrides(tmp_path, fast_config(tmp_path, tiny_imagenet))
+    script = (
+        "import sys, luigi, tasks\n"
+        "seen = set()\n"
+        "def walk(task):\n"
+        "    if task.task_id not in seen:\n"
+        "        seen.add(task.task_id)\n"
+        "        task.complete()\n"
+        "        for dep in luigi.task.flatten(task.requires()):\n"
+        "            walk(dep)\n"
+        "walk(tasks.RunAll())\n"
+        "print(len(seen), sorted(m for m in ('torch', 'torchvision', 'pandas', 'faiss') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT,
+                          env={"LUIGI_CONFIG_PATH": str(config), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tasks_seen, heavy = proc.stdout.split(maxsplit=1)
+    assert int(tasks_seen) > 10 and heavy.strip() == "[]", proc.stdout

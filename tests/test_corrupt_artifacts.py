@@ -21,12 +21,13 @@ import torch
 
 from pipeline import paths, storage
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.data.indexing import IndexSettings, build_index
+from pipeline.data.indexing import build_index
 from pipeline.data.pixel_store import INDEX_FILE, STORE_FILE, create_store, open_store, read_index
+from pipeline.data.settings import IndexSettings
 from pipeline.embedding.embed import MANIFEST, load_embeddings, read_manifest, write_shards
 from pipeline.errors import CorruptArtifactError, PipelineError
 from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
-from pipeline.sampling.list_files import PART, read_triplet_meta, read_triplets, triplet_ids, write_triplet_list
+from pipeline.sampling.list_files import PART, read_list, read_triplet_meta, read_triplets, write_triplet_list
 from tests.datagen import corrupt_file
 
 EXPERIMENT = "test"
@@ -273,7 +274,8 @@ TRIPLETS = "TripletList --epoch 2 --experiment test"
 
 
 def test_intact_triplets_read(triplets):
-    assert triplet_ids(triplets).shape == (24, 3) and triplet_ids(triplets).dtype == np.int64
+    _, ids = read_list(triplets)
+    assert ids.shape == (24, 3) and ids.dtype == np.int64
     assert len(read_triplets(triplets)) == 24
     assert read_triplet_meta(triplets)["strategy"] == "uniform"
 
@@ -283,7 +285,7 @@ def test_intact_triplets_read(triplets):
 def test_damaged_triplet_list(triplets, damage):
     part = triplets / PART
     damage(part)
-    for read in (lambda: read_triplets(triplets), lambda: triplet_ids(triplets), lambda: read_triplet_meta(triplets)):
+    for read in (lambda: read_triplets(triplets), lambda: read_list(triplets), lambda: read_triplet_meta(triplets)):
         expect_corrupt(read, part, triplets, TRIPLETS)
 
 
@@ -291,7 +293,7 @@ def test_damaged_triplet_list(triplets, damage):
 def test_overwritten_triplet_ids(triplets, column):
     part = triplets / PART
     overwrite_column(part, column)
-    expect_corrupt(lambda: triplet_ids(triplets), part, triplets, TRIPLETS)
+    expect_corrupt(lambda: read_list(triplets), part, triplets, TRIPLETS)
     expect_corrupt(lambda: read_triplets(triplets), part, triplets, TRIPLETS)
 
 
@@ -304,7 +306,7 @@ def test_triplet_metadata_that_is_not_json(triplets):
 
 def test_missing_triplet_list(triplets):
     shutil.rmtree(triplets)
-    for read in (lambda: read_triplets(triplets), lambda: triplet_ids(triplets), lambda: read_triplet_meta(triplets)):
+    for read in (lambda: read_triplets(triplets), lambda: read_list(triplets), lambda: read_triplet_meta(triplets)):
         with pytest.raises(PipelineError, match="run the TripletList task"):
             read()
 

@@ -17,19 +17,18 @@ import numpy as np
 import pandas as pd
 import pytest
 from distributed import Client, KilledWorker, get_task_stream
-from luigi.execution_summary import LuigiStatusCode
 
 import pipeline.data.indexing
 import tasks
-from pipeline.storage import atomic_path
 from pipeline.dask_cluster import dask_client, parse_address
-from pipeline.data.indexing import IndexSettings, build_index
+from pipeline.data.indexing import build_index
+from pipeline.data.settings import IndexSettings
 from pipeline.errors import ConfigError
 from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
+from pipeline.storage import atomic_path
 from tasks.config_keys import check_config_keys
-from tests.conftest import build, fast_config
 from tests.datagen import corrupt_file, make_image_folder
-from tests.test_cli_failures import luigi_cli, shipped_retcode, write_overrides
+from tests.support import assert_succeeded, build, fast_config, luigi_cli, shipped_retcode, write_overrides
 
 SIZE = 16
 UNREACHABLE = "tcp://127.0.0.1:1"  # port 1: nothing listens, the connection is refused at once
@@ -211,7 +210,7 @@ def test_tasks_on_a_running_scheduler_match_in_process(client: Client, folder: P
         configure(cfg)
         task = tasks.TripletList(epoch=1)
         result = build([task])
-        assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+        assert_succeeded(result)
         lists.append(pd.read_parquet(task.output().path))
     assert len(lists[0]) == 2 * 29  # every training image but the truncated one, twice
     pd.testing.assert_frame_equal(lists[0], lists[1])

@@ -25,25 +25,25 @@ import pandas as pd
 import pytest
 import torch
 from distributed import Client, KilledWorker, get_task_stream
-from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from pipeline.network import ModelSettings, build_model
 from pipeline.dask_cluster import dask_client, parse_resources
-from pipeline.data.indexing import IndexSettings, build_index
+from pipeline.data.indexing import build_index
 from pipeline.data.pixel_store import read_index
+from pipeline.data.settings import IndexSettings
 from pipeline.device import ComputeSettings
 from pipeline.embedding import worker_model
 from pipeline.embedding.embed import read_manifest, write_shards
-from pipeline.embedding.epoch import EmbedSettings, embed_epoch
+from pipeline.embedding.epoch import embed_epoch
+from pipeline.embedding.settings import EmbedSettings
 from pipeline.errors import ConfigError
-from pipeline.evaluation.baseline import BaselineSettings, pixel_baseline
+from pipeline.evaluation.baseline import pixel_baseline
 from pipeline.evaluation.epoch_metrics import validate_epoch
-from pipeline.evaluation.evaluate import ValidationSettings
+from pipeline.evaluation.settings import BaselineSettings, ValidationSettings
+from pipeline.network import ModelSettings, build_model
 from pipeline.paths import validation_files
-from tests.conftest import build, fast_config
 from tests.datagen import make_image_folder
-from tests.test_cli_failures import REPO, luigi_cli, write_overrides
+from tests.support import REPO, assert_succeeded, build, fast_config, luigi_cli, write_overrides
 
 MODEL = ModelSettings(arch="resnet18", width=8, embedding_dim=8, stem="small-s2")
 CPU = ComputeSettings(device="cpu", threads=1)
@@ -261,7 +261,7 @@ def test_validate_command_on_a_running_cluster_matches_in_process(client: Client
     cfg["EmbedEpoch"].update(batch_size=4, dask_shard_images=8)
     configure(with_shipped_config(cfg))
     result = build([tasks.ValidateEpoch(experiment="here", epoch=0), tasks.TrainEpoch(experiment="there", epoch=0)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
 
     address = client.scheduler.address
     with get_task_stream(client) as stream:

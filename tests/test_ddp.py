@@ -20,18 +20,20 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.network import ModelSettings, build_model
-from pipeline.data.batches import AugmentSettings, to_float
+from pipeline.data.batches import to_float
 from pipeline.data.pixel_store import gather
 from pipeline.distributed.launch import launch, make_plan
 from pipeline.distributed.settings import DistributedSettings
 from pipeline.distributed.split import slice_bounds
 from pipeline.errors import ConfigError
+from pipeline.network import ModelSettings, build_model
 from pipeline.training import loop
 from pipeline.training.loop import train_one_epoch
-from pipeline.training.losses import LossSettings, all_triplet_losses
-from pipeline.training.optimization import TrainSettings, make_optimizer
+from pipeline.training.losses import all_triplet_losses
+from pipeline.training.optimization import make_optimizer
+from pipeline.training.settings import AugmentSettings, LossSettings, TrainSettings
 from pipeline.training.steps import batch_steps
+
 # The ranks import this module: it stays light (tests.test_training would bring Luigi and every task).
 CPU = torch.device("cpu")
 SMALL = ModelSettings(width=8, embedding_dim=16, stem="small-s2")

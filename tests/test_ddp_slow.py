@@ -12,15 +12,13 @@ import subprocess
 import pandas as pd
 import pytest
 import torch
-from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from pipeline.checkpoint import load_checkpoint
 from pipeline.distributed.launch import free_port
 from pipeline.training.epoch import train_epoch
-from pipeline.training.partial import PartialSaveSettings
-from tests.conftest import build, stop_process
-from tests.test_cli_failures import BIN, REPO, assert_failed, luigi_cli
+from pipeline.training.settings import PartialSaveSettings
+from tests.support import BIN, REPO, assert_failed, assert_succeeded, build, luigi_cli, stop_process
 from tests.test_ddp_task import shipped_plus_test_data, steps_of
 
 pytestmark = pytest.mark.slow
@@ -66,13 +64,13 @@ def test_two_nodes_on_this_machine_train_one_epoch_with_two_commands(configure, 
     node_1_log = (tmp_path / "node1.log").read_text()
     assert "Scheduled 1 tasks of which:\n* 1 ran successfully:\n    - 1 JoinEpoch(" in node_1_log
     result = build([tasks.TrainEpoch(experiment="one", epoch=1)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     root = tmp_path / "artifacts"
     assert steps_of(root, "test")["loss"].tolist() == pytest.approx(steps_of(root, "one")["loss"].tolist(),
                                                                     rel=0.02, abs=1e-3)
     # One process continues from the 2-node checkpoint (EmbedEpoch reads it for epoch 2's list).
     result = build([tasks.TrainEpoch(experiment="test", epoch=2)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     assert load_checkpoint(root / "test" / "train" / "epoch=002" / "checkpoint.pt")["epoch"] == 2
 
 
@@ -116,7 +114,7 @@ def test_a_one_process_partial_resumes_on_two_ranks(configure, tmp_path, tiny_im
     config = configure(shipped_plus_test_data(tmp_path, tiny_imagenet))
     task = tasks.TrainEpoch(epoch=1)
     result = build([task.requires()["previous"], task.requires()["triplets"]])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
 
     def kill(step: int, total: int, loss: float) -> None:
         if step == 3:

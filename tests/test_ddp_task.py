@@ -14,13 +14,11 @@ import configparser
 import pandas as pd
 import pytest
 import torch
-from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from pipeline.network import ModelSettings, build_model
 from pipeline.checkpoint import load_checkpoint
-from tests.conftest import build, fast_config
-from tests.test_cli_failures import REPO, assert_failed, luigi_cli
+from pipeline.network import ModelSettings, build_model
+from tests.support import REPO, assert_failed, assert_succeeded, build, fast_config, luigi_cli
 
 
 def shipped_plus_test_data(tmp_path, dataset_root, **train_epoch) -> dict:
@@ -59,7 +57,7 @@ def test_two_processes_train_the_epoch_one_process_trains(configure, tmp_path, t
 
     # The same epoch in one process (another experiment, the same list): same steps and losses.
     result = build([tasks.TrainEpoch(experiment="one", epoch=1)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     two, one = steps_of(root, "test"), steps_of(root, "one")
     assert len(one) > 4 and two["images"].tolist() == one["images"].tolist()
     assert two["triplets"].tolist() == one["triplets"].tolist()
@@ -94,7 +92,7 @@ def test_a_killed_rank_fails_the_command_at_once_and_one_process_resumes_its_par
     # Resumed in one process: its own fingerprint matches the N=2 partial's (N is not part of it).
     with caplog.at_level("INFO", logger="pipeline.training.partial"):
         result = build([tasks.TrainEpoch(epoch=1)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     assert "at step 2" in caplog.text and not partial.exists()
     resumed = steps_of(root, "test")
     assert resumed["step"].tolist() == list(range(len(resumed)))

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from pipeline.network import ModelSettings, build_model
 from pipeline.checkpoint import load_checkpoint
 from pipeline.data.batches import to_float
 from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import embed_images, load_embeddings, read_manifest, write_shards
-from tests.conftest import build
+from pipeline.network import ModelSettings, build_model
+from tests.support import assert_succeeded, build
 
 MODEL = ModelSettings(arch="resnet18", width=8, embedding_dim=8, stem="small-s2")  # fast_config's [model]
 
@@ -35,7 +34,7 @@ def dataset_dir(tmp_path: Path) -> Path:
 
 def test_embed_epoch_shards_are_aligned_with_the_index(fast_pipeline, tmp_path):
     result = build([tasks.EmbedEpoch(epoch=0), tasks.EmbedEpoch(experiment="sharded", epoch=0, rows_per_shard=7)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     ds = dataset_dir(tmp_path)
     index = read_index(ds, ["image_id", "split", "label"])
     assert len(index) == 48  # 3 classes x (12 train + 4 val)

@@ -15,17 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from luigi.execution_summary import LuigiStatusCode
 from PIL import Image
 
 import tasks
-from pipeline.network import ModelSettings, network_from_checkpoint
 from pipeline import paths
 from pipeline.checkpoint import load_checkpoint
 from pipeline.data.pixel_store import read_index
 from pipeline.data.sources.decode import decode_image
 from pipeline.embedding.embed import embed_images, load_embeddings
-from tests.conftest import build, fast_config
+from pipeline.network import ModelSettings, network_from_checkpoint
+from tests.support import assert_succeeded, build, fast_config
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 120  # seconds; each command ends in a few
@@ -119,7 +118,7 @@ def test_export_gives_the_pipeline_vectors_without_the_repository(configure, tmp
     cfg["model"]["input_size"] = 24  # so the exported graph upsamples too
     configure(cfg)
     result = build([tasks.EmbedEpoch(epoch=1)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     root, out = tmp_path / "artifacts", tmp_path / "exported"
 
     done = export("--artifacts", root, "--experiment", "test", "--epoch", 1, out)

@@ -16,13 +16,13 @@ import pyarrow as pa
 import pytest
 
 from pipeline import paths
-from pipeline.storage import producer_of
 from pipeline.embedding.embed import Embeddings
 from pipeline.errors import ConfigError
 from pipeline.evaluation.breakdown import QUERIES_SCHEMA, confusion_counts, query_table
-from pipeline.evaluation.epoch_metrics import metrics_are_current
-from pipeline.evaluation.evaluate import ValidationSettings, evaluate, evaluate_epoch
+from pipeline.evaluation.evaluate import evaluate, evaluate_epoch
+from pipeline.evaluation.settings import ValidationSettings, metrics_are_current
 from pipeline.paths import VALIDATION_SIDECARS, validation_files
+from pipeline.storage import producer_of
 
 K = 5
 SETTINGS = ValidationSettings(k=K, train_queries=10, figure_queries=2, figure_k=4, triplets=20, knn_backend="torch")

@@ -2,9 +2,12 @@
 or read-only disk, and two runs of one experiment at once.
 
 After a kill, a rerun completes and its triplet lists, final weights and metrics
-are identical to an uninterrupted run's. The default suite kills once per task
-type; `pytest -m slow tests/test_faults.py` runs the whole matrix (several
-seeded moments per task type) and prints its pass counts.
+are identical to an uninterrupted run's. The default suite kills once in each of
+the three ways an output is written: a folder renamed into place (IndexDataset),
+an epoch resumed from its partial checkpoint (TrainEpoch), and sidecars then the
+metrics JSON (ValidateEpoch); `pytest -m slow tests/test_faults.py` kills once in
+every other task type too, and runs the whole matrix (several seeded moments per
+task type) with its pass counts.
 """
 
 from __future__ import annotations
@@ -25,8 +28,7 @@ import torch
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.embedding.embed import load_embeddings
-from tests.conftest import fast_config
-from tests.test_cli_failures import assert_failed, luigi_cli, write_overrides
+from tests.support import assert_failed, fast_config, luigi_cli, write_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -141,7 +143,11 @@ def kill_and_rerun(tmp_path: Path, reference: tuple[Path, dict], task_type: str,
     return victim
 
 
-@pytest.mark.parametrize("task_type", TASK_TYPES)
+DEFAULT_KILLS = ("IndexDataset", "TrainEpoch", "ValidateEpoch")
+
+
+@pytest.mark.parametrize("task_type", [t if t in DEFAULT_KILLS else pytest.param(t, marks=pytest.mark.slow)
+                                       for t in TASK_TYPES])
 def test_sigkill_during_each_task_type_then_rerun_is_identical(tmp_path, reference, task_type):
     kill_and_rerun(tmp_path, reference, task_type, seed=0)
 
@@ -236,9 +242,11 @@ def test_the_same_command_twice_is_turned_away_while_the_first_runs(tmp_path, ti
             time.sleep(0.05)
         second = luigi_cli(["RunAll"], config, timeout=60)
         assert "already running" in second.output, second.output[-2000:]
+        assert first.poll() is None  # the first was running all along
     finally:
-        first.wait(timeout=300)
-    assert first.returncode == 0, log.read_text()[-3000:]
+        # The first run has shown what it must; what it computes is tested elsewhere.
+        first.kill()
+        first.wait(timeout=60)
 
 
 def start_run_plain(config: Path, log: Path) -> subprocess.Popen:

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.network import ModelSettings, build_model
 from pipeline.embedding.embed import embed_images
+from pipeline.network import ModelSettings, build_model
 from pipeline.training.loop import train_one_epoch
-from pipeline.training.optimization import TrainSettings, make_optimizer
+from pipeline.training.optimization import make_optimizer
+from pipeline.training.settings import TrainSettings
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

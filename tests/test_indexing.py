@@ -20,11 +20,12 @@ from luigi.execution_summary import LuigiStatusCode
 
 import pipeline.data.indexing
 import tasks
-from pipeline.data.indexing import IndexSettings, build_index
+from pipeline.data.indexing import build_index
+from pipeline.data.settings import IndexSettings
 from pipeline.data.sources.decode import decode_image
 from pipeline.errors import BadImageError, ConfigError, DatasetLayoutError, PipelineError
-from tests.conftest import build, fast_config
 from tests.datagen import TINY_IMAGENET_WORDS, corrupt_file, make_image_folder, make_tiny_imagenet, tiny_imagenet_wnids
+from tests.support import assert_succeeded, build, fast_config
 
 INDEX_COLUMNS = ["image_id", "split", "label", "class_id", "class_name", "path", "width", "height", "mode"]
 FASHION_MNIST_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -52,7 +53,7 @@ def _index_task(configure, tmp_path: Path, root: Path, source: str, **dataset) -
 
 def _build_ok(task: luigi.Task) -> Path:
     result = build([task])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     return Path(task.output().path)
 
 

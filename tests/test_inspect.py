@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from pipeline.show import main
-from tests.conftest import build, fast_config
 from tests.datagen import corrupt_file
+from tests.support import assert_succeeded, build, fast_config
 
 REPO = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["goldfish", "European fire salamander", "bullfrog"]  # the fixture's 3 wnids, sorted
@@ -27,7 +26,7 @@ def built(configure, tmp_path, tiny_imagenet) -> Path:
     """Artifacts root with the tiny_imagenet dataset indexed and epoch 1's triplet list."""
     configure(fast_config(tmp_path, tiny_imagenet))
     result = build([tasks.TripletList(epoch=1)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     return tmp_path / "artifacts"
 
 
@@ -125,7 +124,7 @@ def test_dataset_summary_lists_skipped_files(configure, tmp_path, tiny_imagenet,
     cfg = fast_config(tmp_path, tiny_imagenet)
     cfg["dataset"]["on_bad_image"] = "skip"
     configure(cfg)
-    assert build([tasks.IndexDataset()]).status == LuigiStatusCode.SUCCESS
+    assert_succeeded(build([tasks.IndexDataset()]))
     assert main(["--artifacts", str(tmp_path / "artifacts"), "dataset"]) == 0
     out = capsys.readouterr().out
     assert '"skipped": 1' in out and '"val": 11' in out
@@ -136,7 +135,7 @@ def test_several_datasets_need_dataset_option(built, configure, tmp_path, tiny_i
     cfg = fast_config(tmp_path, tiny_imagenet)
     cfg["dataset"]["stored_size"] = 8
     configure(cfg)
-    assert build([tasks.IndexDataset()]).status == LuigiStatusCode.SUCCESS
+    assert_succeeded(build([tasks.IndexDataset()]))
     assert main(["--artifacts", str(built), "dataset"]) == 2
     err = capsys.readouterr().err
     assert "--dataset" in err and "tiny-imagenet-16px" in err and "tiny-imagenet-8px" in err

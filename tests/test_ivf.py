@@ -16,17 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from pipeline.embedding.embed import Embeddings
 from pipeline.errors import ConfigError
 from pipeline.evaluation.bounded import search_gallery
-from pipeline.evaluation.evaluate import ValidationSettings, evaluate_epoch
+from pipeline.evaluation.evaluate import evaluate_epoch
 from pipeline.evaluation.gallery import build_gallery
+from pipeline.evaluation.settings import ValidationSettings
 from pipeline.knn import knn_search
 from pipeline.seeds import evaluation_rng
-from tests.conftest import build, fast_config
+from tests.support import assert_succeeded, build, fast_config
 
 SETTINGS = ValidationSettings(k=10, train_queries=100, figure_queries=3, figure_k=5, triplets=100, seed=2)
 IVF = replace(SETTINGS, index="ivf", nlist=16, nprobe=1, recall_queries=50)
@@ -117,7 +117,7 @@ def test_ivf_without_faiss_says_how_to_fix_it(monkeypatch: pytest.MonkeyPatch) -
 def test_changing_the_index_revalidates_the_epoch(configure, tmp_path: Path, tiny_imagenet: Path) -> None:
     cfg = fast_config(tmp_path, tiny_imagenet)
     configure(cfg)
-    assert build([tasks.ValidateEpoch(epoch=0)]).status == LuigiStatusCode.SUCCESS
+    assert_succeeded(build([tasks.ValidateEpoch(epoch=0)]))
     metrics_file = Path(tasks.ValidateEpoch(epoch=0).output().path)
     assert "index" not in json.loads(metrics_file.read_text())["settings"]
 
@@ -126,7 +126,7 @@ def test_changing_the_index_revalidates_the_epoch(configure, tmp_path: Path, tin
     task = tasks.ValidateEpoch(epoch=0)
     assert not task.complete()  # the flat metrics are not the ivf ones
     result = build([task])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     metrics = json.loads(metrics_file.read_text())
     assert metrics["settings"]["index"] == "ivf" and metrics["settings"]["nlist"] == 4
     assert 0 < metrics["ivf_recall_at_30_val"] <= 1 and metrics["ivf_recall_queries"] == 12  # every val image

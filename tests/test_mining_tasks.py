@@ -9,7 +9,7 @@ import pandas as pd
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from tests.conftest import build, fast_config
+from tests.support import assert_succeeded, build, fast_config
 
 
 def _with(cfg: dict, section: str, **values) -> dict:
@@ -38,7 +38,7 @@ def test_run_all_interleaves_training_and_mining(configure, tmp_path, tiny_image
     configure(_with(fast_config(tmp_path, tiny_imagenet), "TripletList", strategy="mixed", mined_share=0.5,
                     mined_strategy="semihard"))
     result = build([tasks.RunAll()])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     exp = tmp_path / "artifacts" / "test"
     for epoch in (1, 2):
         df = pd.read_parquet(exp / "triplets" / f"epoch={epoch:03d}")
@@ -51,11 +51,11 @@ def test_run_all_interleaves_training_and_mining(configure, tmp_path, tiny_image
 def test_compare_two_experiments(configure, tmp_path, tiny_imagenet):
     cfg = fast_config(tmp_path, tiny_imagenet)
     configure(cfg)
-    assert build([tasks.RunAll(experiment="uni")]).status == LuigiStatusCode.SUCCESS
+    assert_succeeded(build([tasks.RunAll(experiment="uni")]))
     configure(_with(cfg, "TripletList", strategy="semihard"))
-    assert build([tasks.RunAll(experiment="semi")]).status == LuigiStatusCode.SUCCESS
+    assert_succeeded(build([tasks.RunAll(experiment="semi")]))
     result = build([tasks.Compare(experiments=["uni", "semi"])])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     out = Path(tmp_path / "artifacts" / "compare" / "uni--semi" / "epochs=002")
     html = (out / "index.html").read_text()
     assert "uni" in html and "semi" in html and "data:image/png;base64" in html

@@ -12,8 +12,9 @@ import torch
 
 from pipeline.network import build_model
 from pipeline.training.loop import EpochProgress, PartialSaves, train_one_epoch
-from pipeline.training.optimization import TrainSettings, make_optimizer
+from pipeline.training.optimization import make_optimizer
 from pipeline.training.partial import fingerprint, load_partial, partial_path, remove_partial, save_partial
+from pipeline.training.settings import TrainSettings
 from tests.test_training import CPU, SMALL, uniform_triplets
 
 SETTINGS = TrainSettings(batch_size=16, lr=0.05, weight_decay=1e-4)

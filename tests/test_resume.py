@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from pipeline.checkpoint import load_checkpoint
-from tests.conftest import build, fast_config
+from tests.support import assert_succeeded, build, fast_config
 
 
 def run_section(cfg: dict) -> dict:
@@ -122,7 +121,7 @@ def test_kill_9_mid_epoch_then_rerun_gives_bit_identical_weights(configure, tmp_
         assert re.search(r"resuming from .*\.partial-epoch=002\.pt at step (10|20|30|40|50|60|70)\b",
                          caplog.text), caplog.text
     assert not list(train.glob(".partial-*"))  # removed once the epochs completed
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     assert (killed_root / "test" / "report" / f"epochs={EPOCHS:03d}" / "index.html").is_file()
     assert luigi_done <= {p.name for p in train.iterdir()}
 
@@ -130,7 +129,7 @@ def test_kill_9_mid_epoch_then_rerun_gives_bit_identical_weights(configure, tmp_
     clean_root = tmp_path / "clean"
     configure(slow_config(tmp_path, tiny_imagenet, clean_root))
     result = build([tasks.RunAll()])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
 
     resumed, clean = final_state(killed_root), final_state(clean_root)
     assert resumed["epoch"] == clean["epoch"] == EPOCHS

@@ -6,15 +6,14 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from tests.conftest import build
+from tests.support import assert_succeeded, build
 
 
 def test_run_all_writes_every_artifact(fast_pipeline, tmp_path: Path):
     result = build([tasks.RunAll()])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     exp = tmp_path / "artifacts" / "test"
     for epoch in (1, 2):
         trip = pd.read_parquet(exp / "triplets" / f"epoch={epoch:03d}")

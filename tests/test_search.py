@@ -27,11 +27,12 @@ from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import load_embeddings
 from pipeline.errors import BadImageError, ConfigError, CorruptArtifactError, DatasetLayoutError
 from pipeline.search import cli
-from pipeline.search.index import SearchIndexSettings, build_search_index, load_search_index
+from pipeline.search.index import build_search_index, load_search_index
 from pipeline.search.locate import dataset_folder
 from pipeline.search.searcher import Searcher
-from tests.conftest import fast_config
+from pipeline.search.settings import SearchIndexSettings
 from tests.datagen import class_image, make_tiny_imagenet
+from tests.support import fast_config
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300  # seconds for one command; each takes a few on two cores

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data.indexing import IndexSettings
+from pipeline.data.settings import IndexSettings
 from pipeline.errors import ConfigError
 from pipeline.sampling import ListSettings
 from pipeline.settings import Problem, Registry, check, option, setting, setting_fields, significant, unread

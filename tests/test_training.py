@@ -17,15 +17,14 @@ import torch
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from pipeline.network import ModelSettings, build_model
 from pipeline.checkpoint import load_checkpoint
-from pipeline.data.batches import AugmentSettings
 from pipeline.errors import TrainingError
+from pipeline.network import ModelSettings, build_model
 from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.training.loop import STEP_LOG_COLUMNS, train_one_epoch
-from pipeline.training.losses import LossSettings
-from pipeline.training.optimization import TrainSettings, make_optimizer
-from tests.conftest import build, fast_config
+from pipeline.training.optimization import make_optimizer
+from pipeline.training.settings import AugmentSettings, LossSettings, TrainSettings
+from tests.support import assert_succeeded, build, fast_config
 
 CPU = torch.device("cpu")
 SMALL = ModelSettings(width=8, embedding_dim=16, stem="small-s2")
@@ -160,7 +159,7 @@ def test_diverging_epoch_fails_and_leaves_the_previous_checkpoint_intact(configu
     train = tmp_path / "artifacts" / "test" / "train"
 
     result = build([tasks.TrainEpoch(epoch=1)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     ckpt1 = train / "epoch=001" / "checkpoint.pt"
     before = digest(ckpt1)
 
@@ -191,7 +190,7 @@ def test_changing_lr_inside_an_experiment_is_refused_and_keeps_epoch_1(configure
     cfg = fast_config(tmp_path, tiny_imagenet)
     configure(cfg)
     result = build([tasks.TrainEpoch(epoch=1)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     train = tmp_path / "artifacts" / "test" / "train"
     before = digest(train / "epoch=001" / "checkpoint.pt")
 
@@ -215,7 +214,7 @@ def test_lr_decays_by_epoch_through_the_checkpoints(configure, tmp_path, tiny_im
     cfg["TrainEpoch"] = {**cfg["TrainEpoch"], "lr": 0.04, "lr_step": 1, "lr_gamma": 0.5}
     configure(cfg)
     result = build([tasks.TrainEpoch(epoch=2)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     train = tmp_path / "artifacts" / "test" / "train"
     for epoch, lr in ((1, 0.04), (2, 0.02)):
         steps = pd.read_parquet(train / f"epoch={epoch:03d}" / "steps.parquet")

@@ -18,18 +18,11 @@ from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from pipeline.errors import ConfigError
-from pipeline.sampling import (
-    ClassMembers,
-    ListSettings,
-    SamplingContext,
-    available,
-    get_strategy,
-    sample_triplets,
-)
+from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, available, get_strategy, sample_triplets
 from pipeline.sampling.list_files import read_triplet_meta, read_triplets
 from pipeline.settings import declared, setting_fields
-from tests.conftest import build, fast_config
 from tests.datagen import make_image_folder
+from tests.support import assert_succeeded, build, fast_config
 
 COLUMNS = ["epoch", "query", "positive", "negative", "query_label", "negative_label", "strategy"]
 N_TRAIN = 36  # the tiny_imagenet fixture: 3 classes x 12 training images
@@ -49,7 +42,7 @@ def _configure(configure, tmp_path: Path, root: Path, *, artifacts: str = "artif
 
 def _build_ok(task_list: list[luigi.Task], workers: int = 1) -> None:
     result = build(task_list, workers=workers)
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
 
 
 def _epoch_dir(artifacts: Path, epoch: int, experiment: str = "test") -> Path:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.embedding.embed import Embeddings
-from pipeline.evaluation.evaluate import ValidationSettings, evaluate
+from pipeline.evaluation.evaluate import evaluate
+from pipeline.evaluation.settings import ValidationSettings
 
 RETRIEVAL_KEYS = ("precision_at_1", "precision_at_10", "precision_at_30", "r_precision", "map_at_r")
 

@@ -18,13 +18,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from luigi.execution_summary import LuigiStatusCode
 
 import tasks
 from pipeline.data.pixel_store import read_index
 from pipeline.embedding.embed import load_embeddings
 from pipeline.evaluation.breakdown import QUERIES_SCHEMA
-from tests.conftest import build, fast_config
+from tests.support import assert_succeeded, build, fast_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +44,7 @@ def trained(configure, tmp_path: Path, tiny_imagenet: Path) -> Path:
     run_section(cfg)["epochs"] = 3
     configure(cfg)
     result = build([tasks.EmbedEpoch(epoch=e) for e in EPOCHS])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     exp = tmp_path / "artifacts" / "test"
     assert not (exp / "metrics").exists()
     return exp
@@ -65,14 +64,14 @@ def read_metrics(exp: Path) -> dict[int, tuple[dict, pd.DataFrame, pd.DataFrame,
 
 def test_parallel_validate_epochs_equals_one_worker(trained: Path):
     result = build([tasks.ValidateEpochs(epochs=list(EPOCHS))], workers=3)
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     parallel = read_metrics(trained)
     assert sorted(p.name for p in (trained / "metrics").iterdir() if p.suffix == ".json") == [
         "epoch=001.json", "epoch=002.json", "epoch=003.json"]
 
     shutil.rmtree(trained / "metrics")
     result = build([tasks.ValidateEpochs(epochs=list(EPOCHS))], workers=1)
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     serial = read_metrics(trained)
 
     for e in EPOCHS:
@@ -89,7 +88,7 @@ def test_parallel_validate_epochs_equals_one_worker(trained: Path):
 
 def test_validate_epoch_writes_the_documented_metrics(trained: Path, tmp_path: Path):
     result = build([tasks.ValidateEpoch(epoch=3)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     metrics = json.loads((trained / "metrics" / "epoch=003.json").read_text())
     for key in METRIC_KEYS:
         assert key in metrics, key
@@ -130,7 +129,7 @@ def test_validate_epoch_writes_the_documented_metrics(trained: Path, tmp_path: P
 
 def test_pixel_baseline_beats_chance(fast_pipeline, tmp_path: Path):
     result = build([tasks.PixelBaseline()])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     (path,) = (tmp_path / "artifacts" / "baselines").iterdir()
     assert path.name == "tiny-imagenet-16px-k30-px32-seed0.json"
     metrics = json.loads(path.read_text())
@@ -148,18 +147,18 @@ def test_pixel_baseline_beats_chance(fast_pipeline, tmp_path: Path):
 
 def test_pixel_baseline_with_other_settings_is_recomputed(fast_pipeline, tmp_path: Path):
     result = build([tasks.PixelBaseline()])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     result = build([tasks.PixelBaseline(max_size=8)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     files = {p.name: json.loads(p.read_text()) for p in (tmp_path / "artifacts" / "baselines").iterdir()}
     assert 8 in [m["max_size"] for m in files.values()], f"max_size recorded: {[m['max_size'] for m in files.values()]}"
 
 
 def test_validate_epoch_with_another_k_is_recomputed(fast_pipeline, tmp_path: Path):
     result = build([tasks.ValidateEpoch(epoch=0)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     result = build([tasks.ValidateEpoch(epoch=0, k=5)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     metrics = json.loads((tmp_path / "artifacts" / "test" / "metrics" / "epoch=000.json").read_text())
     assert "precision_at_5_val" in metrics, sorted(metrics)
 
@@ -169,7 +168,7 @@ def test_report_shows_failures_and_revalidates_an_epoch_missing_a_sidecar(config
     cfg = fast_config(tmp_path, tiny_imagenet)
     run_section(cfg)["epochs"] = 1
     config = configure(cfg)
-    assert build([tasks.RunAll()]).status == LuigiStatusCode.SUCCESS
+    assert_succeeded(build([tasks.RunAll()]))
     exp = tmp_path / "artifacts" / "test"
     report = exp / "report" / "epochs=001"
     page = (report / "index.html").read_text()
@@ -197,13 +196,13 @@ def test_report_shows_failures_and_revalidates_an_epoch_missing_a_sidecar(config
 
 
 def test_report_is_rebuilt_when_validation_settings_change(fast_pipeline, tmp_path: Path):
-    assert build([tasks.RunAll()]).status == LuigiStatusCode.SUCCESS
+    assert_succeeded(build([tasks.RunAll()]))
     report = tmp_path / "artifacts" / "test" / "report" / "epochs=002" / "summary.md"
     before = report.stat().st_mtime_ns
     luigi.configuration.get_config().set("ValidateEpoch", "train_queries", "6")
     luigi.task_register.Register.clear_instance_cache()
     assert not tasks.RunAll().complete()
-    assert build([tasks.RunAll()]).status == LuigiStatusCode.SUCCESS
+    assert_succeeded(build([tasks.RunAll()]))
     assert report.stat().st_mtime_ns != before
     metrics = json.loads((tmp_path / "artifacts" / "test" / "metrics" / "epoch=002.json").read_text())
     assert metrics["queries_train"] == 6

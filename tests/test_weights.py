@@ -14,11 +14,10 @@ import torchvision
 from luigi.execution_summary import LuigiStatusCode
 
 import tasks
-from pipeline.network import ModelSettings, build_model
-from pipeline.network import apply_weights, cached_weights_file
 from pipeline.checkpoint import load_checkpoint
 from pipeline.errors import ConfigError, WeightsUnavailableError
-from tests.conftest import build, fast_config
+from pipeline.network import ModelSettings, apply_weights, build_model, cached_weights_file
+from tests.support import assert_succeeded, build, fast_config
 
 MARKED = "layer1.0.conv1.weight"
 IMAGENET_STEM = ModelSettings(width=64, embedding_dim=8, stem="imagenet")
@@ -107,7 +106,7 @@ def test_train_epoch_0_uses_model_weights_path(configure, tmp_path, tiny_imagene
                     "weights_path": path}
     configure(cfg)
     result = build([tasks.TrainEpoch(epoch=0)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     state = load_checkpoint(tmp_path / "artifacts" / "test" / "train" / "epoch=000" / "checkpoint.pt")
     assert torch.equal(state["model"][f"backbone.{MARKED}"], torch.full((64, 64, 3, 3), 0.5))
     assert state["initialised_keys"] == ["head.bias", "head.weight"]
@@ -169,7 +168,7 @@ def test_train_epoch_0_with_imagenet_weights_offline_fails_without_output(config
     torch.save(marked_resnet18_state(0.5), cache)
     configure(cfg)
     result = build([tasks.TrainEpoch(epoch=0)])
-    assert result.status == LuigiStatusCode.SUCCESS, result.summary_text
+    assert_succeeded(result)
     state = load_checkpoint(tmp_path / "artifacts" / "test" / "train" / "epoch=000" / "checkpoint.pt")
     assert torch.equal(state["model"][f"backbone.{MARKED}"], torch.full((64, 64, 3, 3), 0.5))
 

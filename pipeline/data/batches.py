@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -18,27 +17,7 @@ import torch
 
 from pipeline.data.pixel_store import gather
 from pipeline.errors import ConfigError
-from pipeline.settings import Problem, check, setting, unread
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """Random crop (pad by ``crop_padding`` then crop back) and horizontal flip, in ``[TrainEpoch]``.
-
-    With ``augment`` off, ``crop_padding`` and ``flip`` are not read, so values other than
-    their defaults are refused as silently ignored (:meth:`problems`).
-    """
-
-    augment: bool = setting(True, "random crops and flips of the training images")
-    crop_padding: int = setting(2, "random crop: pad by this many pixels (reflect), crop back", minimum=0)
-    flip: bool = setting(True, "random horizontal flips")
-
-    def check(self) -> None:
-        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
-        check(self, "TrainEpoch")
-
-    def problems(self) -> list[Problem]:
-        return [] if self.augment else unread(self, ["crop_padding", "flip"], "augment")
+from pipeline.training.settings import AugmentSettings
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:

@@ -26,11 +26,11 @@ import torch
 from pipeline.distributed.launch import launch, make_plan
 from pipeline.distributed.rank import RankContext, RendezvousError
 from pipeline.distributed.settings import DistributedSettings
-from pipeline.network import WeightSettings
 from pipeline.errors import ConfigError
-from pipeline.training.epoch import EpochSettings, epoch_summary, train_epoch, write_epoch
+from pipeline.network import WeightSettings
+from pipeline.training.epoch import epoch_summary, train_epoch, write_epoch
 from pipeline.training.loop import empty_step_log
-from pipeline.training.partial import PartialSaveSettings
+from pipeline.training.settings import EpochSettings, PartialSaveSettings
 from pipeline.training.state import initial_state
 
 

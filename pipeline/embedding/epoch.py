@@ -4,38 +4,19 @@ in this process, or shard by shard on a dask cluster (:mod:`pipeline.embedding.s
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.network import ModelSettings, network_from_checkpoint
 from pipeline.checkpoint import load_checkpoint
-from pipeline.dask_cluster import parse_resources
 from pipeline.data.pixel_store import open_store, read_index
 from pipeline.device import ComputeSettings, start_compute
 from pipeline.embedding.embed import embed_images, write_shards
-from pipeline.embedding.sharded import RESOURCES_SETTING, ShardJob, embed_on_cluster
-from pipeline.settings import setting
+from pipeline.embedding.settings import EmbedSettings
+from pipeline.embedding.sharded import ShardJob, embed_on_cluster
+from pipeline.network import ModelSettings, network_from_checkpoint
 
 if TYPE_CHECKING:
     from distributed import Client
-
-
-@dataclass(frozen=True)
-class EmbedSettings:
-    """``[EmbedEpoch]``: how embedding runs (run-only: the vectors do not depend on it)."""
-
-    batch_size: int = setting(512, "images per forward pass", run_only=True, minimum=1)
-    rows_per_shard: int = setting(50_000, "rows per Parquet shard", run_only=True, minimum=1)
-    dask_shard_images: int = setting(16_384, "with [dask] address: images per dask task (rounded up to whole "
-                                     "batches)", run_only=True, minimum=1)
-    dask_resources: str = setting("", "with [dask] address: worker resources each task needs, e.g. GPU=1 (workers "
-                                  "started with `dask worker ADDRESS --resources GPU=1`); empty = any worker",
-                                  run_only=True)
-
-    def resources(self) -> dict[str, float]:
-        """``dask_resources`` parsed (a malformed value raises a ConfigError naming it)."""
-        return parse_resources(self.dask_resources, RESOURCES_SETTING)
 
 
 def embed_epoch(checkpoint: str | Path, dataset_dir: str | Path, out_dir: str | Path, expected: ModelSettings,

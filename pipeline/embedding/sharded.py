@@ -25,17 +25,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.network import ModelSettings
 from pipeline.dask_cluster import check_resources
 from pipeline.data.pixel_store import open_store
 from pipeline.device import ComputeSettings
 from pipeline.embedding.embed import embed_images
+from pipeline.embedding.settings import RESOURCES_SETTING
 from pipeline.embedding.worker_model import cached_network, worker_device
+from pipeline.network import ModelSettings
 
 if TYPE_CHECKING:
     from distributed import Client
-
-RESOURCES_SETTING = "[EmbedEpoch] dask_resources"
 
 
 @dataclass(frozen=True)

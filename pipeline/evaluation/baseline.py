@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,19 +15,12 @@ import torch.nn.functional as F
 
 from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import Embeddings
-from pipeline.evaluation.evaluate import ValidationSettings, evaluate
-from pipeline.settings import setting
+from pipeline.evaluation.evaluate import evaluate
+from pipeline.evaluation.settings import BaselineSettings, ValidationSettings
 from pipeline.storage import write_text_atomic
 
 if TYPE_CHECKING:
     from distributed import Client
-
-
-@dataclass(frozen=True)
-class BaselineSettings:
-    """``[PixelBaseline]``: raw pixels as embeddings, the floor a learned embedding must beat."""
-
-    max_size: int = setting(32, "pixels are area-downsampled to at most this size", minimum=1)
 
 
 def pixel_vectors(store: np.ndarray, image_ids: np.ndarray, max_size: int = BaselineSettings.max_size,

@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 
 from pipeline import paths
 from pipeline.embedding.embed import load_embeddings
-from pipeline.evaluation.evaluate import ValidationSettings, evaluate_epoch
-from pipeline.paths import VALIDATION_SIDECARS, validation_files
+from pipeline.evaluation.evaluate import evaluate_epoch
+from pipeline.evaluation.settings import ValidationSettings
+from pipeline.paths import VALIDATION_SIDECARS
 from pipeline.storage import atomic_path, write_text_atomic
 
 if TYPE_CHECKING:
@@ -56,14 +57,3 @@ def validate_epoch(embeddings_dir: str | Path, metrics_file: str | Path, setting
     return metrics
 
 
-def metrics_are_current(metrics_file: str | Path, recorded: Mapping[str, Any]) -> bool:
-    """Whether ``metrics_file`` and every sidecar exist and were computed with the
-    settings ``recorded`` (so a changed ``[ValidateEpoch] k`` revalidates instead of
-    reusing old numbers, and an epoch validated before a sidecar existed gets it)."""
-    path = Path(metrics_file)
-    if not all(p.is_file() for p in validation_files(path)):
-        return False
-    try:
-        return json.loads(path.read_text()).get("settings") == dict(recorded)
-    except (OSError, ValueError):
-        return False

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,14 +17,15 @@ from pipeline.embedding.embed import Embeddings
 from pipeline.errors import ConfigError
 from pipeline.evaluation.bounded import gallery_retrieval
 from pipeline.evaluation.breakdown import confusion_counts, per_class_precision, query_precision, query_table
-from pipeline.evaluation.gallery import INDEXES, Gallery, build_gallery, recall_against_exact
+from pipeline.evaluation.gallery import Gallery, build_gallery, recall_against_exact
 from pipeline.evaluation.metrics import lone_queries, triplet_precision
 from pipeline.evaluation.on_cluster import ClusterGallery
-from pipeline.knn import BACKENDS, knn_search
+from pipeline.evaluation.settings import ValidationSettings
+from pipeline.knn import knn_search
 from pipeline.sampling.base import ClassMembers
 from pipeline.sampling.uniform import uniform_negatives, uniform_positives
 from pipeline.seeds import evaluation_rng
-from pipeline.settings import check, setting, significant
+from pipeline.settings import check
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -33,42 +34,6 @@ log = logging.getLogger(__name__)
 
 # Classes named in the lone-query warning; Tiny ImageNet has 200, too many for one line.
 _MAX_CLASSES_NAMED = 20
-
-
-@dataclass(frozen=True)
-class ValidationSettings:
-    """``k`` = the course's 30; ``train_queries`` = seeded training sample for the
-    training accuracy; ``figure_*`` = queries (from distinct classes) and neighbours
-    kept for the figures; ``triplets`` = seeded validation triplets."""
-
-    k: int = setting(30, "neighbours of precision@k (the course: 30)", minimum=1)
-    train_queries: int = setting(1000, "seeded training images used as queries", minimum=1)
-    figure_queries: int = setting(5, "validation queries (distinct classes) kept for figures", minimum=1)
-    figure_k: int = setting(10, "nearest/farthest images shown per figure query", minimum=1)
-    triplets: int = setting(2000, "seeded validation triplets for triplet precision", minimum=1)
-    knn_backend: str = setting("auto", "exact kNN engine: faiss when installed (auto), faiss or torch",
-                               choices=BACKENDS, run_only=True)
-    index: str = setting("flat", "the validation search: flat (exact) or ivf (faiss IndexIVFFlat, approximate, "
-                         "for large galleries; the metrics then record its recall@k against exact search)",
-                         choices=INDEXES)
-    nlist: int = setting(1024, "index = ivf: k-means lists (at most the training rows; about 4 * sqrt(rows))",
-                         minimum=1)
-    nprobe: int = setting(16, "index = ivf: lists each query scans (R-precision and MAP@R: more where they hold "
-                          "fewer than the query's R neighbours)", minimum=1)
-    recall_queries: int = setting(1000, "index = ivf: seeded validation queries whose recall@k against exact "
-                                  "search is recorded", minimum=1)
-    # Not a setting of its own: [run] seed.
-    seed: int = 0
-
-    def recorded(self) -> dict[str, Any]:
-        """The settings that shape the metrics, as the metrics JSON records them: the ivf
-        ones only with ``index = ivf`` (exact metrics do not depend on them, and metrics
-        recorded before the index was a setting stay current)."""
-        values = significant(self)
-        if self.index == "flat":
-            for name in ("index", "nlist", "nprobe", "recall_queries"):
-                values.pop(name)
-        return values
 
 
 @dataclass(frozen=True)

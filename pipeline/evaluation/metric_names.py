@@ -16,6 +16,3 @@ def precision_key(k: int, split: Split = "val") -> str:
     return f"precision_at_{k}_{split}"
 
 
-def precision_label(k: int, split: Split = "val") -> str:
-    """How a report names that metric, e.g. ``precision@30 (validation)``."""
-    return f"precision@{k} ({'validation' if split == 'val' else 'training'})"

@@ -94,16 +94,6 @@ def _ids(t: pa.Table, path: Path) -> np.ndarray:
     return np.stack([t[c].to_numpy() for c in _ID_COLUMNS], axis=1).astype(np.int64, copy=False)
 
 
-def triplet_ids(triplet_dir: str | Path) -> np.ndarray:
-    """``(T, 3)`` int64 array of (query, positive, negative) image ids, in file order.
-
-    Raises :class:`~pipeline.errors.CorruptArtifactError` if the file is
-    truncated or overwritten, or its id columns are not non-null integers.
-    """
-    path = _part(triplet_dir)
-    return _ids(_read(path, list(_ID_COLUMNS)), path)
-
-
 def read_list(triplet_dir: str | Path) -> tuple[pa.Table, np.ndarray]:
     """The whole list in one read, and its ``(T, 3)`` int64 (query, positive, negative) ids.
 

@@ -25,22 +25,11 @@ import pandas as pd
 from pipeline.data.pixel_store import read_index
 from pipeline.errors import PipelineError
 from pipeline.paths import SEARCH_INDEX_FILE, SEARCH_ITEMS_FILE, SEARCH_META_FILE
-from pipeline.settings import check, setting
+from pipeline.search.settings import SearchIndexSettings
+from pipeline.settings import check
 from pipeline.storage import corrupt_artifact, reading
 
-SPLIT_CHOICES = ("train", "train+val")
 ITEM_COLUMNS = ("image_id", "split", "label", "class_id", "class_name", "path")
-
-
-@dataclass(frozen=True)
-class SearchIndexSettings:
-    """``[SearchIndex]``: which of the epoch's embeddings are searchable."""
-
-    splits: str = setting("train", "embeddings indexed: train, or train+val", choices=SPLIT_CHOICES)
-
-    def split_list(self) -> list[str]:
-        """``"train+val"`` -> ``["train", "val"]``."""
-        return self.splits.split("+")
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ def dataset_folder(root: str | Path, experiment: str, meta: Mapping[str, Any]) -
     if recorded.is_dir():
         return recorded
     # Imported here: indexing pulls in torch and dask, which the command's input checks do without.
-    from pipeline.data.indexing import recorded_dataset_dir
+    from pipeline.data.settings import recorded_dataset_dir
 
     moved = recorded_dataset_dir(root, experiment)
     if moved is not None and moved.is_dir():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -19,43 +19,17 @@ import torch
 
 from pipeline import paths
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.data.batches import AugmentSettings
 from pipeline.data.pixel_store import open_store
-from pipeline.network import ModelSettings, network_from_checkpoint
+from pipeline.network import network_from_checkpoint
 from pipeline.seeds import training_epoch_seed
 from pipeline.storage import atomic_path
 from pipeline.training.loop import PartialSaves, train_one_epoch
-from pipeline.training.losses import LossSettings
-from pipeline.training.optimization import TrainSettings, make_lr_scheduler, make_optimizer
-from pipeline.training.partial import (
-    PartialSaveSettings,
-    fingerprint,
-    load_partial,
-    partial_path,
-    remove_partial,
-    save_partial,
-)
+from pipeline.training.optimization import make_lr_scheduler, make_optimizer
+from pipeline.training.partial import fingerprint, load_partial, partial_path, remove_partial, save_partial
 from pipeline.training.rank_protocol import EpochRank
+from pipeline.training.settings import EpochSettings, PartialSaveSettings
 from pipeline.training.state import checkpoint_state, lr_scheduler_state
 from pipeline.training.steps import training_steps
-
-
-@dataclass(frozen=True)
-class EpochSettings:
-    """Everything that decides what an epoch computes (``config`` is recorded in its checkpoint)."""
-
-    model: ModelSettings
-    train: TrainSettings
-    loss: LossSettings
-    augment: AugmentSettings
-    config: Mapping[str, Any]
-
-    def check(self) -> None:
-        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
-        self.model.check()
-        self.train.check()
-        self.loss.check()
-        self.augment.check()
 
 
 def train_epoch(previous_checkpoint: str | Path, triplet_dir: str | Path, dataset_dir: str | Path,

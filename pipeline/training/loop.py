@@ -19,13 +19,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.data.batches import AugmentSettings, augment, iterate_batches, to_float
+from pipeline.data.batches import augment, iterate_batches, to_float
 from pipeline.device import autocast
 from pipeline.errors import TrainingError
 from pipeline.seeds import augment_seed
-from pipeline.training.losses import LossSettings, all_triplet_losses, listed_triplet_losses, reduce_losses
-from pipeline.training.optimization import TrainSettings
+from pipeline.training.losses import all_triplet_losses, listed_triplet_losses, reduce_losses
 from pipeline.training.rank_protocol import StepShard
+from pipeline.training.settings import AugmentSettings, LossSettings, TrainSettings
 from pipeline.training.steps import StepBatch, triplet_steps
 
 log = logging.getLogger(__name__)

@@ -2,30 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-
-from pipeline.settings import check, setting
-
-REDUCTIONS = ("mean", "active")
-IN_BATCH = ("listed", "all")
-
-
-@dataclass(frozen=True)
-class LossSettings:
-    """``[loss]``: the triplet loss, shared by training and by the mining that targets its margin."""
-
-    margin: float = setting(1.0, "the gap g of max(0, g + D(q,p) - D(q,n))", minimum=0.0)
-    squared: bool = setting(False, "squared instead of plain Euclidean distance")
-    reduce: str = setting("active", "average over active triplets (those with a positive hinge) or over all (mean, the course)",
-                          choices=REDUCTIONS)
-    in_batch: str = setting("all", "batched lists: train on all in-batch triplets or on the listed ones only",
-                            choices=IN_BATCH)
-
-    def check(self) -> None:
-        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
-        check(self, "loss")
 
 
 def pairwise_distance(a: torch.Tensor, b: torch.Tensor, *, squared: bool = False) -> torch.Tensor:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,7 +24,6 @@ from torch import nn
 from pipeline import paths
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.errors import PipelineError
-from pipeline.settings import setting
 from pipeline.training.loop import EpochProgress
 
 log = logging.getLogger(__name__)
@@ -79,10 +77,3 @@ def remove_partial(path: str | Path) -> None:
     Path(path).unlink(missing_ok=True)
 
 
-@dataclass(frozen=True)
-class PartialSaveSettings:
-    """How often a training epoch saves its progress (run-only: results do not depend on it)."""
-
-    checkpoint_minutes: float = setting(10.0, "save the epoch's progress this often (0 = never)", run_only=True,
-                                        minimum=0.0)
-    checkpoint_every: int = setting(0, "also save it every N steps (0 = only by time)", run_only=True, minimum=0)

@@ -17,7 +17,8 @@ import torch
 from models.embedding_net import EmbeddingNet
 from pipeline.network import ModelSettings, WeightSettings, apply_weights, build_model
 from pipeline.seeds import initial_network_seed
-from pipeline.training.optimization import TrainSettings, make_lr_scheduler, make_optimizer
+from pipeline.training.optimization import make_lr_scheduler, make_optimizer
+from pipeline.training.settings import TrainSettings
 
 
 def checkpoint_state(net: EmbeddingNet, optimizer: torch.optim.Optimizer,

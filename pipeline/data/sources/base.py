@@ -12,19 +12,21 @@ one of two kinds:
   (:class:`ArraySplit` per split): nothing to decode.
 
 Each says its native image size and how it uses ``[dataset] root``
-(:data:`RootUse`), which :class:`~pipeline.data.indexing.IndexSettings` checks.
+(:data:`RootUse`), which :class:`~pipeline.data.settings.IndexSettings` checks.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal, Mapping, Union
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Union
 
 import numpy as np
-import pandas as pd
 
 from pipeline.settings import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RECORD_COLUMNS: tuple[str, ...] = ("split", "class_id", "path")
 CLASS_COLUMNS: tuple[str, ...] = ("label", "class_id", "class_name")
@@ -56,6 +58,8 @@ def make_classes(
     ``names`` maps class ids to human-readable names; an id it lacks (or
     ``names=None``) is named after itself. Duplicate ids collapse to one class.
     """
+    import pandas as pd  # here, not at import: the registry is read while Luigi declares tasks
+
     # Python's code-point order, not a locale collation, so labels are the same
     # on every machine and OS.
     ids = sorted({str(c) for c in class_ids})
@@ -76,6 +80,8 @@ def make_records(rows: Iterable[tuple[str, str, str]]) -> pd.DataFrame:
     ids derived from row positions are stable across runs and file systems,
     whatever order the directory listing came back in.
     """
+    import pandas as pd
+
     ordered = sorted(rows)
     return pd.DataFrame(
         {
