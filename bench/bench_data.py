@@ -20,7 +20,7 @@ from common import best_of
 
 from pipeline.data.batches import augment, iterate_batches, to_float
 from pipeline.data.pixel_store import create_store
-from pipeline.training.settings import AugmentSettings
+from pipeline.data.settings import AugmentSettings
 
 
 def make_data(root: Path, n: int, size: int, classes: int) -> tuple[np.ndarray, Path]:

@@ -30,7 +30,8 @@ from pipeline.distributed.settings import DistributedSettings
 from pipeline.network import ModelSettings, build_model
 from pipeline.training.loop import train_one_epoch
 from pipeline.training.optimization import make_optimizer
-from pipeline.training.settings import AugmentSettings, TrainSettings
+from pipeline.training.settings import TrainSettings
+from pipeline.data.settings import AugmentSettings
 
 
 def step_seconds(store_file: str, triplets: np.ndarray, settings: ModelSettings, batch: int, ctx=None) -> float:

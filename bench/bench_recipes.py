@@ -37,14 +37,14 @@ import torch
 from pipeline.data.batches import augment, to_float
 from pipeline.data.indexing import build_index
 from pipeline.data.pixel_store import gather, open_store, read_index
-from pipeline.data.settings import IndexSettings
+from pipeline.data.settings import AugmentSettings, IndexSettings
 from pipeline.embedding.embed import embed_images
 from pipeline.knn import knn_search
 from pipeline.network import ModelSettings, build_model
 from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.training.loop import step_generator, train_one_epoch
 from pipeline.training.optimization import make_lr_scheduler, make_optimizer
-from pipeline.training.settings import AugmentSettings, LossSettings, TrainSettings
+from pipeline.training.settings import LossSettings, TrainSettings
 from pipeline.training.steps import batch_steps
 
 MODEL = ModelSettings(arch="resnet18", embedding_dim=64, normalize=False, stem="small-s2", width=16)

@@ -25,7 +25,8 @@ from pipeline.network import ModelSettings, build_model
 from pipeline.sampling import BatchOptions, ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.training.loop import train_one_epoch
 from pipeline.training.optimization import make_optimizer
-from pipeline.training.settings import AugmentSettings, LossSettings, TrainSettings
+from pipeline.training.settings import LossSettings, TrainSettings
+from pipeline.data.settings import AugmentSettings
 from pipeline.training.steps import StepBatch, batch_steps, triplet_steps
 
 TINY_TRAIN, TINY_ALL = 100_000, 110_000  # Tiny ImageNet: training images (one course epoch of triplets); + val

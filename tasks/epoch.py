@@ -49,7 +49,8 @@ from pipeline.errors import ConfigError
 from pipeline.sampling import ListSettings, TripletStrategy
 from pipeline.sampling.driver import runs_on_dask
 from pipeline.settings import significant
-from pipeline.training.settings import AugmentSettings, EpochSettings, PartialSaveSettings, TrainSettings
+from pipeline.training.settings import EpochSettings, PartialSaveSettings, TrainSettings
+from pipeline.data.settings import AugmentSettings
 from tasks.config import RunSeed, artifacts, compute, experiment_param, loss, model
 from tasks.config import dask as dask_section
 from tasks.config_keys import check_config_keys

@@ -8,7 +8,7 @@ import torch
 
 from pipeline.data.batches import _augment_grouped, _augment_numpy, augment, iterate_batches, to_float
 from pipeline.errors import ConfigError
-from pipeline.training.settings import AugmentSettings
+from pipeline.data.settings import AugmentSettings
 
 
 def _batch(b: int = 6, h: int = 7, w: int = 5) -> torch.Tensor:

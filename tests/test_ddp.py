@@ -31,7 +31,8 @@ from pipeline.training import loop
 from pipeline.training.loop import train_one_epoch
 from pipeline.training.losses import all_triplet_losses
 from pipeline.training.optimization import make_optimizer
-from pipeline.training.settings import AugmentSettings, LossSettings, TrainSettings
+from pipeline.training.settings import LossSettings, TrainSettings
+from pipeline.data.settings import AugmentSettings
 from pipeline.training.steps import batch_steps
 
 # The ranks import this module: it stays light (tests.test_training would bring Luigi and every task).

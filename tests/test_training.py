@@ -23,7 +23,8 @@ from pipeline.network import ModelSettings, build_model
 from pipeline.sampling import ClassMembers, ListSettings, SamplingContext, get_strategy, sample_triplets
 from pipeline.training.loop import STEP_LOG_COLUMNS, train_one_epoch
 from pipeline.training.optimization import make_optimizer
-from pipeline.training.settings import AugmentSettings, LossSettings, TrainSettings
+from pipeline.training.settings import LossSettings, TrainSettings
+from pipeline.data.settings import AugmentSettings
 from tests.support import assert_succeeded, build, fast_config
 
 CPU = torch.device("cpu")

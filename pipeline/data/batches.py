@@ -17,7 +17,7 @@ import torch
 
 from pipeline.data.pixel_store import gather
 from pipeline.errors import ConfigError
-from pipeline.training.settings import AugmentSettings
+from pipeline.data.settings import AugmentSettings
 
 
 def to_float(batch: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
-"""``[dataset]`` settings: which source to index, from where, at what size, and the
-dataset folder's name they give. Apart from the indexing code, so that declaring
-task parameters imports none of torch, pandas or dask."""
+"""``[dataset]`` settings (which source to index, from where, at what size, and the
+dataset folder's name they give) and the augmentation of training batches that
+:mod:`pipeline.data.batches` applies (``[TrainEpoch] augment``). Apart from the
+code, so that declaring task parameters imports none of torch, pandas or dask."""
 
 from __future__ import annotations
 
@@ -98,6 +99,27 @@ class IndexSettings:
         if self.stored_size < 0 or 0 < self.stored_size < 8 or self.stored_size > 1024:
             problems.append(Problem(("stored_size",), "use 0 (native) or 8..1024 pixels"))
         return problems
+
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """Random crop (pad by ``crop_padding`` then crop back) and horizontal flip, in ``[TrainEpoch]``.
+
+    With ``augment`` off, ``crop_padding`` and ``flip`` are not read, so values other than
+    their defaults are refused as silently ignored (:meth:`problems`).
+    """
+
+    augment: bool = setting(True, "random crops and flips of the training images")
+    crop_padding: int = setting(2, "random crop: pad by this many pixels (reflect), crop back", minimum=0)
+    flip: bool = setting(True, "random horizontal flips")
+
+    def check(self) -> None:
+        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
+        check(self, "TrainEpoch")
+
+    def problems(self) -> list[Problem]:
+        return [] if self.augment else unread(self, ["crop_padding", "flip"], "augment")
 
 
 def recorded_dataset_dir(root: str | Path, experiment: str) -> Path | None:

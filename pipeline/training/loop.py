@@ -25,7 +25,8 @@ from pipeline.errors import TrainingError
 from pipeline.seeds import augment_seed
 from pipeline.training.losses import all_triplet_losses, listed_triplet_losses, reduce_losses
 from pipeline.training.rank_protocol import StepShard
-from pipeline.training.settings import AugmentSettings, LossSettings, TrainSettings
+from pipeline.training.settings import LossSettings, TrainSettings
+from pipeline.data.settings import AugmentSettings
 from pipeline.training.steps import StepBatch, triplet_steps
 
 log = logging.getLogger(__name__)

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from pipeline.data.settings import AugmentSettings
 from pipeline.errors import ConfigError
 from pipeline.network import ModelSettings
-from pipeline.settings import Problem, check, setting, unread
+from pipeline.settings import check, setting
 
 SECTION = "TrainEpoch"
 REDUCTIONS = ("mean", "active")
@@ -56,26 +57,6 @@ class LossSettings:
     def check(self) -> None:
         """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
         check(self, "loss")
-
-
-@dataclass(frozen=True)
-class AugmentSettings:
-    """Random crop (pad by ``crop_padding`` then crop back) and horizontal flip, in ``[TrainEpoch]``.
-
-    With ``augment`` off, ``crop_padding`` and ``flip`` are not read, so values other than
-    their defaults are refused as silently ignored (:meth:`problems`).
-    """
-
-    augment: bool = setting(True, "random crops and flips of the training images")
-    crop_padding: int = setting(2, "random crop: pad by this many pixels (reflect), crop back", minimum=0)
-    flip: bool = setting(True, "random horizontal flips")
-
-    def check(self) -> None:
-        """Raise :class:`~pipeline.errors.ConfigError` naming the first invalid setting."""
-        check(self, "TrainEpoch")
-
-    def problems(self) -> list[Problem]:
-        return [] if self.augment else unread(self, ["crop_padding", "flip"], "augment")
 
 
 @dataclass(frozen=True)
