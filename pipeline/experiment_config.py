@@ -12,18 +12,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipeline.data.label_noise import NOISE_KINDS, LabelNoise
 from pipeline.errors import ConfigError
-from pipeline.settings import setting
+from pipeline.settings import Problem, check, setting, unread
 from pipeline.storage import exclusive_lock, write_text_atomic
 
 
 @dataclass(frozen=True)
 class RunSettings:
-    """``[run]``: which experiment, its seed and how many epochs the whole job trains."""
+    """``[run]``: which experiment, its seed, how many epochs the whole job trains, and
+    the label noise it trains on (:mod:`pipeline.data.label_noise`)."""
 
     experiment: str = setting("demo", "experiment name: outputs go to <artifacts root>/<experiment>/")
     seed: int = setting(0, "seed of every random stream (see pipeline.seeds)")
     epochs: int = setting(14, "epochs RunAll trains, validates and reports", minimum=1)
+    label_noise: float = setting(0.0, "share of training labels the experiment flips (0 = the true labels; "
+                                      "metrics then also report against the true ones)", minimum=0.0)
+    label_noise_kind: str = setting("symmetric", "symmetric (any other class) or pairs (class c -> c+1)",
+                                    choices=NOISE_KINDS)
+
+    def problems(self) -> list[Problem]:
+        problems = [] if self.label_noise > 0 else unread(self, ["label_noise_kind"], "label_noise")
+        if self.label_noise >= 1:
+            problems.append(Problem(("label_noise",), "use a share below 1 (0.2 flips a fifth of the labels)"))
+        return problems
+
+    def noise(self) -> LabelNoise:
+        """The label noise, checked (a bad value raises ConfigError naming ``[run]``)."""
+        check(self, "run")
+        return LabelNoise(self.label_noise, self.label_noise_kind)
+
+    def recorded_noise(self) -> dict[str, Any]:
+        """What recorded settings say of the noise: nothing without it, so experiments that
+        were recorded before label noise existed stay current."""
+        noise = self.noise()
+        return {"label_noise": noise.share, "label_noise_kind": noise.kind} if noise.active else {}
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,6 +9,7 @@
     <root>/<experiment>/embeddings/epoch=NNN/  part-*.parquet, manifest.json
     <root>/<experiment>/metrics/epoch=NNN.json (+ .per_class, .neighbors, .queries, .confusion .parquet)
     <root>/<experiment>/search/epoch=NNN/  index.faiss, items.parquet, meta.json
+    <root>/<experiment>/audit/epoch=NNN/  images.parquet, duplicates.parquet, summary.json
     <root>/<experiment>/report/epochs=NNN/ index.html, summary.md, *.png
     <root>/compare/<a>--<b>/epochs=NNN/   index.html, summary.md, compare.png
 """
@@ -90,6 +91,16 @@ def train_dir(root: str | Path, experiment: str, epoch: int) -> Path:
 
 def embeddings_dir(root: str | Path, experiment: str, epoch: int) -> Path:
     return experiment_dir(root, experiment) / "embeddings" / epoch_dir(epoch)
+
+
+def audit_dir(root: str | Path, experiment: str, epoch: int) -> Path:
+    """``<experiment>/audit/epoch=NNN/``: the label audit of that epoch (AuditEpoch)."""
+    return experiment_dir(root, experiment) / "audit" / epoch_dir(epoch)
+
+
+AUDIT_IMAGES_FILE = "images.parquet"
+AUDIT_DUPLICATES_FILE = "duplicates.parquet"
+AUDIT_SUMMARY_FILE = "summary.json"
 
 
 def search_dir(root: str | Path, experiment: str, epoch: int) -> Path:

@@ -35,6 +35,8 @@ AUGMENT_TAG = 7
 SHUFFLE_TAG = 1 << 30
 BATCH_COMPOSE_TAG = 1 << 29
 BATCH_TRIPLET_TAG = (1 << 29) + 1
+# One stream per experiment, clear of the epoch streams ([seed, epoch] with small epochs).
+LABEL_NOISE_TAG = (1 << 27) + 1
 # The ivf tags stay clear of the small numbers that epoch streams ([seed, epoch]) use.
 EVALUATION_TAGS = {"train_queries": 1, "triplets": 2, "figures": 3, "ivf_training": 1 << 28,
                    "ivf_recall": (1 << 28) + 1}
@@ -85,6 +87,11 @@ def batch_compose_rng(seed: int, epoch: int) -> np.random.Generator:
 def batch_triplet_rng(seed: int, epoch: int) -> np.random.Generator:
     """The RNG that picks a batched list's listed triplets."""
     return _rng(seed, epoch, BATCH_TRIPLET_TAG)
+
+
+def label_noise_rng(seed: int) -> np.random.Generator:
+    """The RNG that flips an experiment's training labels (``[run] label_noise``); the same every epoch."""
+    return _rng(seed, LABEL_NOISE_TAG)
 
 
 def evaluation_rng(seed: int, purpose: Literal["train_queries", "triplets", "figures", "ivf_recall"]

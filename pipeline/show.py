@@ -2,6 +2,7 @@
 
     python -m pipeline.show triplets --experiment demo --epoch 3
     python -m pipeline.show dataset
+    python -m pipeline.show audit --experiment demo --epoch 5
 
 Prints a triplet list's row count, per-class query and negative counts, query
 coverage, mining-time distance statistics and a sample with class names.
@@ -80,6 +81,33 @@ def triplet_report(triplets: pd.DataFrame, index: pd.DataFrame, *, margin: float
     return "\n".join(lines)
 
 
+def audit_report(audit_dir: Path, index: pd.DataFrame, *, top: int = 15) -> str:
+    """The text that ``show audit`` prints: the summary, the most suspect labels (lowest
+    quality first) with class names, and the duplicates that leak validation into training."""
+    summary_file = audit_dir / paths.AUDIT_SUMMARY_FILE
+    if not summary_file.is_file():
+        raise PipelineError(f"no audit in {audit_dir}: run luigi --module tasks AuditEpoch --epoch "
+                            f"{audit_dir.name.split('=')[-1].lstrip('0') or '0'} first")
+    summary = json.loads(summary_file.read_text())
+    images = pd.read_parquet(audit_dir / paths.AUDIT_IMAGES_FILE)
+    pairs = pd.read_parquet(audit_dir / paths.AUDIT_DUPLICATES_FILE)
+    names = index.drop_duplicates("label").set_index("label")["class_name"]
+    lines = [f"{audit_dir}", json.dumps(summary, indent=2), ""]
+    suspects = images[images["suspect"]].sort_values("quality").head(top)
+    shown = pd.DataFrame({"image_id": suspects["image_id"],
+                          "given": names.reindex(suspects["given_label"]).to_numpy(),
+                          "suggested": names.reindex(suspects["suggested_label"]).to_numpy(),
+                          "quality": suspects["quality"].round(3)})
+    if "flipped" in suspects.columns:
+        shown["flipped"] = suspects["flipped"].to_numpy()
+    lines += [f"most suspect labels ({len(suspects)} of {int(images['suspect'].sum())}):",
+              shown.to_string(index=False) if len(shown) else "none", ""]
+    leaks = pairs[pairs["leakage"]].head(top)
+    lines += [f"validation images that duplicate a training image ({int(pairs['leakage'].sum())}):",
+              leaks.to_string(index=False) if len(leaks) else "none"]
+    return "\n".join(lines)
+
+
 def _dataset_dir(root: str, dataset: str | None, experiment: str | None = None) -> Path:
     """The named dataset; else the one ``experiment`` was created on; else the only one there is."""
     base = paths.datasets_dir(root)
@@ -105,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--epoch", type=int, required=True)
     t.add_argument("--sample", type=int, default=8, help="rows to show")
     d = sub.add_parser("dataset", help="summarise the dataset index and skipped files")
-    for p in (t, d):  # accept the common options after the subcommand too
+    a = sub.add_parser("audit", help="summarise one epoch's label audit (AuditEpoch)")
+    a.add_argument("--experiment", default="demo")
+    a.add_argument("--epoch", type=int, required=True)
+    a.add_argument("--top", type=int, default=15, help="suspects and leaks to list")
+    for p in (t, d, a):  # accept the common options after the subcommand too
         p.add_argument("--artifacts", default=argparse.SUPPRESS)
         p.add_argument("--dataset", default=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -116,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             skipped = pd.read_parquet(ds / SKIPPED_FILE)
             if len(skipped):
                 print("skipped files:\n" + skipped.to_string(index=False))
+            return 0
+        if args.what == "audit":
+            index = read_index(ds, ["image_id", "label", "class_name"])
+            print(audit_report(paths.audit_dir(args.artifacts, args.experiment, args.epoch), index, top=args.top))
             return 0
         tdir = paths.triplets_dir(args.artifacts, args.experiment, args.epoch)
         meta = read_triplet_meta(tdir) if (tdir / paths.TRIPLET_LIST_FILE).is_file() else {}

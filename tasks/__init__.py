@@ -5,9 +5,11 @@
 Graph: IndexDataset -> TripletList(N) -> TrainEpoch(N) -> EmbedEpoch(N) ->
 ValidateEpoch(N) -> Report -> RunAll; TrainEpoch(N) also needs TrainEpoch(N-1),
 and a mined TripletList(N) needs EmbedEpoch(N-1). SearchIndex(N) indexes
-EmbedEpoch(N) for ``python -m pipeline.search`` and ``python -m pipeline.serve``.
+EmbedEpoch(N) for ``python -m pipeline.search`` and ``python -m pipeline.serve``;
+AuditEpoch(N) audits the training labels with EmbedEpoch(N) and the epochs before it.
 """
 
+from tasks.audit_epoch import AuditEpoch
 from tasks.compare import Compare, ExperimentEpochOutputs
 from tasks.epoch import EmbedEpoch, JoinEpoch, TrainEpoch, TripletList
 from tasks.index_dataset import IndexDataset
@@ -18,6 +20,7 @@ from tasks.search_index import SearchIndex
 from tasks.validate_epoch import ValidateEpoch, ValidateEpochs
 
 __all__ = [
+    "AuditEpoch",
     "Compare",
     "EmbedEpoch",
     "ExperimentEpochOutputs",

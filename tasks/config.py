@@ -33,6 +33,9 @@ class run(luigi.Config):  # noqa: N801
     ambiguous abbreviation of ``--experiment-name``.)
     """
 
+    def settings(self) -> RunSettings:
+        return settings_of(self, RunSettings)
+
 
 @settings_parameters(ModelSettings, WeightSettings)
 class model(luigi.Config):  # noqa: N801

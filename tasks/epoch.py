@@ -51,7 +51,7 @@ from pipeline.sampling.driver import runs_on_dask
 from pipeline.settings import significant
 from pipeline.training.settings import EpochSettings, PartialSaveSettings, TrainSettings
 from pipeline.data.settings import AugmentSettings
-from tasks.config import RunSeed, artifacts, compute, experiment_param, loss, model
+from tasks.config import RunSeed, artifacts, compute, experiment_param, loss, model, run
 from tasks.config import dask as dask_section
 from tasks.config_keys import check_config_keys
 from tasks.index_dataset import IndexDataset
@@ -79,6 +79,7 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
     def requires(self) -> dict[str, luigi.Task]:
         if self.epoch < 1:
             raise ConfigError(f"TripletList --epoch {self.epoch}: epochs that train start at 1")
+        run().settings().noise()  # a bad [run] label_noise is refused while scheduling
         deps: dict[str, luigi.Task] = {"index": IndexDataset()}
         if self.sampling_strategy().needs_embeddings and self.list_settings().mines(self.epoch):
             deps["embeddings"] = EmbedEpoch(experiment=self.experiment, epoch=self.epoch - 1)
@@ -92,7 +93,7 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
         return {**{k: v for k, v in self.param_kwargs.items() if k in names}, "margin": loss().settings().margin}
 
     def recorded_settings(self) -> dict:
-        return {"TripletList": self.sampling_settings(), "run": {"seed": self.seed}}
+        return {"TripletList": self.sampling_settings(), "run": {"seed": self.seed, **run().settings().recorded_noise()}}
 
     @single_writer
     def run(self) -> None:
@@ -108,7 +109,7 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
             meta = sample_epoch_list(self.input()["index"].path, embeddings.path if embeddings else None, tmp,
                                      strategy, self.list_settings(), epoch=self.epoch, seed=self.seed,
                                      margin=loss().settings().margin, recorded=self.sampling_settings(),
-                                     client=client)
+                                     noise=run().settings().noise(), client=client)
         log.info("triplet list for epoch %d: %d rows (%s) in %.1fs", self.epoch, meta["rows"], meta["strategy"],
                  meta["seconds"])
 

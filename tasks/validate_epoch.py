@@ -26,7 +26,7 @@ from pipeline import paths
 from pipeline.dask_cluster import dask_client
 from pipeline.evaluation.metric_names import precision_key
 from pipeline.evaluation.settings import ValidationSettings, metrics_are_current
-from tasks.config import RunSeed, artifacts, experiment_param
+from tasks.config import RunSeed, artifacts, experiment_param, run
 from tasks.config import dask as dask_section
 from tasks.epoch import EmbedEpoch
 from tasks.output_writing import log, single_writer
@@ -50,7 +50,7 @@ class ValidateEpoch(RunSeed, luigi.Task):
         return settings_of(self, ValidationSettings, seed=self.seed)
 
     def recorded_settings(self) -> dict:
-        return {**self.settings().recorded(), "seed": self.seed}
+        return {**self.settings().recorded(), "seed": self.seed, **run().settings().recorded_noise()}
 
     def complete(self) -> bool:
         """Complete only if the metrics were computed with the current settings."""
@@ -63,7 +63,8 @@ class ValidateEpoch(RunSeed, luigi.Task):
         address = dask_section().settings().address
         with dask_client(address) as client:
             metrics = validate_epoch(self.input().path, self.output().path, self.settings(), epoch=self.epoch,
-                                     recorded=self.recorded_settings(), client=client)
+                                     recorded=self.recorded_settings(), noise=run().settings().noise(),
+                                     client=client)
         log.info("epoch %d: precision@%d val %.4f, train %.4f%s", self.epoch, self.k,
                  metrics[precision_key(self.k, "val")], metrics[precision_key(self.k, "train")],
                  f" (searched on the dask cluster {address})" if address.strip() else "")

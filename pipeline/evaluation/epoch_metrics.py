@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import paths
-from pipeline.embedding.embed import load_embeddings
+from pipeline.data.label_noise import LabelNoise, flip_labels
+from pipeline.embedding.embed import Embeddings, load_embeddings
 from pipeline.evaluation.evaluate import evaluate_epoch
 from pipeline.evaluation.settings import ValidationSettings
 from pipeline.paths import VALIDATION_SIDECARS
@@ -32,8 +33,13 @@ def _write_parquet(table: pd.DataFrame | pa.Table, path: Path) -> None:
             table.to_parquet(tmp, index=False)
 
 
+# The metrics whose value depends on the training labels (the gallery's and the training queries').
+TRUE_KEYS = ("precision_at_", "r_precision_", "map_at_r_")
+
+
 def validate_epoch(embeddings_dir: str | Path, metrics_file: str | Path, settings: ValidationSettings, *,
-                   epoch: int, recorded: Mapping[str, Any], client: Client | None = None) -> dict[str, Any]:
+                   epoch: int, recorded: Mapping[str, Any], noise: LabelNoise = LabelNoise(),
+                   client: Client | None = None) -> dict[str, Any]:
     """Evaluate the shards in ``embeddings_dir`` and write ``metrics_file`` with its sidecars.
 
     With ``client``, the query blocks run on its dask workers; every file is the
@@ -44,10 +50,18 @@ def validate_epoch(embeddings_dir: str | Path, metrics_file: str | Path, setting
     written first and the JSON last, so the JSON's presence means the epoch's
     validation is complete; it keeps ``recorded`` (the settings that shaped the
     numbers) for :func:`metrics_are_current`. Returns the metrics.
+
+    With label ``noise``, the metrics and sidecars are those of the labels the
+    experiment trained on (the training gallery's labels flipped as sampling flipped
+    them); the retrieval metrics against the true labels are added as ``<key>_true``.
     """
     started = time.perf_counter()
-    result = evaluate_epoch(load_embeddings(embeddings_dir, "train"), load_embeddings(embeddings_dir, "val"),
-                            settings, client)
+    train, val = load_embeddings(embeddings_dir, "train"), load_embeddings(embeddings_dir, "val")
+    used = Embeddings(train.image_ids, flip_labels(train.labels, noise, settings.seed), train.vectors)
+    result = evaluate_epoch(used, val, settings, client)
+    if noise.active:
+        truth = evaluate_epoch(train, val, settings, client).metrics
+        result.metrics.update({f"{key}_true": value for key, value in truth.items() if key.startswith(TRUE_KEYS)})
     out = Path(metrics_file)
     for name in VALIDATION_SIDECARS:
         _write_parquet(getattr(result, name), paths.metrics_sidecar(out, name))

@@ -53,9 +53,11 @@ def read_json(path: Path) -> dict:
 
 
 def metric_values(record: dict) -> dict:
-    """Just the metrics of a metrics/baseline JSON (drops counts, timings and settings)."""
+    """Just the metrics of a metrics/baseline JSON (drops counts, timings and settings); with
+    label noise, also those against the true labels (``<key>_true``)."""
     return {k: v for k, v in record.items()
-            if k == "epoch" or (k.endswith(("_val", "_train")) and not k.startswith("queries_"))}
+            if k == "epoch" or (k.endswith(("_val", "_train", "_val_true", "_train_true"))
+                                and not k.startswith("queries_"))}
 
 
 def metrics_table(files: list[Path]) -> pd.DataFrame:

@@ -158,7 +158,10 @@ _RANK_METRICS = ("r_precision_val", "map_at_r_val", "triplet_precision_val")
 
 
 def metric_label(column: str) -> str:
-    """Human-readable name of a metric column, e.g. ``precision@30 (val)``."""
+    """Human-readable name of a metric column, e.g. ``precision@30 (val)``; a ``<key>_true``
+    column (an experiment with label noise, scored against the true labels) adds ``true labels``."""
+    if str(column).endswith("_true"):
+        return metric_label(str(column)[: -len("_true")]).replace(")", ", true labels)", 1)
     base, _, split = str(column).rpartition("_")
     if not base or split not in _SPLITS:
         base, split = str(column), ""

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.data.label_noise import LabelNoise, flip_labels
 from pipeline.data.pixel_store import read_index
 from pipeline.embedding.embed import load_embeddings
 from pipeline.errors import ConfigError, PipelineError
@@ -132,8 +133,12 @@ def _aligned_embeddings(embeddings_dir: Path, train_ids: np.ndarray) -> np.ndarr
 
 def sample_epoch_list(dataset_dir: str | Path, embeddings_dir: str | Path | None, out_dir: str | Path,
                       strategy: TripletStrategy, settings: ListSettings, *, epoch: int, seed: int, margin: float,
-                      recorded: Mapping[str, Any], client: Client | None = None) -> dict[str, Any]:
+                      recorded: Mapping[str, Any], noise: LabelNoise = LabelNoise(),
+                      client: Client | None = None) -> dict[str, Any]:
     """Sample ``epoch``'s list over the training split into ``out_dir``; returns its metadata.
+
+    ``noise``: the experiment's label noise; the list is sampled from the flipped
+    labels (:func:`~pipeline.data.label_noise.flip_labels`), never from the true ones.
 
     ``embeddings_dir`` holds the previous epoch's shards (mined strategies) or is
     None. ``recorded`` (the list's settings) is kept in the Parquet metadata, so
@@ -146,10 +151,13 @@ def sample_epoch_list(dataset_dir: str | Path, embeddings_dir: str | Path | None
     check_classes(train)
     ids = train["image_id"].to_numpy()
     embeddings = _aligned_embeddings(Path(embeddings_dir), ids) if embeddings_dir is not None else None
-    ctx = SamplingContext(classes=ClassMembers.from_labels(train["label"].to_numpy()), epoch=epoch, seed=seed,
+    labels = flip_labels(train["label"].to_numpy(), noise, seed)
+    ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=epoch, seed=seed,
                           margin=margin, embeddings=embeddings)
     table = sample_triplets(ctx, strategy, ids, settings, client)
     meta = {"strategy": settings.strategy_for(epoch), "settings": dict(recorded), "seed": seed,
             "seconds": round(time.perf_counter() - started, 3), "rows": table.num_rows}
+    if noise.active:  # a list read with pandas says its labels are not the dataset's
+        meta["label_noise"] = {"share": noise.share, "kind": noise.kind}
     write_triplet_list(out_dir, table, meta)
     return meta

@@ -1,0 +1,113 @@
+"""The label audit: its time and memory at the full Fashion-MNIST's scale, and its
+detection of flipped labels against cleanlab's on the same embeddings.
+
+    .venv/bin/python bench/bench_audit.py                       # scale: 60k x 64, 3 epochs + 10k val
+    .venv/bin/python bench/bench_audit.py --quick               # 6k training images
+    .venv/bin/python bench/bench_audit.py --experiment noisy20 --epoch 14   # detection vs cleanlab
+
+The detection part reads a finished experiment trained with ``[run] label_noise``
+(e.g. ``luigi --module tasks RunAll --experiment noisy20 --run-label-noise 0.2``):
+our suspects (AuditEpoch's rule, pooling ``--pool`` epochs) and cleanlab's
+``Datalab.find_issues(features=...)`` label issues on the epoch's training
+embeddings, each scored against the flips: precision, recall, F1 and AUROC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from pathlib import Path
+
+import common  # noqa: F401  (puts the repo on sys.path)
+import numpy as np
+
+from pipeline import paths
+from pipeline.audit.findings import audit_tables, auroc, detection_scores, exact_duplicates
+from pipeline.audit.settings import AuditSettings
+from pipeline.data.label_noise import LabelNoise, flip_labels
+from pipeline.embedding.embed import load_embeddings
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def scale(n_train: int, n_val: int, dim: int = 64, classes: int = 10) -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (classes, dim))
+    true = rng.integers(0, classes, n_train)
+    given = flip_labels(true, LabelNoise(0.2), seed=0)
+    epochs = [(centres[true] + rng.normal(0, 1, (n_train, dim))).astype(np.float32) for _ in range(3)]
+    val_labels = rng.integers(0, classes, n_val)
+    val = (centres[val_labels] + rng.normal(0, 1, (n_val, dim))).astype(np.float32)
+    pixels = rng.integers(0, 255, (n_train + n_val, 28, 28, 1), dtype=np.uint8)
+    ids = np.arange(n_train + n_val)
+    splits = np.where(ids < n_train, "train", "val").astype(object)
+    before = peak_rss_mib()
+    started = time.perf_counter()
+    exact = exact_duplicates(pixels, ids, splits)
+    _, _, summary = audit_tables(epochs, ids[:n_train], given, val, ids[n_train:], exact, AuditSettings(), true)
+    seconds = time.perf_counter() - started
+    print(f"audit of {n_train} training x {dim} (3 epochs pooled) + {n_val} validation images: {seconds:.1f} s, "
+          f"peak RSS {peak_rss_mib():.0f} MiB ({peak_rss_mib() - before:.0f} MiB over the inputs)")
+    print(f"  synthetic 20% symmetric flips: detection {summary['detection']}")
+
+
+def detection(root: Path, experiment: str, epoch: int, pool: int) -> None:
+    import json
+
+    from cleanlab import Datalab
+
+    config = json.loads(paths.config_file(root, experiment).read_text())
+    run = config.get("run", {})
+    noise = LabelNoise(float(run.get("label_noise", 0.0)), run.get("label_noise_kind", "symmetric"))
+    if not noise.active:
+        raise SystemExit(f"experiment {experiment!r} flipped no labels: train one with --run-label-noise 0.2")
+    dirs = [paths.embeddings_dir(root, experiment, e) for e in range(epoch, max(epoch - pool, -1), -1)]
+    train = [load_embeddings(d, "train") for d in dirs]
+    truth = train[0].labels
+    given = flip_labels(truth, noise, int(run.get("seed", 0)))
+    flipped = given != truth
+    started = time.perf_counter()
+    images, _, ours = audit_tables([t.vectors for t in train], train[0].image_ids, given,
+                                   np.zeros((0, train[0].vectors.shape[1]), np.float32), np.zeros(0, np.int64),
+                                   exact_duplicates(np.zeros((1, 1), np.uint8), np.zeros(0, np.int64),
+                                                    np.zeros(0, object)),
+                                   AuditSettings(epochs=pool), truth)
+    ours_s = time.perf_counter() - started
+    started = time.perf_counter()
+    lab = Datalab(data={"label": given}, label_name="label")
+    lab.find_issues(features=train[0].vectors, issue_types={"label": {}})
+    issues = lab.get_issues("label")
+    theirs_s = time.perf_counter() - started
+    theirs = detection_scores(issues["is_label_issue"].to_numpy(), issues["label_score"].to_numpy(), flipped)
+    print(f"{experiment} epoch {epoch}: {int(flipped.sum())} of {len(flipped)} training labels flipped "
+          f"({noise.kind} {noise.share:g})")
+    print("| detector | suspects | precision | recall | F1 | AUROC | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    d = ours["detection"]
+    print(f"| AuditEpoch ({pool} epochs pooled) | {int(images['suspect'].sum())} | {d['precision']:.3f} | "
+          f"{d['recall']:.3f} | {d['f1']:.3f} | {d['auroc']:.3f} | {ours_s:.1f} |")
+    print(f"| cleanlab Datalab (features, this epoch) | {int(issues['is_label_issue'].sum())} | "
+          f"{theirs['precision']:.3f} | {theirs['recall']:.3f} | {theirs['f1']:.3f} | "
+          f"{auroc(1 - issues['label_score'].to_numpy(), flipped):.3f} | {theirs_s:.1f} |")
+    print(f"F1 ratio ours / cleanlab: {d['f1'] / max(theirs['f1'], 1e-9):.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="6k training images instead of 60k")
+    parser.add_argument("--experiment", help="score detection on this noisy experiment instead")
+    parser.add_argument("--epoch", type=int, default=14)
+    parser.add_argument("--pool", type=int, default=AuditSettings.epochs, help="epochs pooled by the audit")
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    args = parser.parse_args()
+    if args.experiment:
+        detection(args.artifacts, args.experiment, args.epoch, args.pool)
+    else:
+        scale(6_000 if args.quick else 60_000, 1_000 if args.quick else 10_000)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""What the audit finds in the embeddings: pooled neighbour votes, suspect labels
+with confident learning's per-class thresholds, exact and near duplicates,
+outlier scores, and how well the suspects find flipped labels (see
+:mod:`pipeline.audit`)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from pipeline.audit.settings import AuditSettings
+from pipeline.knn import knn_search
+
+
+@dataclass(frozen=True)
+class LabelVotes:
+    """Per training image: the pooled class shares of its neighbours, and its neighbour distances."""
+
+    shares: np.ndarray  # (n, C) float64, rows sum to 1
+    mean_distance: np.ndarray  # (n,) mean distance to the k nearest, over the pooled epochs
+    nearest: np.ndarray  # (n,) distance to the nearest other training image, newest epoch
+    nearest_row: np.ndarray  # (n,) its row
+
+
+def label_votes(epoch_vectors: Sequence[np.ndarray], labels: np.ndarray, k: int, *,
+                backend: str = "auto") -> LabelVotes:
+    """Pool the neighbour votes of ``epoch_vectors`` (each ``(n, d)``, rows aligned with
+    ``labels``, newest first) over the epochs."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n, n_classes = len(labels), int(labels.max()) + 1
+    k = min(k, n - 1)
+    shares = np.zeros((n, n_classes))
+    mean_distance = np.zeros(n)
+    nearest = nearest_row = None
+    for vectors in epoch_vectors:
+        dist, idx = knn_search(np.asarray(vectors, np.float32), np.asarray(vectors, np.float32), k,
+                               exclude=np.arange(n), backend=backend)
+        np.add.at(shares, (np.repeat(np.arange(n), k), labels[idx].ravel()), 1.0)
+        mean_distance += dist.mean(axis=1)
+        if nearest is None:
+            nearest, nearest_row = dist[:, 0].copy(), idx[:, 0].copy()
+    shares /= shares.sum(axis=1, keepdims=True)
+    return LabelVotes(shares, mean_distance / len(epoch_vectors), nearest, nearest_row)
+
+
+def suspect_labels(shares: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(suggested, quality, suspect)`` from the pooled ``shares`` and the ``given`` labels.
+
+    Confident learning's per-class threshold: class ``j`` is confidently an image's
+    class when its share reaches the mean share of ``j`` among the images given ``j``.
+    """
+    given = np.asarray(given, dtype=np.int64)
+    n_classes = shares.shape[1]
+    thresholds = np.array([shares[given == j, j].mean() if (given == j).any() else 1.0 for j in range(n_classes)])
+    quality = shares[np.arange(len(given)), given]
+    confident = np.where(shares >= thresholds[None, :], shares, -1.0)
+    confident[np.arange(len(given)), given] = -1.0
+    best_other = confident.argmax(axis=1)
+    suspect = confident[np.arange(len(given)), best_other] > quality
+    suggested = np.where(suspect, best_other, shares.argmax(axis=1))
+    return suggested, quality, suspect
+
+
+def exact_duplicates(pixels: np.ndarray, image_ids: np.ndarray, splits: np.ndarray,
+                     chunk: int = 8192) -> pd.DataFrame:
+    """Pairs of images with identical stored pixels: each image against the first one
+    (lowest image id, training images first) of its group."""
+    digests = np.empty(len(image_ids), dtype=object)
+    for lo in range(0, len(image_ids), chunk):
+        block = np.asarray(pixels[image_ids[lo : lo + chunk]])
+        digests[lo : lo + chunk] = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in block]
+    frame = pd.DataFrame({"image_id": image_ids, "split": splits, "digest": digests,
+                          "val": np.asarray(splits) == "val"})
+    frame = frame.sort_values(["digest", "val", "image_id"], kind="stable")
+    first = frame.groupby("digest", sort=False)[["image_id", "split"]].transform("first")
+    dup = frame[frame["image_id"] != first["image_id"]]
+    return pd.DataFrame({"image_id": dup["image_id"].to_numpy(), "split": dup["split"].to_numpy(),
+                         "duplicate_of": first.loc[dup.index, "image_id"].to_numpy(),
+                         "duplicate_split": first.loc[dup.index, "split"].to_numpy(),
+                         "kind": "exact", "distance": 0.0})
+
+
+def near_duplicates(train: np.ndarray, train_ids: np.ndarray, val: np.ndarray, val_ids: np.ndarray,
+                    votes: LabelVotes, ratio: float, *, backend: str = "auto") -> tuple[pd.DataFrame, float]:
+    """Training images within ``ratio`` x the median nearest-neighbour distance of another
+    training image, and validation images that close to a training image; and that distance."""
+    threshold = float(ratio * np.median(votes.nearest)) if len(votes.nearest) else 0.0
+    frames = []
+    close = np.flatnonzero(votes.nearest <= threshold)
+    # Each pair once, from the later image to the earlier one.
+    close = close[train_ids[votes.nearest_row[close]] < train_ids[close]]
+    frames.append(pd.DataFrame({"image_id": train_ids[close], "split": "train",
+                                "duplicate_of": train_ids[votes.nearest_row[close]], "duplicate_split": "train",
+                                "kind": "near", "distance": votes.nearest[close]}))
+    if len(val):
+        dist, idx = knn_search(np.asarray(val, np.float32), np.asarray(train, np.float32), 1, backend=backend)
+        hit = np.flatnonzero(dist[:, 0] <= threshold)
+        frames.append(pd.DataFrame({"image_id": val_ids[hit], "split": "val", "duplicate_of": train_ids[idx[hit, 0]],
+                                    "duplicate_split": "train", "kind": "near", "distance": dist[hit, 0]}))
+    return pd.concat(frames, ignore_index=True), threshold
+
+
+def detection_scores(suspect: np.ndarray, quality: np.ndarray, flipped: np.ndarray) -> dict[str, float]:
+    """How well the suspects and the quality score find the ``flipped`` labels."""
+    flipped = np.asarray(flipped, dtype=bool)
+    found = int((suspect & flipped).sum())
+    precision = found / max(int(suspect.sum()), 1)
+    recall = found / max(int(flipped.sum()), 1)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "auroc": auroc(1.0 - quality, flipped)}
+
+
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for ``positive`` (ties count half); NaN without both classes."""
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = pd.Series(scores).rank(method="average").to_numpy()
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def audit_tables(epoch_vectors: Sequence[np.ndarray], train_ids: np.ndarray, given: np.ndarray,
+                 val_vectors: np.ndarray, val_ids: np.ndarray, duplicates: pd.DataFrame,
+                 settings: AuditSettings, true_labels: np.ndarray | None = None
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """``(images, duplicates, summary)`` of the audit (see the module docstring).
+
+    ``epoch_vectors``: the training embeddings of the pooled epochs, newest first,
+    rows aligned with ``train_ids`` and ``given`` (the labels the experiment uses);
+    ``val_vectors``: the newest epoch's validation embeddings; ``duplicates``: the
+    exact duplicates (:func:`exact_duplicates`). ``true_labels`` only score the suspects.
+    """
+    settings.check()
+    votes = label_votes(epoch_vectors, given, settings.k, backend=settings.knn_backend)
+    suggested, quality, suspect = suspect_labels(votes.shares, given)
+    outlier = votes.mean_distance / max(float(np.median(votes.mean_distance)), np.finfo(float).tiny)
+    near, threshold = near_duplicates(epoch_vectors[0], train_ids, val_vectors, val_ids, votes,
+                                      settings.duplicate_ratio, backend=settings.knn_backend)
+    exact_pairs = set(zip(duplicates["image_id"], duplicates["duplicate_of"]))
+    near = near[[(a, b) not in exact_pairs and (b, a) not in exact_pairs
+                 for a, b in zip(near["image_id"], near["duplicate_of"])]]
+    pairs = pd.concat([duplicates, near], ignore_index=True)
+    pairs["leakage"] = (pairs["split"] == "val") & (pairs["duplicate_split"] == "train")
+    images = pd.DataFrame({"image_id": train_ids, "given_label": given, "suggested_label": suggested,
+                           "quality": quality, "suspect": suspect, "outlier_score": outlier})
+    summary: dict[str, Any] = {
+        "images": int(len(images)), "suspects": int(suspect.sum()), "epochs_pooled": len(epoch_vectors),
+        "k": settings.k, "exact_duplicates": int((pairs["kind"] == "exact").sum()),
+        "near_duplicates": int((pairs["kind"] == "near").sum()), "near_duplicate_distance": threshold,
+        "leakage": int(pairs["leakage"].sum()),
+        "outliers_over_2x": int((outlier > 2).sum()),
+    }
+    if true_labels is not None:
+        flipped = np.asarray(true_labels) != given
+        images["flipped"] = flipped
+        summary["flipped"] = int(flipped.sum())
+        if flipped.any():
+            summary["detection"] = detection_scores(suspect, quality, flipped)
+    return images, pairs, summary

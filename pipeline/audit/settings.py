@@ -1,0 +1,39 @@
+"""``[AuditEpoch]`` settings and whether a saved audit was made with them; apart from
+the audit code so that declaring and scheduling tasks imports neither torch nor pandas."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from pipeline import paths
+
+from pipeline.knn import BACKENDS
+from pipeline.settings import check, setting
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """``[AuditEpoch]``: how the audit reads the saved epochs."""
+
+    k: int = setting(10, "nearest training images that vote on each image's label", minimum=1)
+    epochs: int = setting(3, "saved epochs pooled (this one and the ones before it)", minimum=1)
+    duplicate_ratio: float = setting(0.05, "near duplicates: embedding distance at most this share of the "
+                                     "median nearest-neighbour distance", minimum=0.0)
+    knn_backend: str = setting("auto", "exact kNN engine: faiss when installed (auto), faiss or torch",
+                               choices=BACKENDS, run_only=True)
+
+    def check(self) -> None:
+        check(self, "AuditEpoch")
+
+
+def audit_is_current(audit_dir: str | Path, recorded: Mapping[str, Any]) -> bool:
+    """Whether ``audit_dir`` is complete (its ``summary.json`` is written last) and was made
+    with the settings ``recorded``, so a changed ``[AuditEpoch]`` setting or label noise reaudits."""
+    summary = Path(audit_dir) / paths.AUDIT_SUMMARY_FILE
+    try:
+        return json.loads(summary.read_text()).get("settings") == dict(recorded)
+    except (OSError, ValueError):
+        return False

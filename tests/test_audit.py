@@ -1,0 +1,141 @@
+"""The label audit (``AuditEpoch``): on constructed embeddings it finds the planted
+label flips, duplicates, leakage and outliers, with a threshold that never reads
+the true labels; on a small noisy experiment the command writes the audit, redoes
+it when a setting changes, and ``python -m pipeline.show audit`` prints it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tasks
+from pipeline.audit.findings import audit_tables, auroc, exact_duplicates
+from pipeline.audit.settings import AuditSettings
+from tests.support import REPO, TIMEOUT, assert_succeeded, build, fast_config, luigi_cli, write_overrides
+
+N_CLASSES, PER_CLASS, DIM = 6, 50, 8
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Well-separated Gaussian classes, 10% of the labels flipped, one far outlier."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, (N_CLASSES, DIM))
+    true = np.repeat(np.arange(N_CLASSES), PER_CLASS)
+    epochs = [(centres[true] + rng.normal(0, 1, (len(true), DIM))).astype(np.float32) for _ in range(3)]
+    given = true.copy()
+    flipped = rng.choice(len(true), size=len(true) // 10, replace=False)
+    given[flipped] = (true[flipped] + rng.integers(1, N_CLASSES, len(flipped))) % N_CLASSES
+    for vectors in epochs:
+        vectors[7] = 200.0  # far from everything, its own class included
+    return epochs, true, given
+
+
+def _audit(epochs, given, truth=None, val=None, exact=None):
+    ids = np.arange(len(given)) + 1000
+    val_vectors, val_ids = val if val is not None else (np.zeros((0, DIM), np.float32), np.zeros(0, np.int64))
+    exact = exact if exact is not None else exact_duplicates(np.zeros((1, 1), np.uint8), np.zeros(0, np.int64),
+                                                             np.zeros(0, object))
+    return audit_tables(epochs, ids, given, val_vectors, val_ids, exact, AuditSettings(knn_backend="torch"), truth)
+
+
+def test_the_planted_flips_are_the_suspects(planted):
+    epochs, true, given = planted
+    images, _, summary = _audit(epochs, given, truth=true)
+    detection = summary["detection"]
+    assert detection["recall"] >= 0.9 and detection["precision"] >= 0.8, detection
+    assert detection["auroc"] >= 0.95, detection
+    flipped = images["flipped"].to_numpy()
+    # A suspect's suggested label is its true class.
+    found = images["suspect"].to_numpy() & flipped
+    assert (images["suggested_label"].to_numpy()[found] == true[found]).mean() >= 0.9
+    assert images["outlier_score"].to_numpy().argmax() == 7
+
+
+def test_the_threshold_never_reads_the_true_labels(planted):
+    epochs, true, given = planted
+    blind, _, _ = _audit(epochs, given)
+    # A wrong "truth" (other images flipped than those that were): only the scores may change.
+    poisoned = given.copy()
+    elsewhere = np.random.default_rng(1).choice(len(given), size=len(given) // 10, replace=False)
+    poisoned[elsewhere] = (given[elsewhere] + 1) % N_CLASSES
+    told, _, summary = _audit(epochs, given, truth=poisoned)
+    assert np.array_equal(blind["suspect"], told["suspect"])
+    assert np.array_equal(blind["suggested_label"], told["suggested_label"])
+    assert summary["detection"]["precision"] < 0.5
+
+
+def test_more_pooled_epochs_help_where_one_epoch_is_unlucky():
+    """The memory bank: an image whose neighbourhood is wrong in one epoch only is not a suspect
+    once three epochs vote."""
+    rng = np.random.default_rng(2)
+    true = np.repeat(np.arange(2), 20)
+    good = np.where(true[:, None] == 0, -5.0, 5.0) + rng.normal(0, 0.5, (40, 2))
+    bad = good.copy()
+    bad[0] = [5.0, 5.0]  # epoch 0 puts image 0 among class 1
+    one, _, _ = _audit([bad.astype(np.float32)], true)
+    pooled, _, _ = _audit([bad.astype(np.float32), good.astype(np.float32), good.astype(np.float32)], true)
+    assert one["suspect"].iloc[0] and not pooled["suspect"].iloc[0]
+
+
+def test_duplicates_and_leakage_are_found(planted):
+    epochs, _, given = planted
+    pixels = np.random.default_rng(3).integers(0, 255, (400, 4, 4, 1), dtype=np.uint8)
+    pixels[301] = pixels[5]  # an exact duplicate of training image 5, in the validation split
+    ids = np.arange(400)
+    splits = np.where(ids < 300, "train", "val").astype(object)
+    pixels[12] = pixels[11]  # and one inside the training split
+    exact = exact_duplicates(pixels, ids, splits)
+    assert {(5, 301), (11, 12)} == {tuple(sorted(p)) for p in zip(exact["image_id"], exact["duplicate_of"])}
+    near_val = epochs[0][[20]] + 1e-4  # a validation vector all but equal to training image 20's
+    _, pairs, summary = _audit(epochs, given, val=(near_val, np.array([9000])),
+                               exact=exact.assign(image_id=exact["image_id"] + 1000,
+                                                  duplicate_of=exact["duplicate_of"] + 1000))
+    near = pairs[pairs["kind"] == "near"]
+    assert ((near["image_id"] == 9000) & (near["duplicate_of"] == 1020) & near["leakage"]).any()
+    assert summary["leakage"] == 2 and summary["exact_duplicates"] == 2
+
+
+def test_auroc():
+    assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([False, False, True, True])) == 1.0
+    assert auroc(np.array([0.5, 0.5]), np.array([False, True])) == 0.5
+
+
+def test_audit_command_on_a_noisy_experiment(tmp_path, tiny_imagenet):
+    cfg = fast_config(tmp_path, tiny_imagenet)
+    cfg["run"].update(label_noise=0.2)
+    config = write_overrides(tmp_path, cfg)
+    done = luigi_cli(["AuditEpoch", "--epoch", "2"], config)
+    assert done.code == 0, done.output[-4000:]
+    audit = tmp_path / "artifacts" / "test" / "audit" / "epoch=002"
+    summary = json.loads((audit / "summary.json").read_text())
+    images = pd.read_parquet(audit / "images.parquet")
+    assert summary["images"] == len(images) == 36 and summary["epochs_pooled"] == 3
+    assert summary["flipped"] == int(images["flipped"].sum()) == 7  # round(0.2 * 36)
+    assert 0.0 <= summary["detection"]["auroc"] <= 1.0
+    assert summary["settings"]["label_noise"] == 0.2
+    shown = subprocess.run([sys.executable, "-m", "pipeline.show", "--artifacts", str(tmp_path / "artifacts"),
+                            "audit", "--experiment", "test", "--epoch", "2"], cwd=REPO, capture_output=True,
+                           text=True, timeout=TIMEOUT)
+    assert shown.returncode == 0, shown.stderr
+    assert "most suspect labels" in shown.stdout and '"suspects"' in shown.stdout
+
+
+def test_a_changed_setting_redoes_the_audit(configure, tmp_path, tiny_imagenet):
+    cfg = fast_config(tmp_path, tiny_imagenet)
+    cfg["run"]["epochs"] = 1
+    configure(cfg)
+    assert_succeeded(build([tasks.AuditEpoch(epoch=1)]))
+    audit = tmp_path / "artifacts" / "test" / "audit" / "epoch=001"
+    assert json.loads((audit / "summary.json").read_text())["k"] == 10
+    assert tasks.AuditEpoch(epoch=1).complete()
+    cfg["AuditEpoch"] = {"k": 5}
+    configure(cfg)
+    assert not tasks.AuditEpoch(epoch=1).complete()
+    assert_succeeded(build([tasks.AuditEpoch(epoch=1)]))
+    assert json.loads((audit / "summary.json").read_text())["k"] == 5
