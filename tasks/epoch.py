@@ -83,6 +83,10 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
         deps: dict[str, luigi.Task] = {"index": IndexDataset()}
         if self.sampling_strategy().needs_embeddings and self.list_settings().mines(self.epoch):
             deps["embeddings"] = EmbedEpoch(experiment=self.experiment, epoch=self.epoch - 1)
+        if self.list_settings().uses_audit(self.epoch):
+            from tasks.audit_epoch import AuditEpoch  # it needs EmbedEpoch, defined below
+
+            deps["audit"] = AuditEpoch(experiment=self.experiment, epoch=self.epoch - 1)
         return deps
 
     def output(self) -> luigi.LocalTarget:
@@ -109,7 +113,9 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
             meta = sample_epoch_list(self.input()["index"].path, embeddings.path if embeddings else None, tmp,
                                      strategy, self.list_settings(), epoch=self.epoch, seed=self.seed,
                                      margin=loss().settings().margin, recorded=self.sampling_settings(),
-                                     noise=run().settings().noise(), client=client)
+                                     noise=run().settings().noise(),
+                                     audit_dir=self.input()["audit"].path if "audit" in self.input() else None,
+                                     client=client)
         log.info("triplet list for epoch %d: %d rows (%s) in %.1fs", self.epoch, meta["rows"], meta["strategy"],
                  meta["seconds"])
 

@@ -139,3 +139,62 @@ def test_a_changed_setting_redoes_the_audit(configure, tmp_path, tiny_imagenet):
     assert not tasks.AuditEpoch(epoch=1).complete()
     assert_succeeded(build([tasks.AuditEpoch(epoch=1)]))
     assert json.loads((audit / "summary.json").read_text())["k"] == 5
+
+
+# --------------------------------------------------------------------------- lists that use the audit
+
+
+def _indexed(configure, tmp_path, tiny_imagenet, **lists):
+    cfg = fast_config(tmp_path, tiny_imagenet)
+    cfg["TripletList"].update(lists)
+    configure(cfg)
+    assert_succeeded(build([tasks.IndexDataset()]))
+    (dataset,) = [p for p in (tmp_path / "artifacts" / "datasets").iterdir() if not p.name.startswith(".")]
+    index = pd.read_parquet(dataset / "index.parquet")
+    return dataset, index[index["split"] == "train"].sort_values("image_id")
+
+
+def _planted_audit(folder, train, suspects):
+    folder.mkdir()
+    flagged = train["image_id"].isin(suspects).to_numpy()
+    pd.DataFrame({"image_id": train["image_id"].to_numpy(), "given_label": train["label"].to_numpy(),
+                  "suggested_label": (train["label"].to_numpy() + 1) % 3, "quality": 0.5, "suspect": flagged,
+                  "outlier_score": 1.0}).to_parquet(folder / "images.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("mode", ["exclude", "relabel"])
+def test_suspects_are_left_out_or_relabelled(configure, tmp_path, tiny_imagenet, mode):
+    from pipeline.sampling import ListSettings
+    from pipeline.sampling.list_files import read_triplet_meta, read_triplets, sample_epoch_list
+
+    dataset, train = _indexed(configure, tmp_path, tiny_imagenet)
+    suspects = train["image_id"].to_numpy()[[0, 5, 13, 20]]
+    audit = _planted_audit(tmp_path / "audit", train, suspects)
+    settings = ListSettings(strategy="uniform", suspects=mode, audit_from=1, triplets_per_query=2)
+    sample_epoch_list(dataset, None, tmp_path / "list", settings.sampler(2), settings, epoch=2, seed=0, margin=1.0,
+                      recorded={}, audit_dir=audit)
+    trip = read_triplets(tmp_path / "list")
+    assert read_triplet_meta(tmp_path / "list")["suspects"] == {mode: 4}
+    roles = np.concatenate([trip[c].to_numpy() for c in ("query", "positive", "negative")])
+    labels = train.set_index("image_id")["label"]
+    if mode == "exclude":  # no anchor, positive or negative is a suspect
+        assert not np.isin(roles, suspects).any()
+        assert trip["query"].nunique() == len(train) - 4
+    else:  # a suspect is sampled as its suggested class
+        as_query = trip[trip["query"].isin(suspects)]
+        assert len(as_query) == 8
+        assert np.array_equal(as_query["query_label"].to_numpy(),
+                              (labels[as_query["query"]].to_numpy() + 1) % 3)
+
+
+def test_the_list_reads_the_audit_of_the_epoch_before_from_audit_from(configure, tmp_path, tiny_imagenet):
+    _indexed(configure, tmp_path, tiny_imagenet, strategy="uniform", suspects="exclude", audit_from=3)
+    assert "audit" not in tasks.TripletList(epoch=2).requires()
+    assert tasks.TripletList(epoch=3).requires()["audit"] == tasks.AuditEpoch(epoch=2)
+    cfg = fast_config(tmp_path, tiny_imagenet)
+    cfg["TripletList"].update(strategy="uniform", audit_from=2)  # suspects = keep: audit_from is never read
+    configure(cfg)
+    from pipeline.errors import ConfigError
+    with pytest.raises(ConfigError, match=r"\[TripletList\] audit_from = 2 with \[TripletList\] suspects = 'keep'"):
+        tasks.TripletList(epoch=2).requires()

@@ -292,7 +292,7 @@ def test_settings_share_one_section_without_clashes():
     knobs that spread work are run-only (left out of output identities)."""
     fields = setting_fields(ListSettings)
     names = [f.name for f in fields]
-    assert len(names) == len(set(names)) == 19
+    assert len(names) == len(set(names)) == 21
     assert all(declared(f).help for f in fields)
     assert {f.name for f in fields if declared(f).run_only} == {"n_blocks", "dask_scheduler"}
     # Tuning fields stay out of the configuration.

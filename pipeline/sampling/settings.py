@@ -54,6 +54,10 @@ MINED_INNER = ("semihard", "hard")
 TRIPLET_RULES = ("active", "semihard", "hard", "uniform")
 
 
+SUSPECTS = ("keep", "exclude", "relabel")
+# Settings of the list itself, read whatever the strategy.
+LIST_LEVEL = ("strategy", "suspects", "audit_from")
+
 @dataclass(frozen=True)
 class _Options:
     """Converts and checks every declared field when built."""
@@ -120,9 +124,18 @@ class ListSettings(MinedOptions, BatchOptions):
     strategy: str = setting("batched", "uniform, semihard, hard, mixed or batched", choices=STRATEGIES)
     triplets_per_query: int = setting(4, "plain lists: rows per training image as query", minimum=1)
     mine_first_epoch: bool = setting(True, "epoch 1 mines from epoch 0's embeddings (else uniform)")
+    suspects: str = setting("keep", "labels the audit of the epoch before suspects: keep, exclude (out of "
+                            "anchors, positives and negatives) or relabel (to the suggested class)",
+                            choices=SUSPECTS)
+    audit_from: int = setting(3, "suspects other than keep: the first epoch whose list uses the audit of the "
+                                 "epoch before it (earlier embeddings are not yet trusted)", minimum=1)
     n_blocks: int = setting(8, "class blocks sampled in parallel", run_only=True, minimum=1)
     # Named for dask: "scheduler" alone means the learning-rate schedule elsewhere.
     dask_scheduler: str = setting("threads", "dask scheduler of the class blocks", run_only=True)
+
+    def uses_audit(self, epoch: int) -> bool:
+        """Whether ``epoch``'s list reads the audit of epoch ``epoch - 1`` (``suspects``, ``audit_from``)."""
+        return self.suspects != "keep" and epoch >= self.audit_from
 
     def mines(self, epoch: int) -> bool:
         """Whether ``epoch``'s list may read the previous epoch's embeddings.
@@ -155,8 +168,10 @@ class ListSettings(MinedOptions, BatchOptions):
         """The settings that would be silently ignored (see the module docstring)."""
         reads = self.build(self.strategy).reads()
         ignored = [f.name for f in setting_fields(self)
-                   if f.name not in reads and f.name != "strategy" and not is_run_only(f)]
+                   if f.name not in reads and f.name not in LIST_LEVEL and not is_run_only(f)]
         problems = unread(self, ignored, "strategy")
+        if self.suspects == "keep":
+            problems += unread(self, ["audit_from"], "suspects")
         flagged = {p.names[0] for p in problems}
         if "knn_k" not in flagged and self.candidates == "pool":
             problems += unread(self, ["knn_k"], "candidates")
