@@ -7,7 +7,7 @@ detection of flipped labels against cleanlab's on the same embeddings.
 
 The detection part reads a finished experiment trained with ``[run] label_noise``
 (e.g. ``luigi --module tasks RunAll --experiment noisy20 --run-label-noise 0.2``):
-our suspects (AuditEpoch's rule, pooling ``--pool`` epochs) and cleanlab's
+our suspects (AuditEpoch's rule, pooling ``--pool`` epochs back to epoch 1) and cleanlab's
 ``Datalab.find_issues(features=...)`` label issues on the epoch's training
 embeddings, each scored against the flips: precision, recall, F1 and AUROC.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline import paths
 from pipeline.audit.findings import audit_tables, auroc, detection_scores, exact_duplicates
-from pipeline.audit.settings import AuditSettings
+from pipeline.audit.settings import AuditSettings, pooled_epochs
 from pipeline.data.label_noise import LabelNoise, flip_labels
 from pipeline.embedding.embed import load_embeddings
 
@@ -64,7 +64,7 @@ def detection(root: Path, experiment: str, epoch: int, pool: int) -> None:
     noise = LabelNoise(float(run.get("label_noise", 0.0)), run.get("label_noise_kind", "symmetric"))
     if not noise.active:
         raise SystemExit(f"experiment {experiment!r} flipped no labels: train one with --run-label-noise 0.2")
-    dirs = [paths.embeddings_dir(root, experiment, e) for e in range(epoch, max(epoch - pool, -1), -1)]
+    dirs = [paths.embeddings_dir(root, experiment, e) for e in pooled_epochs(epoch, pool)]
     train = [load_embeddings(d, "train") for d in dirs]
     truth = train[0].labels
     given = flip_labels(truth, noise, int(run.get("seed", 0)))
@@ -87,7 +87,7 @@ def detection(root: Path, experiment: str, epoch: int, pool: int) -> None:
     print("| detector | suspects | precision | recall | F1 | AUROC | seconds |")
     print("|---|---|---|---|---|---|---|")
     d = ours["detection"]
-    print(f"| AuditEpoch ({pool} epochs pooled) | {int(images['suspect'].sum())} | {d['precision']:.3f} | "
+    print(f"| AuditEpoch (epochs {pooled_epochs(epoch, pool)} pooled) | {int(images['suspect'].sum())} | {d['precision']:.3f} | "
           f"{d['recall']:.3f} | {d['f1']:.3f} | {d['auroc']:.3f} | {ours_s:.1f} |")
     print(f"| cleanlab Datalab (features, this epoch) | {int(issues['is_label_issue'].sum())} | "
           f"{theirs['precision']:.3f} | {theirs['recall']:.3f} | {theirs['f1']:.3f} | "

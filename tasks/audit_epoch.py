@@ -1,6 +1,6 @@
 """The label audit of one epoch: suspect training labels, duplicates (and leakage
 from validation into training) and outliers, from the saved embeddings of this
-epoch and the ones before it.
+epoch and of earlier ones, spread back to epoch 1 (``[AuditEpoch] epochs``).
 
     luigi --module tasks AuditEpoch --epoch 5 --local-scheduler
     python -m pipeline.show audit --epoch 5
@@ -15,7 +15,7 @@ from __future__ import annotations
 import luigi
 
 from pipeline import paths
-from pipeline.audit.settings import AuditSettings, audit_is_current
+from pipeline.audit.settings import AuditSettings, audit_is_current, pooled_epochs
 from pipeline.settings import significant
 from tasks.config import RunSeed, artifacts, experiment_param, run
 from tasks.epoch import EmbedEpoch
@@ -26,7 +26,7 @@ from tasks.parameters import settings_of, settings_parameters
 
 @settings_parameters(AuditSettings)
 class AuditEpoch(RunSeed, luigi.Task):
-    """Audit the training labels with epoch N's embeddings and those of up to ``epochs - 1`` epochs before it."""
+    """Audit the training labels with epoch N's embeddings and those of ``epochs - 1`` earlier epochs."""
 
     experiment = experiment_param()
     epoch = luigi.IntParameter(description="the epoch whose embeddings (and those before it) are audited")
@@ -37,7 +37,7 @@ class AuditEpoch(RunSeed, luigi.Task):
     def requires(self) -> dict:
         self.settings().check()
         run().settings().noise()
-        pooled = range(self.epoch, max(self.epoch - self.settings().epochs, -1), -1)
+        pooled = pooled_epochs(self.epoch, self.settings().epochs)
         return {"index": IndexDataset(),
                 "embeddings": [EmbedEpoch(experiment=self.experiment, epoch=e) for e in pooled]}
 

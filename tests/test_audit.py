@@ -101,6 +101,15 @@ def test_duplicates_and_leakage_are_found(planted):
     assert summary["leakage"] == 2 and summary["exact_duplicates"] == 2
 
 
+def test_the_pooled_epochs_reach_back_to_the_first(luigi_registry):
+    from pipeline.audit.settings import pooled_epochs
+
+    assert pooled_epochs(14, 5) == [14, 11, 8, 4, 1]
+    assert pooled_epochs(3, 5) == [3, 2, 1] and pooled_epochs(1, 5) == [1] and pooled_epochs(0, 5) == [0]
+    assert tasks.AuditEpoch(epoch=3, epochs=2).requires()["embeddings"] == [tasks.EmbedEpoch(epoch=3),
+                                                                              tasks.EmbedEpoch(epoch=1)]
+
+
 def test_auroc():
     assert auroc(np.array([0.1, 0.2, 0.8, 0.9]), np.array([False, False, True, True])) == 1.0
     assert auroc(np.array([0.5, 0.5]), np.array([False, True])) == 0.5
@@ -109,18 +118,19 @@ def test_auroc():
 def test_audit_command_on_a_noisy_experiment(tmp_path, tiny_imagenet):
     cfg = fast_config(tmp_path, tiny_imagenet)
     cfg["run"].update(label_noise=0.2)
+    cfg["run"]["epochs"] = 1
     config = write_overrides(tmp_path, cfg)
-    done = luigi_cli(["AuditEpoch", "--epoch", "2"], config)
+    done = luigi_cli(["AuditEpoch", "--epoch", "1"], config)
     assert done.code == 0, done.output[-4000:]
-    audit = tmp_path / "artifacts" / "test" / "audit" / "epoch=002"
+    audit = tmp_path / "artifacts" / "test" / "audit" / "epoch=001"
     summary = json.loads((audit / "summary.json").read_text())
     images = pd.read_parquet(audit / "images.parquet")
-    assert summary["images"] == len(images) == 36 and summary["epochs_pooled"] == 3
+    assert summary["images"] == len(images) == 36 and summary["epochs_pooled"] == 1  # epoch 0's random network never votes
     assert summary["flipped"] == int(images["flipped"].sum()) == 7  # round(0.2 * 36)
     assert 0.0 <= summary["detection"]["auroc"] <= 1.0
     assert summary["settings"]["label_noise"] == 0.2
     shown = subprocess.run([sys.executable, "-m", "pipeline.show", "--artifacts", str(tmp_path / "artifacts"),
-                            "audit", "--experiment", "test", "--epoch", "2"], cwd=REPO, capture_output=True,
+                            "audit", "--experiment", "test", "--epoch", "1"], cwd=REPO, capture_output=True,
                            text=True, timeout=TIMEOUT)
     assert shown.returncode == 0, shown.stderr
     assert "most suspect labels" in shown.stdout and '"suspects"' in shown.stdout
@@ -132,7 +142,7 @@ def test_a_changed_setting_redoes_the_audit(configure, tmp_path, tiny_imagenet):
     configure(cfg)
     assert_succeeded(build([tasks.AuditEpoch(epoch=1)]))
     audit = tmp_path / "artifacts" / "test" / "audit" / "epoch=001"
-    assert json.loads((audit / "summary.json").read_text())["k"] == 10
+    assert json.loads((audit / "summary.json").read_text())["k"] == 20
     assert tasks.AuditEpoch(epoch=1).complete()
     cfg["AuditEpoch"] = {"k": 5}
     configure(cfg)

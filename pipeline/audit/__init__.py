@@ -6,9 +6,10 @@ epoch's embedding of the whole training set on disk, which is what noise-robust
 methods build memory banks for (PRISM, Liu et al., CVPR 2021). The audit uses them:
 
 * **Label quality.** Each training image's ``k`` nearest training images (itself
-  excluded) vote for their labels, in each of the last ``epochs`` saved epochs; the
-  votes are pooled over those epochs, so one epoch's chance neighbourhood does not
-  decide. ``quality`` is the pooled share of the image's own (given) label,
+  excluded) vote for their labels, in each of ``epochs`` saved epochs (the audited
+  one and others spread back to epoch 1); the votes are pooled, so one epoch's chance
+  neighbourhood does not decide, and the epochs before the network memorised a wrong
+  label still vote for the true class. ``quality`` is the pooled share of the image's own (given) label,
   ``suggested`` the class with the largest share.
 * **Suspects, without the true labels.** The threshold is the data's own, as in
   confident learning (Northcutt et al., JAIR 2021): class ``j``'s threshold is the

@@ -18,8 +18,9 @@ from pipeline.settings import check, setting
 class AuditSettings:
     """``[AuditEpoch]``: how the audit reads the saved epochs."""
 
-    k: int = setting(10, "nearest training images that vote on each image's label", minimum=1)
-    epochs: int = setting(3, "saved epochs pooled (this one and the ones before it)", minimum=1)
+    k: int = setting(20, "nearest training images that vote on each image's label", minimum=1)
+    epochs: int = setting(5, "saved epochs pooled: this one and others spread evenly back to epoch 1",
+                          minimum=1)
     duplicate_ratio: float = setting(0.05, "near duplicates: embedding distance at most this share of the "
                                      "median nearest-neighbour distance", minimum=0.0)
     knn_backend: str = setting("auto", "exact kNN engine: faiss when installed (auto), faiss or torch",
@@ -27,6 +28,16 @@ class AuditSettings:
 
     def check(self) -> None:
         check(self, "AuditEpoch")
+
+
+def pooled_epochs(epoch: int, count: int) -> list[int]:
+    """The saved epochs the audit of ``epoch`` pools, newest first: ``epoch`` itself and
+    others spread evenly back to epoch 1 (epoch 0's random network never votes, unless it
+    is the one audited). Early epochs matter: a network memorises wrong labels as it
+    trains, and the epochs before it did still place those images among their true class."""
+    if epoch < 1:
+        return [epoch]
+    return sorted({round(epoch - i * (epoch - 1) / max(count - 1, 1)) for i in range(count)}, reverse=True)
 
 
 def audit_is_current(audit_dir: str | Path, recorded: Mapping[str, Any]) -> bool:
