@@ -47,7 +47,8 @@ def scale(n_train: int, n_val: int, dim: int = 64, classes: int = 10) -> None:
     before = peak_rss_mib()
     started = time.perf_counter()
     exact = exact_duplicates(pixels, ids, splits)
-    _, _, summary = audit_tables(epochs, ids[:n_train], given, val, ids[n_train:], exact, AuditSettings(), true)
+    _, _, summary = audit_tables(epochs, ids[:n_train], given, AuditSettings(), val_vectors=val,
+                                 val_ids=ids[n_train:], duplicates=exact, true_labels=true)
     seconds = time.perf_counter() - started
     print(f"audit of {n_train} training x {dim} (3 epochs pooled) + {n_val} validation images: {seconds:.1f} s, "
           f"peak RSS {peak_rss_mib():.0f} MiB ({peak_rss_mib() - before:.0f} MiB over the inputs)")
@@ -70,11 +71,8 @@ def detection(root: Path, experiment: str, epoch: int, pool: int) -> None:
     given = flip_labels(truth, noise, int(run.get("seed", 0)))
     flipped = given != truth
     started = time.perf_counter()
-    images, _, ours = audit_tables([t.vectors for t in train], train[0].image_ids, given,
-                                   np.zeros((0, train[0].vectors.shape[1]), np.float32), np.zeros(0, np.int64),
-                                   exact_duplicates(np.zeros((1, 1), np.uint8), np.zeros(0, np.int64),
-                                                    np.zeros(0, object)),
-                                   AuditSettings(epochs=pool), truth)
+    images, _, ours = audit_tables([t.vectors for t in train], train[0].image_ids, given, AuditSettings(epochs=pool),
+                                   true_labels=truth)
     ours_s = time.perf_counter() - started
     started = time.perf_counter()
     lab = Datalab(data={"label": given}, label_name="label")

@@ -9,9 +9,8 @@ EmbedEpoch(N) for ``python -m pipeline.search`` and ``python -m pipeline.serve``
 AuditEpoch(N) audits the training labels with EmbedEpoch(N) and the epochs before it.
 """
 
-from tasks.audit_epoch import AuditEpoch
 from tasks.compare import Compare, ExperimentEpochOutputs
-from tasks.epoch import EmbedEpoch, JoinEpoch, TrainEpoch, TripletList
+from tasks.epoch import AuditEpoch, EmbedEpoch, JoinEpoch, TrainEpoch, TripletList
 from tasks.index_dataset import IndexDataset
 from tasks.pixel_baseline import PixelBaseline
 from tasks.report import Report

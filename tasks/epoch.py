@@ -4,10 +4,12 @@
     luigi --module tasks TrainEpoch --epoch 2 --local-scheduler
     luigi --module tasks JoinEpoch --epoch 2 --node-rank 1 --local-scheduler   # machines 1.. of a multi-node epoch
     luigi --module tasks EmbedEpoch --epoch 2 --local-scheduler
+    luigi --module tasks AuditEpoch --epoch 2 --local-scheduler
 
 They live together because they recurse through the epochs:
 ``TrainEpoch(N)`` needs ``TripletList(N)``, whose mined strategies read
-``EmbedEpoch(N-1)``, which embeds with ``TrainEpoch(N-1)``.
+``EmbedEpoch(N-1)`` (and, with ``[TripletList] suspects``, ``AuditEpoch(N-1)``),
+which embeds with ``TrainEpoch(N-1)``.
 
 - ``TripletList``: ``[TripletList]`` settings; margin from ``[loss]``, seed from
   ``[run]``; a plain list's class blocks run on ``[dask] address`` when it is set.
@@ -28,6 +30,11 @@ They live together because they recurse through the epochs:
   (``--dask-address local:2``: two embedding processes) shards of the index run on
   the cluster's workers, each loading the network once; ``[EmbedEpoch]
   dask_resources = GPU=1`` sends them to GPU workers only.
+- ``AuditEpoch``: ``[AuditEpoch]`` settings; the labels the experiment uses
+  (``[run] label_noise``) audited with EmbedEpoch(N) and earlier epochs' embeddings
+  (:mod:`pipeline.audit`): ``audit/epoch=NNN/`` (``images.parquet``,
+  ``duplicates.parquet``, ``summary.json``); see it with
+  ``python -m pipeline.show audit --epoch 2``.
 
 Training and embedding use CUDA when present (``[compute] device`` is a run-only knob).
 """
@@ -41,7 +48,9 @@ from pathlib import Path
 import luigi
 
 from pipeline import paths
+from pipeline.audit.settings import AuditSettings, audit_is_current, pooled_epochs
 from pipeline.dask_cluster import dask_client, parse_address
+from pipeline.data.settings import AugmentSettings
 from pipeline.device import start_compute
 from pipeline.distributed.settings import DistributedSettings
 from pipeline.embedding.settings import EmbedSettings
@@ -50,7 +59,6 @@ from pipeline.sampling import ListSettings, TripletStrategy
 from pipeline.sampling.driver import runs_on_dask
 from pipeline.settings import significant
 from pipeline.training.settings import EpochSettings, PartialSaveSettings, TrainSettings
-from pipeline.data.settings import AugmentSettings
 from tasks.config import RunSeed, artifacts, compute, experiment_param, loss, model, run
 from tasks.config import dask as dask_section
 from tasks.config_keys import check_config_keys
@@ -84,8 +92,6 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
         if self.sampling_strategy().needs_embeddings and self.list_settings().mines(self.epoch):
             deps["embeddings"] = EmbedEpoch(experiment=self.experiment, epoch=self.epoch - 1)
         if self.list_settings().uses_audit(self.epoch):
-            from tasks.audit_epoch import AuditEpoch  # it needs EmbedEpoch, defined below
-
             deps["audit"] = AuditEpoch(experiment=self.experiment, epoch=self.epoch - 1)
         return deps
 
@@ -278,3 +284,43 @@ class EmbedEpoch(luigi.Task):
                             what=f"epoch {self.epoch} of experiment {self.experiment!r}", client=client)
         log.info("embedded %d images for epoch %d in %.1fs%s", n, self.epoch, time.perf_counter() - started,
                  f" on the dask cluster {address}" if address.strip() else "")
+
+
+@settings_parameters(AuditSettings)
+class AuditEpoch(RunSeed, luigi.Task):
+    """Audit the training labels with epoch N's embeddings and those of ``epochs - 1`` earlier epochs."""
+
+    experiment = experiment_param()
+    epoch = luigi.IntParameter(description="the epoch whose embeddings (and those before it) are audited")
+
+    def settings(self) -> AuditSettings:
+        return settings_of(self, AuditSettings)
+
+    def requires(self) -> dict:
+        self.settings().check()
+        run().settings().noise()
+        pooled = pooled_epochs(self.epoch, self.settings().epochs)
+        return {"index": IndexDataset(),
+                "embeddings": [EmbedEpoch(experiment=self.experiment, epoch=e) for e in pooled]}
+
+    def output(self) -> luigi.LocalTarget:
+        return luigi.LocalTarget(str(paths.audit_dir(artifacts().root, self.experiment, self.epoch)))
+
+    def recorded_settings(self) -> dict:
+        return {**significant(self.settings()), "seed": self.seed, **run().settings().recorded_noise()}
+
+    def complete(self) -> bool:
+        """Complete only if the audit was made with the current settings (else it is redone)."""
+        return audit_is_current(self.output().path, self.recorded_settings())
+
+    @single_writer
+    def run(self) -> None:
+        from pipeline.audit.folder import audit_epoch
+
+        with temporary_dir(self.output()) as tmp:
+            summary = audit_epoch(self.input()["index"].path, [t.path for t in self.input()["embeddings"]], tmp,
+                                  self.settings(), noise=run().settings().noise(), seed=self.seed,
+                                  recorded=self.recorded_settings())
+        log.info("audit of epoch %d: %d suspect labels of %d, %d exact and %d near duplicates, %d leaked "
+                 "into validation, in %.1fs", self.epoch, summary["suspects"], summary["images"],
+                 summary["exact_duplicates"], summary["near_duplicates"], summary["leakage"], summary["seconds"])

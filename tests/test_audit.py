@@ -37,11 +37,9 @@ def planted():
 
 
 def _audit(epochs, given, truth=None, val=None, exact=None):
-    ids = np.arange(len(given)) + 1000
-    val_vectors, val_ids = val if val is not None else (np.zeros((0, DIM), np.float32), np.zeros(0, np.int64))
-    exact = exact if exact is not None else exact_duplicates(np.zeros((1, 1), np.uint8), np.zeros(0, np.int64),
-                                                             np.zeros(0, object))
-    return audit_tables(epochs, ids, given, val_vectors, val_ids, exact, AuditSettings(knn_backend="torch"), truth)
+    val_vectors, val_ids = val if val is not None else (None, None)
+    return audit_tables(epochs, np.arange(len(given)) + 1000, given, AuditSettings(knn_backend="torch"),
+                        val_vectors=val_vectors, val_ids=val_ids, duplicates=exact, true_labels=truth)
 
 
 def test_the_planted_flips_are_the_suspects(planted):

@@ -84,6 +84,10 @@ def exact_duplicates(pixels: np.ndarray, image_ids: np.ndarray, splits: np.ndarr
                          "kind": "exact", "distance": 0.0})
 
 
+DUPLICATE_COLUMNS = {"image_id": "int64", "split": "object", "duplicate_of": "int64", "duplicate_split": "object",
+                     "kind": "object", "distance": "float64"}
+
+
 def near_duplicates(train: np.ndarray, train_ids: np.ndarray, val: np.ndarray, val_ids: np.ndarray,
                     votes: LabelVotes, ratio: float, *, backend: str = "auto") -> tuple[pd.DataFrame, float]:
     """Training images within ``ratio`` x the median nearest-neighbour distance of another
@@ -125,16 +129,21 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def audit_tables(epoch_vectors: Sequence[np.ndarray], train_ids: np.ndarray, given: np.ndarray,
-                 val_vectors: np.ndarray, val_ids: np.ndarray, duplicates: pd.DataFrame,
-                 settings: AuditSettings, true_labels: np.ndarray | None = None
-                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+                 settings: AuditSettings, *, val_vectors: np.ndarray | None = None,
+                 val_ids: np.ndarray | None = None, duplicates: pd.DataFrame | None = None,
+                 true_labels: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """``(images, duplicates, summary)`` of the audit (see the module docstring).
 
     ``epoch_vectors``: the training embeddings of the pooled epochs, newest first,
     rows aligned with ``train_ids`` and ``given`` (the labels the experiment uses);
-    ``val_vectors``: the newest epoch's validation embeddings; ``duplicates``: the
-    exact duplicates (:func:`exact_duplicates`). ``true_labels`` only score the suspects.
+    ``val_vectors`` / ``val_ids``: the newest epoch's validation embeddings (none:
+    no leakage search); ``duplicates``: the exact duplicates
+    (:func:`exact_duplicates`; none: not searched). ``true_labels`` only score the suspects.
     """
+    if val_vectors is None:
+        val_vectors, val_ids = np.zeros((0, epoch_vectors[0].shape[1]), np.float32), np.zeros(0, np.int64)
+    if duplicates is None:
+        duplicates = pd.DataFrame({c: pd.Series(dtype=d) for c, d in DUPLICATE_COLUMNS.items()})
     settings.check()
     votes = label_votes(epoch_vectors, given, settings.k, backend=settings.knn_backend)
     suggested, quality, suspect = suspect_labels(votes.shares, given)

@@ -45,8 +45,9 @@ def audit_epoch(dataset_dir: str | Path, embeddings_dirs: Sequence[str | Path], 
                                 f"{embeddings_dirs[0]}; delete that folder so EmbedEpoch rebuilds it")
     given = flip_labels(truth, noise, seed)
     exact = exact_duplicates(open_store(dataset_dir), index["image_id"].to_numpy(), index["split"].to_numpy())
-    images, pairs, summary = audit_tables([e.vectors for e in train], ids, given, val.vectors, val.image_ids,
-                                          exact, settings, truth if noise.active else None)
+    images, pairs, summary = audit_tables([e.vectors for e in train], ids, given, settings,
+                                          val_vectors=val.vectors, val_ids=val.image_ids, duplicates=exact,
+                                          true_labels=truth if noise.active else None)
     out.mkdir(parents=True, exist_ok=True)
     images.to_parquet(out / paths.AUDIT_IMAGES_FILE, index=False)
     pairs.to_parquet(out / paths.AUDIT_DUPLICATES_FILE, index=False)

@@ -33,10 +33,6 @@ def _write_parquet(table: pd.DataFrame | pa.Table, path: Path) -> None:
             table.to_parquet(tmp, index=False)
 
 
-# The metrics whose value depends on the training labels (the gallery's and the training queries').
-TRUE_KEYS = ("precision_at_", "r_precision_", "map_at_r_")
-
-
 def validate_epoch(embeddings_dir: str | Path, metrics_file: str | Path, settings: ValidationSettings, *,
                    epoch: int, recorded: Mapping[str, Any], noise: LabelNoise = LabelNoise(),
                    client: Client | None = None) -> dict[str, Any]:
@@ -57,11 +53,11 @@ def validate_epoch(embeddings_dir: str | Path, metrics_file: str | Path, setting
     """
     started = time.perf_counter()
     train, val = load_embeddings(embeddings_dir, "train"), load_embeddings(embeddings_dir, "val")
-    used = Embeddings(train.image_ids, flip_labels(train.labels, noise, settings.seed), train.vectors)
-    result = evaluate_epoch(used, val, settings, client)
     if noise.active:
-        truth = evaluate_epoch(train, val, settings, client).metrics
-        result.metrics.update({f"{key}_true": value for key, value in truth.items() if key.startswith(TRUE_KEYS)})
+        used = Embeddings(train.image_ids, flip_labels(train.labels, noise, settings.seed), train.vectors)
+        result = evaluate_epoch(used, val, settings, client, true_labels=train.labels)
+    else:
+        result = evaluate_epoch(train, val, settings, client)
     out = Path(metrics_file)
     for name in VALIDATION_SIDECARS:
         _write_parquet(getattr(result, name), paths.metrics_sidecar(out, name))

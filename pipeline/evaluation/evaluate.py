@@ -6,7 +6,7 @@ computed from saved vectors only (no network, no images).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -107,8 +107,24 @@ def evaluate(train: Embeddings, val: Embeddings, settings: ValidationSettings,
     return result.metrics, result.per_class, result.neighbors
 
 
+def true_label_scores(val: Embeddings, sample: Embeddings, rows: np.ndarray, truth: Gallery, k: int,
+                      client: Client | None) -> dict[str, float]:
+    """The retrieval metrics of the validation queries and of the training ``sample`` (the
+    gallery's ``rows``) against ``truth``, the gallery with its true labels: ``<key>_true``."""
+    cluster = ClusterGallery(client, truth) if client is not None else None
+    try:
+        val_scores, _ = retrieval_scores(val, truth, k=k, cluster=cluster)
+        true_sample = Embeddings(sample.image_ids, truth.labels[rows], sample.vectors)
+        train_scores, _ = retrieval_scores(true_sample, truth, k=k, exclude=rows, cluster=cluster)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    return {**{f"{name}_val_true": float(v) for name, v in val_scores.items()},
+            **{f"{name}_train_true": float(v) for name, v in train_scores.items()}}
+
+
 def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSettings,
-                   client: Client | None = None) -> Evaluation:
+                   client: Client | None = None, true_labels: np.ndarray | None = None) -> Evaluation:
     """Compute the epoch's metrics and where retrieval fails.
 
     Returns an :class:`Evaluation`: the metric dict (keys
@@ -130,6 +146,10 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
     search an approximate IVF index, and the metrics add ``ivf_recall_at_<k>_val``
     (:func:`~pipeline.evaluation.gallery.recall_against_exact`) over
     ``ivf_recall_queries`` seeded validation queries.
+
+    ``true_labels``: when ``train.labels`` are an experiment's flipped labels, the
+    training images' true ones; the retrieval metrics are then also scored against
+    them, over the same gallery and training sample, as ``<key>_true``.
     """
     check(settings, "ValidateEpoch")
     if len(train.vectors) <= settings.k or len(val.vectors) == 0:
@@ -149,6 +169,8 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
         rows = np.sort(drawn)
         sample = Embeddings(train.image_ids[rows], train.labels[rows], train.vectors[rows])
         train_scores, _ = retrieval_scores(sample, gallery, k=k, exclude=rows, cluster=cluster)
+        true_scores = {} if true_labels is None else true_label_scores(
+            val, sample, rows, replace(gallery, labels=np.asarray(true_labels)), k, client)
     finally:
         if cluster is not None:
             cluster.close()
@@ -193,4 +215,5 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
         metrics["ivf_recall_queries"] = len(recall_rows)
     metrics.update(query_counts("val", val.labels, train.labels))
     metrics.update(query_counts("train", sample.labels, train.labels, self_excluded=True))
+    metrics.update(true_scores)
     return Evaluation(metrics, per_class, pd.concat(frames, ignore_index=True), queries, confusion)
