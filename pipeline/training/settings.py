@@ -1,5 +1,6 @@
-"""The settings of a training epoch: ``[TrainEpoch]`` (optimiser, schedule, augmentation,
-partial saves) and ``[loss]``, with their checks.
+"""The settings of a training epoch: ``[TrainEpoch]`` (optimiser, schedule, partial
+saves; augmentation is :class:`~pipeline.data.settings.AugmentSettings`) and
+``[loss]``, with their checks, and :class:`EpochSettings`, all that an epoch computes.
 
 They live apart from the training code so that declaring a task's parameters
 (``luigi --module tasks``) costs no import of torch.
