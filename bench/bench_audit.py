@@ -3,6 +3,7 @@ detection of flipped labels against cleanlab's on the same embeddings.
 
     .venv/bin/python bench/bench_audit.py                       # scale: 60k x 64, 3 epochs + 10k val
     .venv/bin/python bench/bench_audit.py --quick               # 6k training images
+    .venv/bin/python bench/bench_audit.py --dask local:2        # the votes on a 2-worker dask cluster
     .venv/bin/python bench/bench_audit.py --experiment noisy20 --epoch 14   # detection vs cleanlab
 
 The detection part reads a finished experiment trained with ``[run] label_noise``
@@ -33,7 +34,7 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def scale(n_train: int, n_val: int, dim: int = 64, classes: int = 10) -> None:
+def scale(n_train: int, n_val: int, dim: int = 64, classes: int = 10, address: str = "") -> None:
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 3, (classes, dim))
     true = rng.integers(0, classes, n_train)
@@ -44,18 +45,26 @@ def scale(n_train: int, n_val: int, dim: int = 64, classes: int = 10) -> None:
     pixels = rng.integers(0, 255, (n_train + n_val, 28, 28, 1), dtype=np.uint8)
     ids = np.arange(n_train + n_val)
     splits = np.where(ids < n_train, "train", "val").astype(object)
+    from pipeline.dask_cluster import dask_client
+
     before = peak_rss_mib()
-    started = time.perf_counter()
-    exact = exact_duplicates(pixels, ids, splits)
-    _, _, summary = audit_tables(epochs, ids[:n_train], given, AuditSettings(), val_vectors=val,
-                                 val_ids=ids[n_train:], duplicates=exact, true_labels=true)
-    seconds = time.perf_counter() - started
-    print(f"audit of {n_train} training x {dim} (3 epochs pooled) + {n_val} validation images: {seconds:.1f} s, "
-          f"peak RSS {peak_rss_mib():.0f} MiB ({peak_rss_mib() - before:.0f} MiB over the inputs)")
+    with dask_client(address) as client:
+        started = time.perf_counter()
+        exact = exact_duplicates(pixels, ids, splits)
+        _, _, summary = audit_tables(epochs, ids[:n_train], given, AuditSettings(), val_vectors=val,
+                                     val_ids=ids[n_train:], duplicates=exact, true_labels=true, client=client)
+        seconds = time.perf_counter() - started
+    where = f"votes on the dask cluster {address}" if address else "in process"
+    print(f"audit of {n_train} training x {dim} (3 epochs pooled) + {n_val} validation images, {where}: "
+          f"{seconds:.1f} s, peak RSS of this process {peak_rss_mib():.0f} MiB "
+          f"({peak_rss_mib() - before:.0f} MiB over the inputs)")
     print(f"  synthetic 20% symmetric flips: detection {summary['detection']}")
 
 
-def detection(root: Path, experiment: str, epoch: int, pool: int) -> None:
+def compare_detectors(root: Path, experiment: str, epoch: int, pool: int) -> dict[str, dict[str, float]]:
+    """Our audit's and cleanlab Datalab's detection of ``experiment``'s flipped labels on
+    ``epoch``'s training embeddings: ``{"ours": ..., "cleanlab": ...}``, each with suspects,
+    precision, recall, f1, auroc and seconds, plus ``flipped`` and ``images`` counts."""
     import json
 
     from cleanlab import Datalab
@@ -80,17 +89,31 @@ def detection(root: Path, experiment: str, epoch: int, pool: int) -> None:
     issues = lab.get_issues("label")
     theirs_s = time.perf_counter() - started
     theirs = detection_scores(issues["is_label_issue"].to_numpy(), issues["label_score"].to_numpy(), flipped)
-    print(f"{experiment} epoch {epoch}: {int(flipped.sum())} of {len(flipped)} training labels flipped "
-          f"({noise.kind} {noise.share:g})")
-    print("| detector | suspects | precision | recall | F1 | AUROC | seconds |")
-    print("|---|---|---|---|---|---|---|")
-    d = ours["detection"]
-    print(f"| AuditEpoch (epochs {pooled_epochs(epoch, pool)} pooled) | {int(images['suspect'].sum())} | {d['precision']:.3f} | "
-          f"{d['recall']:.3f} | {d['f1']:.3f} | {d['auroc']:.3f} | {ours_s:.1f} |")
-    print(f"| cleanlab Datalab (features, this epoch) | {int(issues['is_label_issue'].sum())} | "
-          f"{theirs['precision']:.3f} | {theirs['recall']:.3f} | {theirs['f1']:.3f} | "
-          f"{auroc(1 - issues['label_score'].to_numpy(), flipped):.3f} | {theirs_s:.1f} |")
-    print(f"F1 ratio ours / cleanlab: {d['f1'] / max(theirs['f1'], 1e-9):.2f}")
+    theirs["auroc"] = auroc(1 - issues["label_score"].to_numpy(), flipped)
+    return {"ours": {**ours["detection"], "suspects": int(images["suspect"].sum()), "seconds": ours_s},
+            "cleanlab": {**theirs, "suspects": int(issues["is_label_issue"].sum()), "seconds": theirs_s},
+            "flipped": int(flipped.sum()), "images": len(flipped), "noise": f"{noise.kind} {noise.share:g}"}
+
+
+def detection_table(rows: dict[str, dict]) -> list[str]:
+    """Markdown rows for :func:`compare_detectors` results, one pair per experiment."""
+    lines = ["| experiment | detector | suspects | precision | recall | F1 | AUROC | seconds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        for who in ("ours", "cleanlab"):
+            d = r[who]
+            lines.append(f"| {name} | {'AuditEpoch' if who == 'ours' else 'cleanlab Datalab'} | {d['suspects']} | "
+                         f"{d['precision']:.3f} | {d['recall']:.3f} | {d['f1']:.3f} | {d['auroc']:.3f} | "
+                         f"{d['seconds']:.1f} |")
+    return lines
+
+
+def detection(root: Path, experiment: str, epoch: int, pool: int) -> None:
+    r = compare_detectors(root, experiment, epoch, pool)
+    print(f"{experiment} epoch {epoch}: {r['flipped']} of {r['images']} training labels flipped ({r['noise']}); "
+          f"ours pools epochs {pooled_epochs(epoch, pool)}, cleanlab reads epoch {epoch}")
+    print("\n".join(detection_table({experiment: r})))
+    print(f"F1 ratio ours / cleanlab: {r['ours']['f1'] / max(r['cleanlab']['f1'], 1e-9):.2f}")
 
 
 def main() -> None:
@@ -100,11 +123,12 @@ def main() -> None:
     parser.add_argument("--epoch", type=int, default=14)
     parser.add_argument("--pool", type=int, default=AuditSettings.epochs, help="epochs pooled by the audit")
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    parser.add_argument("--dask", default="", metavar="ADDRESS", help="run the votes on this [dask] address")
     args = parser.parse_args()
     if args.experiment:
         detection(args.artifacts, args.experiment, args.epoch, args.pool)
     else:
-        scale(6_000 if args.quick else 60_000, 1_000 if args.quick else 10_000)
+        scale(6_000 if args.quick else 60_000, 1_000 if args.quick else 10_000, address=args.dask)
 
 
 if __name__ == "__main__":

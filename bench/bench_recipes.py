@@ -98,8 +98,12 @@ def ours(recipe: str, data: Data, net, optimizer, epoch: int, embeddings: np.nda
                     device=torch.device("cpu"), show_bar=False)
 
 
-def pml(recipe: str, data: Data, net, optimizer, epoch: int) -> None:
-    """The pytorch-metric-learning recipe, on our data path and augmentation."""
+def pml(recipe: str, data: Data, net, optimizer, epoch: int, labels: np.ndarray | None = None,
+        per_class: int = 19, batch: int = 190, images: int | None = None, seed: int = 0) -> None:
+    """The pytorch-metric-learning recipe, on our data path and augmentation: one epoch of
+    ``images`` forwarded images (default ``PASSES`` x the training set) in batches of
+    ``batch`` with ``per_class`` images of each class, trained on ``labels`` (default the
+    dataset's own); ``seed`` seeds the sampler and the augmentation."""
     from pytorch_metric_learning import distances, losses, miners
     from pytorch_metric_learning.samplers import MPerClassSampler
 
@@ -107,17 +111,19 @@ def pml(recipe: str, data: Data, net, optimizer, epoch: int) -> None:
     loss_fn = losses.TripletMarginLoss(margin=1.0, distance=distance)
     miner = (miners.TripletMarginMiner(margin=1.0, type_of_triplets="semihard", distance=distance)
              if recipe == "pml-semihard" else None)
-    torch.manual_seed(epoch)  # MPerClassSampler draws from torch's global RNG
-    sampler = MPerClassSampler(data.labels, m=19, batch_size=190, length_before_new_iter=PASSES * len(data.ids))
+    given = data.labels if labels is None else labels
+    torch.manual_seed(epoch + 1_000_003 * seed)  # MPerClassSampler draws from torch's global RNG
+    sampler = MPerClassSampler(given, m=per_class, batch_size=batch,
+                               length_before_new_iter=images or PASSES * len(data.ids))
     order = np.fromiter(iter(sampler), dtype=np.int64)
-    labels = torch.from_numpy(data.labels.copy())
+    targets = torch.from_numpy(np.asarray(given, dtype=np.int64).copy())
     net.train()
-    for step, lo in enumerate(range(0, len(order) - 189, 190)):
-        rows = order[lo : lo + 190]
+    for step, lo in enumerate(range(0, len(order) - batch + 1, batch)):
+        rows = order[lo : lo + batch]
         x = torch.from_numpy(gather(data.store, data.ids[rows]))
-        x = to_float(augment(x, AugmentSettings(), step_generator(0, epoch, step, torch.device("cpu"))))
+        x = to_float(augment(x, AugmentSettings(), step_generator(seed, epoch, step, torch.device("cpu"))))
         z = net(x).float()
-        y = labels[rows]
+        y = targets[rows]
         loss = loss_fn(z, y, miner(z, y) if miner is not None else None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

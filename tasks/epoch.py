@@ -34,7 +34,8 @@ which embeds with ``TrainEpoch(N-1)``.
   (``[run] label_noise``) audited with EmbedEpoch(N) and earlier epochs' embeddings
   (:mod:`pipeline.audit`): ``audit/epoch=NNN/`` (``images.parquet``,
   ``duplicates.parquet``, ``summary.json``); see it with
-  ``python -m pipeline.show audit --epoch 2``.
+  ``python -m pipeline.show audit --epoch 2``. With ``[dask] address`` its
+  neighbour votes run in blocks on the cluster's workers, with the same result.
 
 Training and embedding use CUDA when present (``[compute] device`` is a run-only knob).
 """
@@ -317,10 +318,10 @@ class AuditEpoch(RunSeed, luigi.Task):
     def run(self) -> None:
         from pipeline.audit.folder import audit_epoch
 
-        with temporary_dir(self.output()) as tmp:
+        with dask_client(dask_section().settings().address) as client, temporary_dir(self.output()) as tmp:
             summary = audit_epoch(self.input()["index"].path, [t.path for t in self.input()["embeddings"]], tmp,
                                   self.settings(), noise=run().settings().noise(), seed=self.seed,
-                                  recorded=self.recorded_settings())
+                                  recorded=self.recorded_settings(), client=client)
         log.info("audit of epoch %d: %d suspect labels of %d, %d exact and %d near duplicates, %d leaked "
                  "into validation, in %.1fs", self.epoch, summary["suspects"], summary["images"],
                  summary["exact_duplicates"], summary["near_duplicates"], summary["leakage"], summary["seconds"])

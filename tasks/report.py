@@ -3,7 +3,8 @@
     luigi --module tasks Report --epochs 5 --local-scheduler
 
 Writes ``report/epochs=NNN/`` with a self-contained ``index.html``, a Markdown
-``summary.md`` and the PNG figures, from saved artifacts only.
+``summary.md`` and the PNG figures, from saved artifacts only. After training
+(``--epochs`` 1 or more) it includes the label audit of the last epoch (AuditEpoch).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import luigi
 
 from pipeline import paths
 from tasks.config import artifacts, epochs_param, experiment_param
-from tasks.epoch import EmbedEpoch, TrainEpoch, TripletList
+from tasks.epoch import AuditEpoch, EmbedEpoch, TrainEpoch, TripletList
 from tasks.index_dataset import IndexDataset
 from tasks.output_writing import log, single_writer, temporary_dir
 from tasks.pixel_baseline import PixelBaseline
@@ -29,19 +30,23 @@ class Report(luigi.Task):
 
     def requires(self) -> dict:
         e = range(self.epochs + 1)
-        return {
+        needs = {
             "index": IndexDataset(),
             "baseline": PixelBaseline(k=ValidateEpoch(experiment=self.experiment, epoch=0).k),
             "metrics": [ValidateEpoch(experiment=self.experiment, epoch=i) for i in e],
             "train": [TrainEpoch(experiment=self.experiment, epoch=i) for i in e],
             "embed": [EmbedEpoch(experiment=self.experiment, epoch=i) for i in e],
         }
+        if self.epochs > 0:  # the untrained network's neighbours say nothing about the labels
+            needs["audit"] = AuditEpoch(experiment=self.experiment, epoch=self.epochs)
+        return needs
 
     def output(self) -> luigi.LocalTarget:
         return luigi.LocalTarget(str(paths.report_dir(artifacts().root, self.experiment, self.epochs)))
 
     def complete(self) -> bool:
-        """Also stale when an epoch's metrics must be recomputed (changed [ValidateEpoch] settings).
+        """Also stale when an epoch's metrics or the audit must be recomputed (changed
+        [ValidateEpoch] or [AuditEpoch] settings).
 
         Changed training or sampling settings are refused here too: Luigi does not
         look below a complete task, so this is where a finished experiment sees them.
@@ -49,7 +54,9 @@ class Report(luigi.Task):
         TrainEpoch(experiment=self.experiment, epoch=self.epochs).check_settings()
         if self.epochs > 0:
             TripletList(experiment=self.experiment, epoch=self.epochs).check_settings()
-        return super().complete() and all(task.complete() for task in self.requires()["metrics"])
+        needs = self.requires()
+        return (super().complete() and all(task.complete() for task in needs["metrics"])
+                and ("audit" not in needs or needs["audit"].complete()))
 
     @single_writer
     def run(self) -> None:
@@ -62,7 +69,8 @@ class Report(luigi.Task):
             config_file=paths.config_file(root, self.experiment),
             metrics_files=[Path(t.path) for t in inp["metrics"]], train_dirs=[Path(t.path) for t in inp["train"]],
             embedding_dirs=[Path(t.path) for t in inp["embed"]],
-            triplet_dirs=[paths.triplets_dir(root, self.experiment, i) for i in range(self.epochs + 1)])
+            triplet_dirs=[paths.triplets_dir(root, self.experiment, i) for i in range(self.epochs + 1)],
+            audit_dir=Path(inp["audit"].path) if "audit" in inp else None)
         with temporary_dir(self.output()) as tmp:
             page = build_report(tmp, self.experiment, inputs, k=self.requires()["metrics"][0].k)
         log.info("report: %s", Path(self.output().path) / page)

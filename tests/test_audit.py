@@ -113,12 +113,12 @@ def test_auroc():
     assert auroc(np.array([0.5, 0.5]), np.array([False, True])) == 0.5
 
 
-def test_audit_command_on_a_noisy_experiment(tmp_path, tiny_imagenet):
+def test_run_all_audits_the_last_epoch_and_the_report_shows_it(tmp_path, tiny_imagenet):
     cfg = fast_config(tmp_path, tiny_imagenet)
     cfg["run"].update(label_noise=0.2)
     cfg["run"]["epochs"] = 1
     config = write_overrides(tmp_path, cfg)
-    done = luigi_cli(["AuditEpoch", "--epoch", "1"], config)
+    done = luigi_cli(["RunAll"], config)  # its report includes the last epoch's audit
     assert done.code == 0, done.output[-4000:]
     audit = tmp_path / "artifacts" / "test" / "audit" / "epoch=001"
     summary = json.loads((audit / "summary.json").read_text())
@@ -132,6 +132,12 @@ def test_audit_command_on_a_noisy_experiment(tmp_path, tiny_imagenet):
                            text=True, timeout=TIMEOUT)
     assert shown.returncode == 0, shown.stderr
     assert "most suspect labels" in shown.stdout and '"suspects"' in shown.stdout
+    report = tmp_path / "artifacts" / "test" / "report" / "epochs=001"
+    page = (report / "summary.md").read_text()
+    assert "## Label audit (epoch 1)" in page and "labels flipped for this experiment | 7" in page
+    assert (report / "label_quality.png").is_file()
+    assert ((report / "suspect_labels.png").is_file() and "suspect_labels.png" in page) == (summary["suspects"] > 0)
+    assert "No validation image duplicates a training image." in page or "cross_split_duplicates.png" in page
 
 
 def test_a_changed_setting_redoes_the_audit(configure, tmp_path, tiny_imagenet):

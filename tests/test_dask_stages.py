@@ -27,13 +27,15 @@ import torch
 from distributed import Client, KilledWorker, get_task_stream
 
 import tasks
+from pipeline.audit.findings import audit_tables
+from pipeline.audit.settings import AuditSettings
 from pipeline.dask_cluster import dask_client, parse_resources
 from pipeline.data.indexing import build_index
 from pipeline.data.pixel_store import read_index
 from pipeline.data.settings import IndexSettings
 from pipeline.device import ComputeSettings
 from pipeline.embedding import worker_model
-from pipeline.embedding.embed import read_manifest, write_shards
+from pipeline.embedding.embed import load_embeddings, read_manifest, write_shards
 from pipeline.embedding.epoch import embed_epoch
 from pipeline.embedding.settings import EmbedSettings
 from pipeline.errors import ConfigError
@@ -227,6 +229,22 @@ def test_validation_on_the_cluster_is_identical(client: Client, gallery_embeddin
     assert len(blocks) == 2 * 2 * 2  # (validation + training sample) x 2 workers x 2 blocks each
     assert {t["worker"] for t in blocks} == set(client.scheduler_info()["workers"])
     assert ("ivf_recall_at_5_val" in here) == (settings.index == "ivf")
+
+
+def test_audit_on_the_cluster_is_identical(client: Client, gallery_embeddings: Path) -> None:
+    train = load_embeddings(gallery_embeddings, "train")
+    given = train.labels.copy()
+    given[::9] = (given[::9] + 1) % 10
+    epochs = [train.vectors, train.vectors[::-1].copy()]  # two pooled "epochs" whose neighbours differ
+    here = audit_tables(epochs, train.image_ids, given, AuditSettings(), true_labels=train.labels)
+    with get_task_stream(client) as stream:
+        there = audit_tables(epochs, train.image_ids, given, AuditSettings(), true_labels=train.labels,
+                             client=client)
+    pd.testing.assert_frame_equal(here[0], there[0])
+    pd.testing.assert_frame_equal(here[1], there[1])
+    assert here[2] == there[2] and here[2]["suspects"] > 0
+    blocks = tasks_run(stream.data, "_vote_shared_block")
+    assert len(blocks) == 2 * 2 and {t["worker"] for t in blocks} == set(client.scheduler_info()["workers"])
 
 
 def test_pixel_baseline_on_the_cluster_is_identical(client: Client, dataset: Path, tmp_path: Path) -> None:

@@ -6,14 +6,18 @@ outlier scores, and how well the suspects find flipped labels (see
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from pipeline.audit.settings import AuditSettings
 from pipeline.knn import knn_search
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 
 @dataclass(frozen=True)
@@ -27,24 +31,63 @@ class LabelVotes:
 
 
 def label_votes(epoch_vectors: Sequence[np.ndarray], labels: np.ndarray, k: int, *,
-                backend: str = "auto") -> LabelVotes:
+                backend: str = "auto", client: Client | None = None) -> LabelVotes:
     """Pool the neighbour votes of ``epoch_vectors`` (each ``(n, d)``, rows aligned with
-    ``labels``, newest first) over the epochs."""
+    ``labels``, newest first) over the epochs.
+
+    With ``client`` (dask.distributed), blocks of query rows run on its workers,
+    each searching every pooled epoch whole; the search is exact with a canonical
+    tie order (:func:`~pipeline.knn.knn_search`), so the votes are the same as in process.
+    """
+    epoch_vectors = [np.asarray(v, np.float32) for v in epoch_vectors]
     labels = np.asarray(labels, dtype=np.int64)
-    n, n_classes = len(labels), int(labels.max()) + 1
+    n = len(labels)
     k = min(k, n - 1)
-    shares = np.zeros((n, n_classes))
-    mean_distance = np.zeros(n)
+    if client is None:
+        return _concat_votes([_vote_block(epoch_vectors, labels, 0, n, k, backend)])
+    from pipeline.dask_cluster import worker_count
+
+    # Scattered as one item of a list: a bare tuple would be scattered element by element.
+    [shared] = client.scatter([(epoch_vectors, labels)], broadcast=True, hash=False)
+    rows = max(1, math.ceil(n / (VOTE_BLOCKS_PER_WORKER * worker_count(client))))
+    futures = [client.submit(_vote_shared_block, shared, lo, min(lo + rows, n), k, backend, pure=False)
+               for lo in range(0, n, rows)]
+    try:
+        return _concat_votes(client.gather(futures))
+    finally:
+        client.cancel(futures)
+        shared.release()
+
+
+# Vote blocks per dask worker: a few each, so a slow or restarted worker does not hold up the audit.
+VOTE_BLOCKS_PER_WORKER = 2
+
+
+def _vote_shared_block(shared: tuple[list[np.ndarray], np.ndarray], lo: int, hi: int, k: int,
+                       backend: str) -> LabelVotes:
+    return _vote_block(shared[0], shared[1], lo, hi, k, backend)
+
+
+def _vote_block(epoch_vectors: Sequence[np.ndarray], labels: np.ndarray, lo: int, hi: int, k: int,
+                backend: str) -> LabelVotes:
+    """The votes of training rows ``lo:hi`` against the whole training set of every pooled epoch."""
+    rows = np.arange(lo, hi)
+    shares = np.zeros((len(rows), int(labels.max()) + 1))
+    mean_distance = np.zeros(len(rows))
     nearest = nearest_row = None
     for vectors in epoch_vectors:
-        dist, idx = knn_search(np.asarray(vectors, np.float32), np.asarray(vectors, np.float32), k,
-                               exclude=np.arange(n), backend=backend)
-        np.add.at(shares, (np.repeat(np.arange(n), k), labels[idx].ravel()), 1.0)
+        dist, idx = knn_search(vectors[lo:hi], vectors, k, exclude=rows, backend=backend)
+        np.add.at(shares, (np.repeat(np.arange(len(rows)), k), labels[idx].ravel()), 1.0)
         mean_distance += dist.mean(axis=1)
         if nearest is None:
             nearest, nearest_row = dist[:, 0].copy(), idx[:, 0].copy()
     shares /= shares.sum(axis=1, keepdims=True)
     return LabelVotes(shares, mean_distance / len(epoch_vectors), nearest, nearest_row)
+
+
+def _concat_votes(blocks: Sequence[LabelVotes]) -> LabelVotes:
+    return LabelVotes(*(np.concatenate([getattr(b, f) for b in blocks])
+                        for f in ("shares", "mean_distance", "nearest", "nearest_row")))
 
 
 def suspect_labels(shares: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,7 +174,8 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
 def audit_tables(epoch_vectors: Sequence[np.ndarray], train_ids: np.ndarray, given: np.ndarray,
                  settings: AuditSettings, *, val_vectors: np.ndarray | None = None,
                  val_ids: np.ndarray | None = None, duplicates: pd.DataFrame | None = None,
-                 true_labels: np.ndarray | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+                 true_labels: np.ndarray | None = None,
+                 client: Client | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """``(images, duplicates, summary)`` of the audit (see the module docstring).
 
     ``epoch_vectors``: the training embeddings of the pooled epochs, newest first,
@@ -139,13 +183,14 @@ def audit_tables(epoch_vectors: Sequence[np.ndarray], train_ids: np.ndarray, giv
     ``val_vectors`` / ``val_ids``: the newest epoch's validation embeddings (none:
     no leakage search); ``duplicates``: the exact duplicates
     (:func:`exact_duplicates`; none: not searched). ``true_labels`` only score the suspects.
+    ``client``: the dask.distributed cluster the neighbour votes run on (:func:`label_votes`).
     """
     if val_vectors is None:
         val_vectors, val_ids = np.zeros((0, epoch_vectors[0].shape[1]), np.float32), np.zeros(0, np.int64)
     if duplicates is None:
         duplicates = pd.DataFrame({c: pd.Series(dtype=d) for c, d in DUPLICATE_COLUMNS.items()})
     settings.check()
-    votes = label_votes(epoch_vectors, given, settings.k, backend=settings.knn_backend)
+    votes = label_votes(epoch_vectors, given, settings.k, backend=settings.knn_backend, client=client)
     suggested, quality, suspect = suspect_labels(votes.shares, given)
     outlier = votes.mean_distance / max(float(np.median(votes.mean_distance)), np.finfo(float).tiny)
     near, threshold = near_duplicates(epoch_vectors[0], train_ids, val_vectors, val_ids, votes,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -18,10 +18,13 @@ from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import load_embeddings
 from pipeline.errors import PipelineError
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 
 def audit_epoch(dataset_dir: str | Path, embeddings_dirs: Sequence[str | Path], out_dir: str | Path,
                 settings: AuditSettings, *, noise: LabelNoise, seed: int,
-                recorded: Mapping[str, Any]) -> dict[str, Any]:
+                recorded: Mapping[str, Any], client: Client | None = None) -> dict[str, Any]:
     """Audit the training labels the experiment uses with the embeddings in
     ``embeddings_dirs`` (the epoch first, then the ones before it) and write
     ``images.parquet``, ``duplicates.parquet`` and ``summary.json`` (last) into
@@ -31,7 +34,8 @@ def audit_epoch(dataset_dir: str | Path, embeddings_dirs: Sequence[str | Path], 
     (:func:`~pipeline.data.label_noise.flip_labels`, as sampling flips them); the
     true ones only score the suspects, and only when labels were flipped.
     ``recorded`` (the settings that shaped it) is kept in the summary, for
-    :func:`~pipeline.audit.settings.audit_is_current`.
+    :func:`~pipeline.audit.settings.audit_is_current`. ``client``: the dask.distributed
+    cluster the neighbour votes run on (none: in this process).
     """
     started = time.perf_counter()
     out = Path(out_dir)
@@ -47,7 +51,7 @@ def audit_epoch(dataset_dir: str | Path, embeddings_dirs: Sequence[str | Path], 
     exact = exact_duplicates(open_store(dataset_dir), index["image_id"].to_numpy(), index["split"].to_numpy())
     images, pairs, summary = audit_tables([e.vectors for e in train], ids, given, settings,
                                           val_vectors=val.vectors, val_ids=val.image_ids, duplicates=exact,
-                                          true_labels=truth if noise.active else None)
+                                          true_labels=truth if noise.active else None, client=client)
     out.mkdir(parents=True, exist_ok=True)
     images.to_parquet(out / paths.AUDIT_IMAGES_FILE, index=False)
     pairs.to_parquet(out / paths.AUDIT_DUPLICATES_FILE, index=False)

@@ -11,17 +11,22 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.data.pixel_store import open_store, read_index
+from pipeline.embedding.embed import load_embeddings
 from pipeline.evaluation.metric_names import precision_key
 from pipeline.reporting.figures import (
     ACCURACY,
     CONFUSION,
+    CROSS_SPLIT_DUPLICATES,
     FARTHEST_NEIGHBORS,
+    LABEL_QUALITY,
     LOSS,
     NEAREST_NEIGHBORS,
+    SUSPECT_LABELS,
     WORST_QUERIES,
     plot_accuracy_by_epoch,
     plot_compare,
     plot_confusion,
+    plot_label_quality,
     plot_loss_by_epoch,
     plot_neighbor_grid,
 )
@@ -29,6 +34,7 @@ from pipeline.reporting.inputs import (
     ReportInputs,
     collapse_notes,
     confusion_shares,
+    duplicate_grid_inputs,
     metric_values,
     metrics_table,
     neighbor_grid_inputs,
@@ -37,15 +43,25 @@ from pipeline.reporting.inputs import (
     stage_entries,
     stage_times,
     step_logs,
+    suspect_grid_inputs,
+    top_suspects,
     training_summary,
     worst_grid_inputs,
     worst_queries,
 )
 from pipeline.reporting.pages import write_compare, write_report
-from pipeline.reporting.tables import FailureTables, class_names, per_class_table, worst_queries_table
+from pipeline.reporting.tables import (
+    AuditTables,
+    FailureTables,
+    audit_summary_table,
+    class_names,
+    per_class_table,
+    suspects_table,
+    worst_queries_table,
+)
 from pipeline.training.epoch import epoch_seconds
 
-__all__ = ["build_comparison", "build_report", "failure_report"]
+__all__ = ["audit_report", "build_comparison", "build_report", "failure_report"]
 
 
 def failure_report(metrics_file: Path, store: np.ndarray, index: pd.DataFrame, out_dir: Path, *,
@@ -75,6 +91,33 @@ def failure_report(metrics_file: Path, store: np.ndarray, index: pd.DataFrame, o
     return figures, tables
 
 
+def audit_report(audit_dir: Path, embeddings_dir: Path, store: np.ndarray, index: pd.DataFrame, out_dir: Path,
+                 *, epoch: int) -> tuple[dict[str, Path], AuditTables]:
+    """Draw the label audit's panels (the least trusted suspects beside their nearest
+    training images in ``embeddings_dir``, the validation images that duplicate training
+    ones, the label-quality histogram) into ``out_dir`` and build its tables, from the
+    audit folder of ``epoch``. Returns the figures by caption key and the tables."""
+    audit_dir = Path(audit_dir)
+    summary = read_json(audit_dir / paths.AUDIT_SUMMARY_FILE)
+    images = pd.read_parquet(audit_dir / paths.AUDIT_IMAGES_FILE)
+    pairs = pd.read_parquet(audit_dir / paths.AUDIT_DUPLICATES_FILE)
+    suspects = top_suspects(images)
+    figures: dict[str, Path] = {}
+    if len(suspects):
+        figures[SUSPECT_LABELS] = plot_neighbor_grid(
+            **suspect_grid_inputs(suspects, images, load_embeddings(embeddings_dir, "train"), store, index),
+            out=out_dir / "suspect_labels.png",
+            title=f"The {len(suspects)} training labels the audit trusts least (epoch {epoch}; "
+                  f"{int(images['suspect'].sum())} suspects in all)")
+    if pairs["leakage"].any():
+        figures[CROSS_SPLIT_DUPLICATES] = plot_neighbor_grid(
+            **duplicate_grid_inputs(pairs, store, index), out=out_dir / "cross_split_duplicates.png",
+            title=f"Validation images that duplicate a training image ({int(pairs['leakage'].sum())} pairs)")
+    figures[LABEL_QUALITY] = plot_label_quality(images, out_dir / "label_quality.png",
+                                                title=f"Label quality of the training images (epoch {epoch})")
+    return figures, AuditTables(epoch, audit_summary_table(summary), suspects_table(suspects, index))
+
+
 def build_report(out_dir: Path, experiment: str, inputs: ReportInputs, *, k: int) -> Path:
     """Draw the figures and write the pages into ``out_dir`` (a temporary folder the
     caller renames into place); returns the HTML page's name inside it."""
@@ -97,10 +140,15 @@ def build_report(out_dir: Path, experiment: str, inputs: ReportInputs, *, k: int
     failure_figures, failures = failure_report(Path(inputs.metrics_files[-1]), store, index, out_dir, k=k,
                                                epoch=last_epoch)
     figures.update(failure_figures)
+    audit = None
+    if inputs.audit_dir is not None:
+        audit_figures, audit = audit_report(Path(inputs.audit_dir), Path(inputs.embedding_dirs[-1]), store, index,
+                                            out_dir, epoch=last_epoch)
+        figures.update(audit_figures)
     times = stage_entries(inputs) + [("Report", time.perf_counter() - started)]
     written = write_report(out_dir, experiment, metrics, figures, baseline, read_json(inputs.config_file),
                            stage_times(times), collapse_notes(steps), k=k, training=training_summary(steps),
-                           failures=failures)
+                           failures=failures, audit=audit)
     return Path(written["html"].name)
 
 

@@ -37,10 +37,11 @@ from pipeline.evaluation.metric_names import precision_key
 from pipeline.reporting.tables import COURSE_K, metric_label
 from pipeline.storage import atomic_path
 
-__all__ = ["ACCURACY", "COMPARISON", "CONFUSION", "CONFUSION_CMAP", "DPI", "FARTHEST_NEIGHBORS", "LABEL_EVERY_TICK",
-           "LOSS", "NEAREST_NEIGHBORS", "OTHER_CLASS_COLOR", "QUERY_FRAME_COLOR", "SAME_CLASS_COLOR", "WORST_QUERIES",
-           "caption", "confusion_figsize", "finite", "new_figure", "no_data", "plot_accuracy_by_epoch", "plot_compare",
-           "plot_confusion", "plot_loss_by_epoch", "plot_neighbor_grid", "require_columns", "save", "short_label",
+__all__ = ["ACCURACY", "COMPARISON", "CONFUSION", "CONFUSION_CMAP", "CROSS_SPLIT_DUPLICATES", "DPI",
+           "FARTHEST_NEIGHBORS", "LABEL_EVERY_TICK", "LABEL_QUALITY", "LOSS", "NEAREST_NEIGHBORS", "OTHER_CLASS_COLOR",
+           "QUERY_FRAME_COLOR", "SAME_CLASS_COLOR", "SUSPECT_LABELS", "WORST_QUERIES", "caption", "confusion_figsize",
+           "finite", "new_figure", "no_data", "plot_accuracy_by_epoch", "plot_compare", "plot_confusion",
+           "plot_label_quality", "plot_loss_by_epoch", "plot_neighbor_grid", "require_columns", "save", "short_label",
            "step_positions"]
 
 # ---------------------------------------------------------------------------- captions
@@ -52,6 +53,9 @@ FARTHEST_NEIGHBORS = "farthest neighbors"
 COMPARISON = "comparison"
 WORST_QUERIES = "worst queries"
 CONFUSION = "class confusion"
+SUSPECT_LABELS = "suspect labels"
+CROSS_SPLIT_DUPLICATES = "cross-split duplicates"
+LABEL_QUALITY = "label quality"
 
 _NEIGHBORS = ("{which} training images to sample validation queries (one query per class), with their "
               "Euclidean distance; green frame: same class as the query, red: another class.")
@@ -68,6 +72,16 @@ _CAPTIONS = {
     CONFUSION: ("Share of each validation class's {k} nearest training images (row) that belong to each class "
                 "(column), on a square-root colour scale; the diagonal is the class's precision@{k}, dark cells "
                 "off it are classes taken for one another."),
+    SUSPECT_LABELS: ("The training images whose labels the audit trusts least, each titled with its given label, "
+                     "the label its neighbours suggest and its label quality, beside its nearest training images "
+                     "with their given labels; green frame: same given label, red: another. A suspect may be "
+                     "mislabelled, ambiguous or unusual: look before acting on it."),
+    CROSS_SPLIT_DUPLICATES: ("Validation images (left) that duplicate a training image (right), exactly (distance "
+                             "0) or nearly (embedding distance); each is a query whose answer the training set "
+                             "holds: leakage."),
+    LABEL_QUALITY: ("Label quality of every training image (the share of its audit neighbours' votes for its given "
+                    "label, pooled over epochs), split by whether the audit flags it; with flipped labels, also "
+                    "by whether it was flipped."),
 }
 
 
@@ -339,13 +353,13 @@ def _check_shapes(query_images: np.ndarray, query_names: list[str], neighbor_ima
 def plot_neighbor_grid(query_images: np.ndarray, query_names: list[str],
                        neighbor_images: np.ndarray, neighbor_names: list[list[str]],
                        distances: np.ndarray | None, out: Path, title: str,
-                       query_notes: Sequence[str] | None = None) -> Path:
+                       query_notes: Sequence[str] | None = None, query_role: str = "query") -> Path:
     """One row per query: the query, then its K nearest neighbours.
 
     Neighbours of the query's class are framed green, others red; each is
     labelled with its class and distance (class only when ``distances`` is
     None). Each query is titled with its class and ``query_notes[i]``, by
-    default how many of the K share its class. Images are uint8 ``(Q, H, W, 3)``
+    default how many of the K share its class, after ``query_role``. Images are uint8 ``(Q, H, W, 3)``
     (queries) and ``(Q, K, H, W, 3)`` (neighbours); a single grey channel
     (``(..., H, W)`` or ``(..., H, W, 1)``) is accepted too. Returns ``out``.
     """
@@ -372,7 +386,8 @@ def plot_neighbor_grid(query_images: np.ndarray, query_names: list[str],
         ax = fig.add_subplot(grid[i, 0])
         _show(ax, query_images[i], QUERY_FRAME_COLOR, 4.0)
         # "query: " eats into the ~22 bold characters that fit across a cell.
-        ax.set_title(f"query: {short_label(query_class, 15)}\n{note}", fontsize=8, fontweight="bold")
+        ax.set_title(f"{query_role}: {short_label(query_class, 20 - len(query_role))}\n{note}", fontsize=8,
+                     fontweight="bold")
         for j in range(k):
             name = str(neighbor_names[i][j])
             color = SAME_CLASS_COLOR if name == query_class else OTHER_CLASS_COLOR
@@ -445,4 +460,32 @@ def plot_confusion(shares: np.ndarray, class_names: Sequence[str], out: Path, ti
                 ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if value > 0.4 else "black")
     fig.colorbar(image, ax=ax, shrink=0.8, label="share of the row's neighbours")
+    return save(fig, out)
+
+
+# ---------------------------------------------------------------------------- the label audit
+
+
+def plot_label_quality(images: pd.DataFrame, out: Path, title: str) -> Path:
+    """Histograms of the audit's label ``quality`` (0..1): suspects against the rest and,
+    when ``images`` has a ``flipped`` column (labels flipped for an experiment), flipped
+    labels against kept ones. Returns ``out``."""
+    require_columns(images, ["quality", "suspect"], "audit images")
+    splits = [("suspect", "flagged as suspect", "not flagged")]
+    if "flipped" in images.columns:
+        splits.append(("flipped", "flipped label", "label kept"))
+    fig = new_figure(5.0 * len(splits), 3.6)
+    fig.suptitle(title, fontsize=11)
+    bins = np.linspace(0.0, 1.0, 41)
+    quality = finite(images["quality"])
+    for i, (column, yes, no) in enumerate(splits):
+        ax = fig.add_subplot(1, len(splits), i + 1)
+        flag = images[column].to_numpy(dtype=bool)
+        ax.hist([quality[~flag], quality[flag]], bins=bins, stacked=True, color=["tab:blue", "tab:red"],
+                label=[f"{no} ({int((~flag).sum())})", f"{yes} ({int(flag.sum())})"])
+        ax.set_xlabel("label quality (share of neighbour votes for the given label)")
+        ax.set_ylabel("training images")
+        ax.set_yscale("log")
+        ax.legend(fontsize=8, loc="upper left")
+        ax.grid(True, alpha=0.3)
     return save(fig, out)

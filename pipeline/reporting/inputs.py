@@ -19,19 +19,26 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.data.pixel_store import gather
-from pipeline.embedding.embed import read_manifest
+from pipeline.embedding.embed import Embeddings, read_manifest
+from pipeline.knn import knn_search
+from pipeline.reporting.figures import short_label
 from pipeline.reporting.tables import class_names, neighbor_labels
 from pipeline.sampling.list_files import read_triplet_meta
 from pipeline.storage import corrupt_artifact, is_damage
 from pipeline.training.epoch import epoch_seconds
 from pipeline.training.loop import collapsed_tail
 
-__all__ = ["WORST_QUERY_ROWS", "ReportInputs", "collapse_notes", "confusion_shares", "metric_values", "metrics_table",
-           "neighbor_grid_inputs", "read_json", "read_sidecar", "stage_entries", "stage_times", "step_logs",
-           "training_summary", "worst_grid_inputs", "worst_queries"]
+__all__ = ["WORST_QUERY_ROWS", "ReportInputs", "collapse_notes", "confusion_shares", "duplicate_grid_inputs",
+           "metric_values", "metrics_table", "neighbor_grid_inputs", "read_json", "read_sidecar", "stage_entries",
+           "stage_times", "step_logs", "suspect_grid_inputs", "top_suspects", "training_summary", "worst_grid_inputs",
+           "worst_queries"]
 
 # Rows of the worst-queries panel: enough to see a pattern, few enough to look at each.
 WORST_QUERY_ROWS = 8
+# The audit's panels: suspect rows, each beside this many neighbours, and cross-split pairs.
+SUSPECT_ROWS = 8
+SUSPECT_NEIGHBORS = 6
+DUPLICATE_ROWS = 8
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,7 @@ class ReportInputs:
     train_dirs: Sequence[Path]
     embedding_dirs: Sequence[Path]
     triplet_dirs: Sequence[Path]  # epoch 0 has none; deleted lists (to save space) are skipped
+    audit_dir: Path | None = None  # the last epoch's label audit (none before training)
 
 
 def read_json(path: Path) -> dict:
@@ -127,6 +135,9 @@ def stage_entries(inputs: ReportInputs) -> list[tuple[str, float | None]]:
         entries.append((f"TrainEpoch({i})", epoch_seconds(train)))
         entries.append((f"EmbedEpoch({i})", read_manifest(emb).get("seconds")))
         entries.append((f"ValidateEpoch({i})", read_json(metrics).get("seconds")))
+    if inputs.audit_dir is not None:
+        entries.append((f"AuditEpoch({len(inputs.metrics_files) - 1})",
+                        read_json(Path(inputs.audit_dir) / paths.AUDIT_SUMMARY_FILE).get("seconds")))
     return entries
 
 
@@ -193,3 +204,63 @@ def confusion_shares(confusion: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     totals = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         return labels, np.where(totals > 0, counts / totals, np.nan)
+
+
+# ---------------------------------------------------------------------------- the label audit
+
+
+def top_suspects(images: pd.DataFrame, n: int = SUSPECT_ROWS) -> pd.DataFrame:
+    """The ``n`` suspect labels of the audit's ``images`` table the audit trusts least
+    (lowest label quality, ties by image id)."""
+    flagged = images[images["suspect"]]
+    return flagged.sort_values(["quality", "image_id"], kind="stable").head(n).reset_index(drop=True)
+
+
+def suspect_grid_inputs(suspects: pd.DataFrame, images: pd.DataFrame, train: Embeddings, store: np.ndarray,
+                        index: pd.DataFrame, *, k: int = SUSPECT_NEIGHBORS) -> dict:
+    """Arguments of :func:`~pipeline.reporting.figures.plot_neighbor_grid` for the
+    ``suspects`` (rows of the audit's ``images``): each suspect under its given label with
+    its suggested label and quality, beside its ``k`` nearest training images in
+    ``train`` (the audited epoch's embeddings) under their given labels."""
+    names = class_names(index)
+    given = images.set_index("image_id")["given_label"]
+    rows = np.searchsorted(train.image_ids, suspects["image_id"].to_numpy(np.int64))
+    k = min(k, len(train.image_ids) - 1)
+    if len(rows) == 0 or k < 1:
+        ids = np.zeros((len(rows), 0), dtype=np.int64)
+        distances = np.zeros((len(rows), 0))
+    else:
+        distances, found = knn_search(train.vectors[rows], train.vectors, k, exclude=rows)
+        ids = train.image_ids[found]
+    return {
+        "query_images": gather(store, suspects["image_id"].to_numpy(np.int64)),
+        "query_names": [names[label] for label in suspects["given_label"]],
+        "neighbor_images": gather(store, ids.reshape(-1)).reshape(len(rows), ids.shape[1], *store.shape[1:]),
+        "neighbor_names": [[names[given[i]] for i in row] for row in ids],
+        "distances": distances,
+        "query_notes": [f"→ {short_label(names[s], 12)} · q {q:.2f}"
+                        for s, q in zip(suspects["suggested_label"], suspects["quality"])],
+        "query_role": "given",
+    }
+
+
+def duplicate_grid_inputs(pairs: pd.DataFrame, store: np.ndarray, index: pd.DataFrame,
+                          *, n: int = DUPLICATE_ROWS) -> dict:
+    """Arguments of :func:`~pipeline.reporting.figures.plot_neighbor_grid` for the first
+    ``n`` validation images that duplicate a training image (the audit's ``duplicates``
+    rows with ``leakage``, exact ones first, then by distance): each beside the
+    training image it duplicates, both under their dataset labels."""
+    leaks = pairs[pairs["leakage"]].sort_values(["distance", "image_id"], kind="stable")
+    leaks = leaks.drop_duplicates("image_id").head(n)
+    label_of = index.set_index("image_id")["label"]
+    names = class_names(index)
+    val, train = leaks["image_id"].to_numpy(np.int64), leaks["duplicate_of"].to_numpy(np.int64)
+    return {
+        "query_images": gather(store, val),
+        "query_names": [names[label_of[i]] for i in val],
+        "neighbor_images": gather(store, train).reshape(len(train), 1, *store.shape[1:]),
+        "neighbor_names": [[names[label_of[i]]] for i in train],
+        "distances": leaks["distance"].to_numpy(dtype=float).reshape(-1, 1),
+        "query_notes": [f"{kind} · #{i}" for kind, i in zip(leaks["kind"], val)],
+        "query_role": "val",
+    }

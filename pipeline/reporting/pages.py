@@ -22,10 +22,19 @@ import pandas as pd
 
 from pipeline import paths
 from pipeline.evaluation.metric_names import precision_key
-from pipeline.reporting.figures import COMPARISON, CONFUSION, WORST_QUERIES, caption
+from pipeline.reporting.figures import (
+    COMPARISON,
+    CONFUSION,
+    CROSS_SPLIT_DUPLICATES,
+    LABEL_QUALITY,
+    SUSPECT_LABELS,
+    WORST_QUERIES,
+    caption,
+)
 from pipeline.reporting.tables import (
     COURSE_K,
     COURSE_TARGET,
+    AuditTables,
     FailureTables,
     Headline,
     Table,
@@ -231,8 +240,9 @@ _TRAINING_NOTE = ("Images forwarded and triplets in the loss per epoch; a batch-
                   "distinct image of a batch once for all of its triplets.")
 _BASELINE_NOTE = "kNN on raw pixels, same queries and metrics."
 _EPOCH_0_NOTE = "Epoch 0 is the network before training;"
-# Figures shown in the failure sections rather than under "Figures".
+# Figures shown in the failure and audit sections rather than under "Figures".
 _FAILURE_FIGURES = (WORST_QUERIES, CONFUSION)
+_AUDIT_FIGURES = (SUSPECT_LABELS, CROSS_SPLIT_DUPLICATES, LABEL_QUALITY)
 
 
 def _failure_sections(page: _Page, failures: FailureTables, figures: Mapping[str, Path]) -> None:
@@ -255,11 +265,32 @@ def _failure_sections(page: _Page, failures: FailureTables, figures: Mapping[str
             page.table(table)
 
 
+def _audit_section(page: _Page, audit: AuditTables, figures: Mapping[str, Path]) -> None:
+    """Add the label audit of the last epoch: its counts, the suspects, the leaked duplicates, the scores."""
+    page.heading(f"Label audit (epoch {audit.epoch})",
+                 "Training images whose nearest neighbours, pooled over the saved epochs, mostly carry another "
+                 "label are suspects: some are mislabelled, others ambiguous or unusual. The audit shows them; "
+                 "it does not call them errors. python -m pipeline.show audit lists them all.")
+    page.table(audit.summary)
+    if SUSPECT_LABELS in figures:
+        page.figure(SUSPECT_LABELS, figures[SUSPECT_LABELS])
+    if not audit.suspects.empty:
+        page.table(audit.suspects)
+    if CROSS_SPLIT_DUPLICATES in figures:
+        page.figure(CROSS_SPLIT_DUPLICATES, figures[CROSS_SPLIT_DUPLICATES])
+    else:
+        line = "No validation image duplicates a training image."
+        page.block(f"<p>{html.escape(line)}</p>", md_escape(line))
+    if LABEL_QUALITY in figures:
+        page.figure(LABEL_QUALITY, figures[LABEL_QUALITY])
+
+
 def render_report(experiment: str, metrics: pd.DataFrame, figures: Mapping[str, Path],
                   baseline: Mapping[str, Any], config: Mapping[str, Any],
                   stage_times: pd.DataFrame, notes: list[str] | None = None,
                   *, k: int = COURSE_K, target: float = COURSE_TARGET,
-                  training: pd.DataFrame | None = None, failures: FailureTables | None = None) -> tuple[str, str]:
+                  training: pd.DataFrame | None = None, failures: FailureTables | None = None,
+                  audit: AuditTables | None = None) -> tuple[str, str]:
     """Return ``(html, markdown)`` reporting one experiment: headline, notes, accuracy
     and training by epoch, figures, where the model fails, raw-pixel baseline, time
     per stage and resolved configuration.
@@ -273,7 +304,8 @@ def render_report(experiment: str, metrics: pd.DataFrame, figures: Mapping[str, 
     listed right under the headline so they are not missed. ``failures`` adds the
     sections of where the model fails, with the figures keyed
     ``figures.WORST_QUERIES`` and ``figures.CONFUSION`` (shown there, not
-    under "Figures").
+    under "Figures"); ``audit`` the label audit's section, with the figures keyed
+    ``SUSPECT_LABELS``, ``CROSS_SPLIT_DUPLICATES`` and ``LABEL_QUALITY``.
     """
     page = _Page(f"Deep ranking report: {experiment}", k)
     head = headline(metrics, baseline, k, target if course_target_applies(config, k) else None)
@@ -289,13 +321,16 @@ def render_report(experiment: str, metrics: pd.DataFrame, figures: Mapping[str, 
     if training is not None and len(training):
         page.heading("Training by epoch", _TRAINING_NOTE)
         page.table(training_table(training))
-    general = {key: p for key, p in figures.items() if failures is None or key not in _FAILURE_FIGURES}
+    sectioned = (_FAILURE_FIGURES if failures is not None else ()) + (_AUDIT_FIGURES if audit is not None else ())
+    general = {key: p for key, p in figures.items() if key not in sectioned}
     if general:
         page.heading("Figures")
         for key, path in general.items():
             page.figure(key, path)
     if failures is not None:
         _failure_sections(page, failures, figures)
+    if audit is not None:
+        _audit_section(page, audit, figures)
     page.heading("Raw-pixel baseline", _BASELINE_NOTE)
     page.table(baseline_table(metrics, baseline, k))
     page.heading("Time per stage")
@@ -314,7 +349,7 @@ def write_report(out_dir: Path, experiment: str, metrics: pd.DataFrame,
                  config: Mapping[str, Any], stage_times: pd.DataFrame,
                  notes: list[str] | None = None, *, k: int = COURSE_K,
                  target: float = COURSE_TARGET, training: pd.DataFrame | None = None,
-                 failures: FailureTables | None = None) -> dict[str, Path]:
+                 failures: FailureTables | None = None, audit: AuditTables | None = None) -> dict[str, Path]:
     """Write ``index.html`` and ``summary.md`` of :func:`render_report` into ``out_dir`` atomically.
 
     Figures outside ``out_dir`` are copied in first. Returns
@@ -322,7 +357,7 @@ def write_report(out_dir: Path, experiment: str, metrics: pd.DataFrame,
     """
     return _write_folder(out_dir, figures, lambda placed: render_report(
         experiment, metrics, placed, baseline, config, stage_times, notes,
-        k=k, target=target, training=training, failures=failures))
+        k=k, target=target, training=training, failures=failures, audit=audit))
 
 
 # ---------------------------------------------------------------------------- experiments compared

@@ -33,12 +33,13 @@ import pandas as pd
 
 from pipeline.evaluation.metric_names import precision_key
 
-__all__ = ["COURSE_K", "COURSE_SOURCE", "COURSE_TARGET", "FailureTables", "Headline", "Table", "accuracy_table",
-           "baseline_table", "best_positions", "by_epoch_table", "class_names", "compare_times_table", "config_table",
-           "course_target_applies", "epoch_label", "final_table", "final_value", "fmt", "fmt_duration", "headline",
-           "is_missing", "mark_best", "metric_columns", "metric_label", "metric_order", "neighbor_labels",
-           "order_metrics", "per_class_table", "signed", "sorted_by_epoch", "stage_seconds", "times_table",
-           "train_epoch_seconds", "training_table", "worst_queries_table"]
+__all__ = ["COURSE_K", "COURSE_SOURCE", "COURSE_TARGET", "AuditTables", "FailureTables", "Headline", "Table",
+           "accuracy_table", "audit_summary_table", "baseline_table", "best_positions", "by_epoch_table",
+           "class_names", "compare_times_table", "config_table", "course_target_applies", "epoch_label", "final_table",
+           "final_value", "fmt", "fmt_duration", "headline", "is_missing", "mark_best", "metric_columns",
+           "metric_label", "metric_order", "neighbor_labels", "order_metrics", "per_class_table", "signed",
+           "sorted_by_epoch", "stage_seconds", "suspects_table", "times_table", "train_epoch_seconds",
+           "training_table", "worst_queries_table"]
 
 COURSE_TARGET = 0.60
 COURSE_K = 30
@@ -469,4 +470,52 @@ def worst_queries_table(worst: pd.DataFrame, index: pd.DataFrame, *, k: int) -> 
         other = f"{names.get(others[0][0], str(others[0][0]))} ({others[0][1]}/{shown})" if others else "none"
         table.rows.append([str(rank), str(int(row.image_id)), names.get(int(row.label), str(row.label)),
                            fmt(row.precision), f"{int((found == row.label).sum())}/{shown}", other])
+    return table
+
+
+# ---------------------------------------------------------------------------- the label audit
+
+
+@dataclass(frozen=True)
+class AuditTables:
+    """The audit section's tables, for the epoch whose audit they come from."""
+
+    epoch: int
+    summary: Table
+    suspects: Table
+
+
+def audit_summary_table(summary: Mapping[str, Any]) -> Table:
+    """The audit's counts (``summary.json``) and, when labels were flipped, how well its
+    suspects find them."""
+    table = Table(header=["finding", "value"], numeric={1})
+    rows = [("training images audited", summary["images"]),
+            ("epochs pooled (k nearest: " + str(summary["k"]) + ")", summary["epochs_pooled"]),
+            ("suspect labels", summary["suspects"]),
+            ("exact duplicate pairs", summary["exact_duplicates"]),
+            (f"near duplicate pairs (embedding distance <= {summary['near_duplicate_distance']:.3g})",
+             summary["near_duplicates"]),
+            ("validation images duplicating a training image (leakage)", summary["leakage"]),
+            ("outliers (mean neighbour distance over 2x the median)", summary["outliers_over_2x"])]
+    if "flipped" in summary:
+        rows.append(("labels flipped for this experiment", summary["flipped"]))
+    table.rows += [[name, str(int(value))] for name, value in rows]
+    for key, value in summary.get("detection", {}).items():
+        label = "AUROC" if key == "auroc" else key
+        table.rows.append([f"suspects against the flipped labels: {label}", fmt(value)])
+    return table
+
+
+def suspects_table(suspects: pd.DataFrame, index: pd.DataFrame) -> Table:
+    """One row per shown suspect (``images.parquet`` rows, in the figure's order): image id,
+    given and suggested class, label quality and outlier score (and whether it was flipped)."""
+    names = class_names(index)
+    flipped = "flipped" in suspects.columns
+    table = Table(header=["#", "image id", "given label", "suggested label", "label quality", "outlier score"]
+                  + (["flipped"] if flipped else []), numeric={0, 1, 4, 5})
+    for rank, row in enumerate(suspects.itertuples(index=False), start=1):
+        cells = [str(rank), str(int(row.image_id)), names.get(int(row.given_label), str(row.given_label)),
+                 names.get(int(row.suggested_label), str(row.suggested_label)), fmt(row.quality),
+                 fmt(row.outlier_score, 2)]
+        table.rows.append(cells + (["yes" if row.flipped else "no"] if flipped else []))
     return table
