@@ -212,3 +212,37 @@ def test_the_list_reads_the_audit_of_the_epoch_before_from_audit_from(configure,
     from pipeline.errors import ConfigError
     with pytest.raises(ConfigError, match=r"\[TripletList\] audit_from = 2 with \[TripletList\] suspects = 'keep'"):
         tasks.TripletList(epoch=2).requires()
+
+
+def test_the_report_section_shows_the_suspects_and_the_leaked_pairs(planted, tmp_path):
+    from pipeline.embedding.embed import write_shards
+    from pipeline.reporting.experiment_report import audit_report
+    from pipeline.reporting.figures import CROSS_SPLIT_DUPLICATES, LABEL_QUALITY, SUSPECT_LABELS
+
+    epochs, true, given = planted
+    n = len(true)
+    ids = np.arange(n + 20)
+    splits = np.where(ids < n, "train", "val").astype(object)
+    pixels = np.random.default_rng(4).integers(0, 255, (len(ids), 6, 6, 1), dtype=np.uint8)
+    pixels[n + 3] = pixels[5]  # validation image n+3 is training image 5
+    labels = np.concatenate([true, np.arange(20) % N_CLASSES])
+    index = pd.DataFrame({"image_id": ids, "split": splits, "label": labels,
+                          "class_name": [f"class {c}" for c in labels]})
+    images, pairs, summary = audit_tables(epochs, ids[:n], given, AuditSettings(knn_backend="torch"),
+                                          duplicates=exact_duplicates(pixels, ids, splits), true_labels=true)
+    audit = tmp_path / "audit"
+    audit.mkdir()
+    images.to_parquet(audit / "images.parquet")
+    pairs.to_parquet(audit / "duplicates.parquet")
+    (audit / "summary.json").write_text(json.dumps(summary))
+    write_shards(tmp_path / "emb", index.iloc[:n], epochs[0])
+    figures, tables = audit_report(audit, tmp_path / "emb", pixels, index, tmp_path, epoch=3)
+    assert set(figures) == {SUSPECT_LABELS, CROSS_SPLIT_DUPLICATES, LABEL_QUALITY}
+    assert all(path.is_file() for path in figures.values())
+    # The least trusted labels come first: the planted flips, and the planted outlier (image 7), whose
+    # neighbours are any class's.
+    assert tables.suspects.rows and all(row[-1] == "yes" or row[1] == "7" for row in tables.suspects.rows)
+    assert [float(row[4]) for row in tables.suspects.rows] == sorted(float(row[4]) for row in tables.suspects.rows)
+    found = dict(tables.summary.rows)
+    assert found["validation images duplicating a training image (leakage)"] == "1"
+    assert found["labels flipped for this experiment"] == str(int((true != given).sum()))
