@@ -25,7 +25,7 @@ BIN = Path(sys.executable).parent
 RUNNING = re.compile(r"\) running   (\w+\(.*\))$", re.MULTILINE)
 EXPECTED_RUNS = {  # task family -> runs for epochs = 2
     "IndexDataset": 1, "PixelBaseline": 1, "TripletList": 2, "TrainEpoch": 3, "EmbedEpoch": 3,
-    "ValidateEpoch": 3, "Report": 1, "RunAll": 1,
+    "ValidateEpoch": 3, "AuditEpoch": 1, "Report": 1, "RunAll": 1,
 }
 N_TASKS = sum(EXPECTED_RUNS.values())
 
