@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import paths
+from pipeline.audit.folder import read_audit, top_suspects
 from pipeline.data.pixel_store import read_index
 from pipeline.data.settings import recorded_dataset_dir
 from pipeline.errors import PipelineError
@@ -84,16 +85,10 @@ def triplet_report(triplets: pd.DataFrame, index: pd.DataFrame, *, margin: float
 def audit_report(audit_dir: Path, index: pd.DataFrame, *, top: int = 15) -> str:
     """The text that ``show audit`` prints: the summary, the most suspect labels (lowest
     quality first) with class names, and the duplicates that leak validation into training."""
-    summary_file = audit_dir / paths.AUDIT_SUMMARY_FILE
-    if not summary_file.is_file():
-        raise PipelineError(f"no audit in {audit_dir}: run luigi --module tasks AuditEpoch --epoch "
-                            f"{audit_dir.name.split('=')[-1].lstrip('0') or '0'} first")
-    summary = json.loads(summary_file.read_text())
-    images = pd.read_parquet(audit_dir / paths.AUDIT_IMAGES_FILE)
-    pairs = pd.read_parquet(audit_dir / paths.AUDIT_DUPLICATES_FILE)
+    summary, images, pairs = read_audit(audit_dir)
     names = index.drop_duplicates("label").set_index("label")["class_name"]
     lines = [f"{audit_dir}", json.dumps(summary, indent=2), ""]
-    suspects = images[images["suspect"]].sort_values("quality").head(top)
+    suspects = top_suspects(images, top)
     shown = pd.DataFrame({"image_id": suspects["image_id"],
                           "given": names.reindex(suspects["given_label"]).to_numpy(),
                           "suggested": names.reindex(suspects["suggested_label"]).to_numpy(),

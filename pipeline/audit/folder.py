@@ -1,5 +1,5 @@
 """One epoch's audit folder: read the saved artifacts, audit, write
-``images.parquet``, ``duplicates.parquet`` and ``summary.json`` (last)."""
+``images.parquet``, ``duplicates.parquet`` and ``summary.json`` (last); and read it back."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from pipeline import paths
 from pipeline.audit.findings import audit_tables, exact_duplicates
@@ -59,3 +60,21 @@ def audit_epoch(dataset_dir: str | Path, embeddings_dirs: Sequence[str | Path], 
     summary["seconds"] = round(time.perf_counter() - started, 3)
     (out / paths.AUDIT_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def read_audit(audit_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """``(summary, images, duplicates)`` of a finished audit folder; a clear error when it has none."""
+    audit_dir = Path(audit_dir)
+    summary_file = audit_dir / paths.AUDIT_SUMMARY_FILE
+    if not summary_file.is_file():  # written last: without it the folder is no finished audit
+        raise PipelineError(f"no audit in {audit_dir}: run luigi --module tasks AuditEpoch --epoch "
+                            f"{audit_dir.name.split('=')[-1].lstrip('0') or '0'} first")
+    return (json.loads(summary_file.read_text()), pd.read_parquet(audit_dir / paths.AUDIT_IMAGES_FILE),
+            pd.read_parquet(audit_dir / paths.AUDIT_DUPLICATES_FILE))
+
+
+def top_suspects(images: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The ``n`` suspect labels of an audit's ``images`` table the audit trusts least
+    (lowest label quality, ties by image id)."""
+    flagged = images[images["suspect"]]
+    return flagged.sort_values(["quality", "image_id"], kind="stable").head(n).reset_index(drop=True)

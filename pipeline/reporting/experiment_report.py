@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import paths
+from pipeline.audit.folder import read_audit, top_suspects
 from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import load_embeddings
 from pipeline.evaluation.metric_names import precision_key
@@ -31,6 +32,7 @@ from pipeline.reporting.figures import (
     plot_neighbor_grid,
 )
 from pipeline.reporting.inputs import (
+    SUSPECT_ROWS,
     ReportInputs,
     collapse_notes,
     confusion_shares,
@@ -44,7 +46,6 @@ from pipeline.reporting.inputs import (
     stage_times,
     step_logs,
     suspect_grid_inputs,
-    top_suspects,
     training_summary,
     worst_grid_inputs,
     worst_queries,
@@ -97,11 +98,8 @@ def audit_report(audit_dir: Path, embeddings_dir: Path, store: np.ndarray, index
     training images in ``embeddings_dir``, the validation images that duplicate training
     ones, the label-quality histogram) into ``out_dir`` and build its tables, from the
     audit folder of ``epoch``. Returns the figures by caption key and the tables."""
-    audit_dir = Path(audit_dir)
-    summary = read_json(audit_dir / paths.AUDIT_SUMMARY_FILE)
-    images = pd.read_parquet(audit_dir / paths.AUDIT_IMAGES_FILE)
-    pairs = pd.read_parquet(audit_dir / paths.AUDIT_DUPLICATES_FILE)
-    suspects = top_suspects(images)
+    summary, images, pairs = read_audit(audit_dir)
+    suspects = top_suspects(images, SUSPECT_ROWS)
     figures: dict[str, Path] = {}
     if len(suspects):
         figures[SUSPECT_LABELS] = plot_neighbor_grid(

@@ -30,7 +30,7 @@ from pipeline.training.loop import collapsed_tail
 
 __all__ = ["WORST_QUERY_ROWS", "ReportInputs", "collapse_notes", "confusion_shares", "duplicate_grid_inputs",
            "metric_values", "metrics_table", "neighbor_grid_inputs", "read_json", "read_sidecar", "stage_entries",
-           "stage_times", "step_logs", "suspect_grid_inputs", "top_suspects", "training_summary", "worst_grid_inputs",
+           "stage_times", "step_logs", "suspect_grid_inputs", "training_summary", "worst_grid_inputs",
            "worst_queries"]
 
 # Rows of the worst-queries panel: enough to see a pattern, few enough to look at each.
@@ -207,13 +207,6 @@ def confusion_shares(confusion: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------- the label audit
-
-
-def top_suspects(images: pd.DataFrame, n: int = SUSPECT_ROWS) -> pd.DataFrame:
-    """The ``n`` suspect labels of the audit's ``images`` table the audit trusts least
-    (lowest label quality, ties by image id)."""
-    flagged = images[images["suspect"]]
-    return flagged.sort_values(["quality", "image_id"], kind="stable").head(n).reset_index(drop=True)
 
 
 def suspect_grid_inputs(suspects: pd.DataFrame, images: pd.DataFrame, train: Embeddings, store: np.ndarray,
