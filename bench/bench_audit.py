@@ -1,7 +1,7 @@
 """The label audit: its time and memory at the full Fashion-MNIST's scale, and its
 detection of flipped labels against cleanlab's on the same embeddings.
 
-    .venv/bin/python bench/bench_audit.py                       # scale: 60k x 64, 3 epochs + 10k val
+    .venv/bin/python bench/bench_audit.py                       # scale: 60k x 64, 5 epochs + 10k val
     .venv/bin/python bench/bench_audit.py --quick               # 6k training images
     .venv/bin/python bench/bench_audit.py --dask local:2        # the votes on a 2-worker dask cluster
     .venv/bin/python bench/bench_audit.py --experiment noisy20 --epoch 14   # detection vs cleanlab
@@ -34,12 +34,26 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def scale(n_train: int, n_val: int, dim: int = 64, classes: int = 10, address: str = "") -> None:
+def scale(n_train: int, n_val: int, dim: int = 64, classes: int = 10, address: str = "", pool: int = 5) -> None:
+    """Time the audit of ``pool`` synthetic epochs, then again with faiss's own BLAS tiles
+    (the baseline: what the audit took before :data:`~pipeline.knn.faiss_backend.BLAS_TILES`)."""
+    seconds = scale_once(n_train, n_val, dim, classes, address, pool)
+    from unittest import mock
+
+    from pipeline.knn import faiss_backend
+
+    with mock.patch.object(faiss_backend, "BLAS_TILES", (4096, 1024)):
+        baseline = scale_once(n_train, n_val, dim, classes, address, pool, quiet=True)
+    print(f"  with faiss's default BLAS tiles (4096 x 1024): {baseline:.1f} s; ratio {seconds / baseline:.2f}")
+
+
+def scale_once(n_train: int, n_val: int, dim: int, classes: int, address: str, pool: int,
+               quiet: bool = False) -> float:
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 3, (classes, dim))
     true = rng.integers(0, classes, n_train)
     given = flip_labels(true, LabelNoise(0.2), seed=0)
-    epochs = [(centres[true] + rng.normal(0, 1, (n_train, dim))).astype(np.float32) for _ in range(3)]
+    epochs = [(centres[true] + rng.normal(0, 1, (n_train, dim))).astype(np.float32) for _ in range(pool)]
     val_labels = rng.integers(0, classes, n_val)
     val = (centres[val_labels] + rng.normal(0, 1, (n_val, dim))).astype(np.float32)
     pixels = rng.integers(0, 255, (n_train + n_val, 28, 28, 1), dtype=np.uint8)
@@ -51,14 +65,17 @@ def scale(n_train: int, n_val: int, dim: int = 64, classes: int = 10, address: s
     with dask_client(address) as client:
         started = time.perf_counter()
         exact = exact_duplicates(pixels, ids, splits)
-        _, _, summary = audit_tables(epochs, ids[:n_train], given, AuditSettings(), val_vectors=val,
+        _, _, summary = audit_tables(epochs, ids[:n_train], given, AuditSettings(epochs=pool), val_vectors=val,
                                      val_ids=ids[n_train:], duplicates=exact, true_labels=true, client=client)
         seconds = time.perf_counter() - started
+    if quiet:
+        return seconds
     where = f"votes on the dask cluster {address}" if address else "in process"
-    print(f"audit of {n_train} training x {dim} (3 epochs pooled) + {n_val} validation images, {where}: "
+    print(f"audit of {n_train} training x {dim} ({pool} epochs pooled) + {n_val} validation images, {where}: "
           f"{seconds:.1f} s, peak RSS of this process {peak_rss_mib():.0f} MiB "
           f"({peak_rss_mib() - before:.0f} MiB over the inputs)")
     print(f"  synthetic 20% symmetric flips: detection {summary['detection']}")
+    return seconds
 
 
 def compare_detectors(root: Path, experiment: str, epoch: int, pool: int) -> dict[str, dict[str, float]]:
@@ -128,7 +145,7 @@ def main() -> None:
     if args.experiment:
         detection(args.artifacts, args.experiment, args.epoch, args.pool)
     else:
-        scale(6_000 if args.quick else 60_000, 1_000 if args.quick else 10_000, address=args.dask)
+        scale(6_000 if args.quick else 60_000, 1_000 if args.quick else 10_000, address=args.dask, pool=args.pool)
 
 
 if __name__ == "__main__":

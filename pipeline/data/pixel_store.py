@@ -8,6 +8,7 @@ after indexing decodes a JPEG or opens a file per image.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 from pathlib import Path
 
@@ -66,6 +67,19 @@ def open_store(dataset_dir: str | Path) -> np.ndarray:
     if rows is not None and rows != store.shape[0]:
         raise corrupt_artifact(path, f"{store.shape[0]} images, but {dataset_dir / INDEX_FILE} lists {rows}")
     return store
+
+
+def release_pages(store: np.ndarray) -> None:
+    """Let go of the pages of ``store`` (an :func:`open_store` map) this process has read.
+
+    A pass over the whole store (the pixel baseline reads every image) would otherwise
+    keep the file's pages counted in this process's memory, 1.3 GB at Tiny ImageNet
+    scale, until the store is closed. They stay in the page cache, and reading a row
+    again maps it back; a store that is not a file map is left alone.
+    """
+    pages = getattr(store, "_mmap", None)
+    if isinstance(pages, mmap.mmap) and hasattr(pages, "madvise"):
+        pages.madvise(mmap.MADV_DONTNEED)
 
 
 def _index_rows(dataset_dir: Path) -> int | None:

@@ -14,7 +14,9 @@ The values are those of the all-at-once
 :func:`pipeline.evaluation.metrics.retrieval_metrics` to the last digit:
 
 * :func:`pipeline.knn.knn_search`'s canonical order does not depend on which other
-  queries are searched with a query, so each block gets the same neighbours;
+  queries are searched with a query, so each block gets the same neighbours (the
+  same rows in the kept columns, the same labels beyond them: past the kept columns
+  the search is exact only where a near tie joins two labels);
 * every block is scored over the same width, ``required_neighbors`` of *all* the
   queries (the largest R, not the block's), because MAP@R sums each row of that
   width with numpy's pairwise summation, whose rounding depends on the row length;
@@ -100,13 +102,18 @@ def mean_scores(scores: dict[str, np.ndarray], r: np.ndarray) -> dict[str, float
 
 
 def search_gallery(gallery: Gallery, queries: np.ndarray, k: int, *, exclude: np.ndarray | None = None,
-                   block_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+                   block_size: int = 4096, exact_columns: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(distances, rows)`` ``(Q, k)`` of each query's k nearest gallery rows: exact
     :func:`pipeline.knn.knn_search`, or the gallery's IVF index. Either answer depends
-    on the query alone, not on the other queries of its block."""
+    on the query alone, not on the other queries of its block.
+
+    With ``exact_columns``, the exact search guarantees the canonical rows of the first
+    ``exact_columns`` places only, and beyond them the canonical rows' labels (what the
+    metrics read), which spares the exact distances of near ties within one label."""
     if gallery.ivf is None:
+        by_label = {} if exact_columns is None else {"labels": gallery.labels, "exact_columns": exact_columns}
         return knn_search(queries, gallery.vectors, k, exclude=exclude, backend=gallery.backend,
-                          block_size=block_size)
+                          block_size=block_size, **by_label)
     return gallery.ivf.search(gallery.vectors, queries, k, gallery.nprobe, exclude=exclude)
 
 
@@ -132,7 +139,9 @@ def retrieve_block(gallery: Gallery, plan: BlockPlan, queries: np.ndarray, label
     """One block: its per-query scores (:func:`score_block`) and its first ``plan.columns``
     neighbour rows. Pure, so it runs in this process or on any dask worker alike."""
     # One search per block: its output is the block's (rows, width) lists only.
-    _, idx = search_gallery(gallery, queries, plan.width, exclude=skip, block_size=plan.block_size)
+    # Past the kept columns only the neighbours' labels are read.
+    _, idx = search_gallery(gallery, queries, plan.width, exclude=skip, block_size=plan.block_size,
+                            exact_columns=plan.columns)
     scores = score_block(gallery.labels[idx[:, : plan.need]], labels, r, plan.ks)
     if gallery.ivf is not None and plan.short < plan.width:
         # An IVF search of R neighbours probes more lists than nprobe where R needs them; a

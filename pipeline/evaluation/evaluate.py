@@ -124,7 +124,8 @@ def true_label_scores(val: Embeddings, sample: Embeddings, rows: np.ndarray, tru
 
 
 def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSettings,
-                   client: Client | None = None, true_labels: np.ndarray | None = None) -> Evaluation:
+                   client: Client | None = None, true_labels: np.ndarray | None = None,
+                   figures: bool = True) -> Evaluation:
     """Compute the epoch's metrics and where retrieval fails.
 
     Returns an :class:`Evaluation`: the metric dict (keys
@@ -150,6 +151,10 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
     ``true_labels``: when ``train.labels`` are an experiment's flipped labels, the
     training images' true ones; the retrieval metrics are then also scored against
     them, over the same gallery and training sample, as ``<key>_true``.
+
+    ``figures=False`` leaves the figure queries' neighbours out (an empty table), for a
+    caller that keeps only the metrics: the farthest search copies the gallery, which
+    for raw pixels (:mod:`pipeline.evaluation.baseline`) is the largest array there is.
     """
     check(settings, "ValidateEpoch")
     if len(train.vectors) <= settings.k or len(val.vectors) == 0:
@@ -193,9 +198,9 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
                           train.image_ids[val_idx[:, : settings.figure_k]])
     confusion = confusion_counts(val_neighbors, val.labels, k)
 
-    fq = figure_queries(val, settings.figure_queries, settings.seed)
+    fq = figure_queries(val, settings.figure_queries if figures else 0, settings.seed)
     frames = []
-    for kind, farthest in (("nearest", False), ("farthest", True)):
+    for kind, farthest in (("nearest", False), ("farthest", True)) if figures else ():
         dist, idx = knn_search(val.vectors[fq], train.vectors, settings.figure_k, farthest=farthest,
                                backend=settings.knn_backend)
         frames.append(pd.DataFrame({
@@ -216,4 +221,6 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
     metrics.update(query_counts("val", val.labels, train.labels))
     metrics.update(query_counts("train", sample.labels, train.labels, self_excluded=True))
     metrics.update(true_scores)
-    return Evaluation(metrics, per_class, pd.concat(frames, ignore_index=True), queries, confusion)
+    neighbors = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["query_id", "kind", "rank", "image_id", "distance"])
+    return Evaluation(metrics, per_class, neighbors, queries, confusion)

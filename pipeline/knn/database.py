@@ -17,14 +17,15 @@ class Database:
         self.vectors = vectors
         # Ranking key = sign * squared distance: ascending key is the canonical order.
         self.sign = -1.0 if farthest else 1.0
-        self.max_sq = float(squared_norms(vectors).max())
+        self._squared_norms: np.ndarray | None = None
+        # Block by block: an einsum over the whole database would hold a float64 copy of it.
+        self.max_sq = float(self.squared_norms().max(initial=0.0))
         dim = vectors.shape[1]
         self.expansion_error = limits.EXPANSION_ERROR * max(1.0, math.sqrt(dim / 1024))
         # A float64 expansion and exact_squared each stay within (2d + 4) roundings
         # (eps = 1.1e-16) of a term at most ||q||^2 + ||x||^2: a worst-case bound, not a
         # statistical one, and still so tight that only genuine ties exceed it.
         self.float64_error = 8 * (dim + 4) * float(np.finfo(np.float64).eps)
-        self._squared_norms: np.ndarray | None = None
 
     def squared_norms(self) -> np.ndarray:
         """float64 ``||x||^2`` of every row."""
@@ -60,8 +61,9 @@ class Database:
         # Bit patterns, not values: equal bits give equal distances, with no NaN or -0.0 subtleties.
         bits = self.vectors.view(np.dtype(f"u{self.vectors.itemsize}"))
         same = np.empty(len(rows), dtype=bool)
-        for lo in range(0, len(rows), limits.EXACT_CHUNK_ROWS):
-            hi = lo + limits.EXACT_CHUNK_ROWS
+        chunk = limits.exact_chunk_rows(self.vectors.shape[1])
+        for lo in range(0, len(rows), chunk):
+            hi = lo + chunk
             same[lo:hi] = (bits[rows[order[lo:hi]]] == bits[rows[lead[lo:hi]]]).all(axis=1)
         owner = np.where(same, lead, order)  # position in `rows` whose vector each item shares
         used, inverse = np.unique(owner, return_inverse=True)

@@ -20,20 +20,26 @@ def exact_squared(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
     terms = rows.astype(np.float64)
     terms -= queries
     terms *= terms
-    while terms.shape[1] > 1:
-        width = terms.shape[1]
+    width = terms.shape[1]
+    while width > 1:
         half = (width + 1) // 2
-        folded = terms[:, :half].copy()
-        folded[:, : width - half] += terms[:, half:]
-        terms = folded
-    return terms[:, 0] if terms.shape[1] else np.zeros(len(terms))
+        # In place: the two halves never overlap (width - half <= half). Short rows go a
+        # column at a time: numpy is slow on many rows of a few strided values.
+        if width - half >= 16:
+            terms[:, : width - half] += terms[:, half:width]
+        else:
+            for column in range(width - half):
+                terms[:, column] += terms[:, half + column]
+        width = half
+    return terms[:, 0].copy() if width else np.zeros(len(terms))
 
 
 def exact_pairs(queries: np.ndarray, database: np.ndarray, query_rows: np.ndarray, db_rows: np.ndarray) -> np.ndarray:
     """Exact squared distances between ``queries[query_rows]`` and ``database[db_rows]``, in bounded chunks."""
     out = np.empty(len(query_rows))
-    for lo in range(0, len(query_rows), limits.EXACT_CHUNK_ROWS):
-        hi = lo + limits.EXACT_CHUNK_ROWS
+    chunk = limits.exact_chunk_rows(database.shape[1])
+    for lo in range(0, len(query_rows), chunk):
+        hi = lo + chunk
         out[lo:hi] = exact_squared(queries[query_rows[lo:hi]], database[db_rows[lo:hi]])
     return out
 
@@ -41,7 +47,7 @@ def exact_pairs(queries: np.ndarray, database: np.ndarray, query_rows: np.ndarra
 def exact_rows(query: np.ndarray, database: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Exact squared distances between one ``(d,)`` query and ``database[rows]``, in bounded chunks."""
     out = np.empty(len(rows))
-    chunk = limits.EXACT_CHUNK_ROWS
+    chunk = limits.exact_chunk_rows(database.shape[1])
     for lo in range(0, len(rows), chunk):
         out[lo : lo + chunk] = exact_squared(query[None], database[rows[lo : lo + chunk]])
     return out

@@ -30,8 +30,16 @@ EXTRA_FRACTION = 1e-3
 # there the expansion's error (~1e-6 * ||q||^2) is large relative to the distance
 # (a query's distance to its own copy would come out as ~1e-3 instead of 0).
 EXPANSION_TRUSTED = 1e-2
-# Neighbour pairs recomputed exactly per step, bounding the gathered rows' memory.
+# Neighbour pairs recomputed exactly per step, bounding the gathered rows' memory:
+# at most this many rows, and at most EXACT_CHUNK_ELEMENTS values (16 MiB in float64),
+# so wide vectors (3,072 raw pixels) take fewer rows at a time (exact_chunk_rows).
 EXACT_CHUNK_ROWS = 4096
+EXACT_CHUNK_ELEMENTS = 1 << 21
+
+
+def exact_chunk_rows(dim: int) -> int:
+    """Rows of ``dim`` values recomputed exactly per step (see :data:`EXACT_CHUNK_ROWS`)."""
+    return max(1, min(EXACT_CHUNK_ROWS, EXACT_CHUNK_ELEMENTS // max(dim, 1)))
 # A full rescan computes float64 distances for at most this many (query, row)
 # pairs, and converts at most this many database values to float64, per step (32 MiB).
 SCAN_ELEMENTS = 1 << 22
