@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 from unittest import mock
 
 import common  # noqa: F401  (puts the repo on sys.path)
