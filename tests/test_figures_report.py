@@ -177,6 +177,24 @@ def test_loss_figure_draws_every_step_and_each_epoch_mean(tmp_path, drawn):
     assert np.allclose(ax2.lines["active triplet fraction (right axis)"][1], np.repeat([0.8, 0.4, 0.8 / 3], 20))
 
 
+def test_under_reduce_active_the_loss_figure_also_draws_the_loss_over_all_triplets(tmp_path, drawn):
+    """The trained loss (active triplets only) stays flat; the mean over all triplets is what falls."""
+    log = step_log()
+    log["loss"] = 1.0
+    log["loss_all"] = log["loss"] * log["active_fraction"]
+    plot_loss_by_epoch(log, tmp_path / "loss.png")
+    (fig,) = drawn
+    lines = {label: xy for p in fig.panels for label, xy in p.lines.items()}
+    x, y = lines["mean over all triplets"]
+    assert x.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(y, [0.8, 0.4, 0.8 / 3])
+    assert lines["mean over active triplets (trained)"][1].tolist() == [1.0, 1.0, 1.0]
+    # Under reduce = mean the two are the same quantity: one line, as before.
+    log["loss_all"] = log["loss"]
+    plot_loss_by_epoch(log, tmp_path / "same.png")
+    assert "mean over all triplets" not in {label for p in drawn[1].panels for label in p.lines}
+
+
 def test_step_positions_end_each_epoch_at_its_number():
     log = step_log(epochs=2, steps=4)
     x = figures.step_positions(log)

@@ -53,7 +53,7 @@ def test_exact_distances_only_where_a_near_tie_joins_two_labels(monkeypatch):
     """The saving itself: with the same candidates, far fewer pairs are recomputed exactly."""
     queries, database, labels = _crowded(seed=5, classes=2)
     # Each label a crowd of its own: near ties join rows of one label, almost never two.
-    database[:, 0] += labels
+    database[:, 0] += 20 * labels
     counted = []
     real = canonical.exact_pairs
     monkeypatch.setattr(canonical, "exact_pairs", lambda q, d, r, c: counted.append(len(r)) or real(q, d, r, c))

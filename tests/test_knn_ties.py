@@ -57,6 +57,8 @@ def test_collapsed_embedding_returns_lowest_indices(monkeypatch, backend, farthe
         monkeypatch.setattr(limits, "SCAN_ELEMENTS", 2 * 40)
         monkeypatch.setattr(limits, "DEDUPLICATE_ABOVE", 4)
         monkeypatch.setattr(limits, "EXACT_CHUNK_ROWS", 3)
+    # No wider candidate search first: the rescan itself is what this test covers.
+    monkeypatch.setattr(limits, "SPARE_GROWTH", 1)
     rescans = calls(monkeypatch, canonical, "rescan")
     deduplications = calls(monkeypatch, Database, "distinct")
     rng = np.random.default_rng(7)
@@ -139,8 +141,9 @@ def test_backends_agree_exactly_on_near_duplicates(farthest, with_exclude):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_near_duplicates_match_reference_even_with_few_candidates(monkeypatch, backend):
-    # No spare candidates: every tie group crossing the k-th place forces a rescan.
+    # No spare candidates, and none fetched later: every tie group crossing the k-th place forces a rescan.
     monkeypatch.setattr(limits, "EXTRA_CANDIDATES", 0)
+    monkeypatch.setattr(limits, "SPARE_GROWTH", 1)
     rescans = calls(monkeypatch, canonical, "rescan")
     queries, database = _near_duplicates(seed=10)
     for farthest in (False, True):
@@ -184,6 +187,7 @@ def test_collapsed_groups_with_equidistant_distinct_vectors(monkeypatch):
     # The query at the origin sees +v and -v (each repeated) at exactly one distance:
     # ranking per distinct vector must still keep every row's own index order.
     monkeypatch.setattr(limits, "DEDUPLICATE_ABOVE", 4)
+    monkeypatch.setattr(limits, "SPARE_GROWTH", 1)  # straight to the rescan, which ranks per distinct vector
     deduplications = calls(monkeypatch, Database, "distinct")
     rng = np.random.default_rng(13)
     v = rng.standard_normal(8).astype(np.float32)
@@ -223,9 +227,16 @@ def test_spare_candidates_grow_with_k(monkeypatch, backend):
     _, ref_idx, _ = reference(queries, database, 2000)
     rescans = calls(monkeypatch, canonical, "rescan")
     answers = []
+    monkeypatch.setattr(limits, "SPARE_GROWTH", 1)  # no wider search before a rescan
     for fraction in (0.0, 0.25):
         monkeypatch.setattr(limits, "EXTRA_FRACTION", fraction)
         rescans.clear()
         answers.append(knn_search(queries, database, 2000, backend=backend)[1])
         np.testing.assert_array_equal(answers[-1], ref_idx)
         assert bool(rescans) == (fraction == 0.0)
+    # With the wider search (the default), too few spares cost one more search, not a rescan.
+    monkeypatch.undo()
+    rescans = calls(monkeypatch, canonical, "rescan")
+    monkeypatch.setattr(limits, "EXTRA_FRACTION", 0.0)
+    np.testing.assert_array_equal(knn_search(queries, database, 2000, backend=backend)[1], ref_idx)
+    assert not rescans

@@ -84,13 +84,17 @@ def test_a_partial_of_another_list_or_settings_is_not_used(fashion, tmp_path, ca
     triplets = uniform_triplets(train, epoch=3)
     net, opt = fresh()
     path = tmp_path / ".partial-epoch=003.pt"
-    save_partial(path, net, opt, EpochProgress(step=4, rows=((3, 0, 1.0, 1.0, 0.05, 0.1, 1.0, False),) * 4),
-                 fingerprint(triplets, {"lr": 0.05}))
+    row = (3, 0, 1.0, 1.0, 0.05, 0.1, 1.0, False, 48, 16, 0.7)
+    save_partial(path, net, opt, EpochProgress(step=4, rows=(row,) * 4), fingerprint(triplets, {"lr": 0.05}))
     assert load_partial(path, fingerprint(triplets, {"lr": 0.05})) is not None
     assert load_partial(path, fingerprint(triplets, {"lr": 0.01})) is None
     other = np.ascontiguousarray(triplets[::-1])
     assert load_partial(path, fingerprint(other, {"lr": 0.05})) is None
     assert "another triplet list or other settings" in caplog.text
+    # An older version's step log (without loss_all) cannot be continued: the epoch starts over.
+    save_partial(path, net, opt, EpochProgress(step=4, rows=(row[:-1],) * 4), fingerprint(triplets, {"lr": 0.05}))
+    assert load_partial(path, fingerprint(triplets, {"lr": 0.05})) is None
+    assert "other columns" in caplog.text
     path.write_bytes(b"PK\x03\x04 cut short")
     assert load_partial(path, fingerprint(triplets, {"lr": 0.05})) is None
     assert "damaged" in caplog.text

@@ -108,11 +108,13 @@ def test_report_markdown(figure_set):
 
 def test_report_training_table():
     training = pd.DataFrame({"epoch": [1, 2], "steps": [10, 10], "images": [1000, 1200], "triplets": [3000, 3300],
-                             "triplets_per_image": [3.0, 2.75], "active_share": [0.5, 0.4], "loss": [0.3, 0.2]})
+                             "triplets_per_image": [3.0, 2.75], "active_share": [0.5, 0.4], "loss": [0.3, 0.2],
+                             "loss_all": [0.15, np.nan]})  # epoch 2: a step log from before loss_all
     page, md = render_report("t", metrics(), {}, {}, {}, stage_times(), training=training)
-    assert html_rows(page, "Training by epoch") == [["1", "10", "1,000", "3,000", "3.00", "0.500", "0.3000"],
-                                                    ["2", "10", "1,200", "3,300", "2.75", "0.400", "0.2000"]]
-    assert "| 2 | 10 | 1,200 | 3,300 | 2.75 | 0.400 | 0.2000 |" in md
+    assert html_rows(page, "Training by epoch") == [
+        ["1", "10", "1,000", "3,000", "3.00", "0.500", "0.3000", "0.1500"],
+        ["2", "10", "1,200", "3,300", "2.75", "0.400", "0.2000", "n/a"]]
+    assert "| 2 | 10 | 1,200 | 3,300 | 2.75 | 0.400 | 0.2000 | n/a |" in md
     assert "Training by epoch" not in render_report("t", metrics(), {}, {}, {}, stage_times())[0]
 
 

@@ -97,7 +97,7 @@ def test_step_log_has_the_documented_columns(fashion):
                           show_bar=False)
     assert tuple(log.columns) == STEP_LOG_COLUMNS == (
         "epoch", "step", "loss", "active_fraction", "lr", "seconds", "mean_distance", "collapsed", "images",
-        "triplets")
+        "triplets", "loss_all")
     assert len(log) == 3
     assert log["triplets"].tolist() == [64, 64, 2] and log["images"].tolist() == [192, 192, 6]
     assert log["epoch"].tolist() == [3, 3, 3]
@@ -105,6 +105,8 @@ def test_step_log_has_the_documented_columns(fashion):
     assert (log["lr"] == 0.01).all()
     assert np.isfinite(log["loss"]).all() and (log["loss"] >= 0).all()
     assert log["active_fraction"].between(0, 1).all()
+    # reduce = active averages the active triplets; loss_all every triplet of the step.
+    assert log["loss_all"].to_numpy() == pytest.approx((log["loss"] * log["active_fraction"]).to_numpy(), rel=1e-5)
     assert (log["seconds"] > 0).all()
     assert (log["mean_distance"] > 0).all()
     assert log["collapsed"].dtype == bool and not log["collapsed"].any()

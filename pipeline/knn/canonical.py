@@ -4,12 +4,17 @@ the tie group at the k-th place may reach past the candidates."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from pipeline.knn import limits
 from pipeline.knn.database import Database, squared_norms
 from pipeline.knn.exact import exact_pairs
 from pipeline.knn.rescan import rescan
+
+# More candidates for some queries: (queries, skip) -> (squared, rows, the next Widen) or None.
+Widen = Callable[[np.ndarray, "np.ndarray | None"], "tuple[np.ndarray, np.ndarray, Widen | None] | None"]
 
 
 def canonical_top_k(
@@ -21,6 +26,7 @@ def canonical_top_k(
     db: Database,
     labels: np.ndarray | None = None,
     exact_columns: int = 0,
+    widen: Widen | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The canonical k rows per query (see :func:`pipeline.knn.knn_search`) from a backend's candidates.
 
@@ -40,6 +46,11 @@ def canonical_top_k(
     a pair can come in the wrong order, and ranking by (exact distance where computed,
     expansion elsewhere, row) then gives the canonical *label* at every place
     (:func:`label_boundary`).
+
+    With ``widen``, queries whose tie group may pass the candidates first get more
+    candidates (``widen(queries, skip)``: their squared distances, rows and the next
+    ``widen``, or None once they would be the whole database) and are ranked again;
+    only what still runs past them is rescanned.
     Returns float32 distances and int64 indices, ``(B, k)``.
     """
     sign = db.sign
@@ -59,6 +70,15 @@ def canonical_top_k(
         idx = np.take_along_axis(idx, order, 1).astype(np.int64, copy=False)
     query_sq = squared_norms(queries)
     tol = db.expansion_error * (query_sq + db.max_sq)
+    count = valid.sum(axis=1)
+    available = len(db.vectors) - (0 if skip is None else (skip >= 0))
+    last = key[np.arange(n_queries), count - 1]
+    if widen is not None:
+        # Queries whose k-th candidate lies within the error of the last are widened before
+        # any exact distance is spent on them (see below: they would be widened after).
+        crowded = (count < available) & ~(key[:, k - 1] + 2 * tol < last)
+        if crowded.any():
+            return _split(queries, sign * key, idx, skip, k, db, labels, exact_columns, widen, crowded)
 
     # near[:, j]: places j and j + 1 may be in either order (inf - inf is NaN: never near).
     with np.errstate(invalid="ignore"):
@@ -91,16 +111,41 @@ def canonical_top_k(
 
     # An upper bound on the k-th exact key, and the largest candidate expansion key.
     kth = value[:, k - 1] + np.where(exact[:, k - 1], 0.0, tol)
-    count = valid.sum(axis=1)
-    last = key[np.arange(n_queries), count - 1]
-    available = len(db.vectors) - (0 if skip is None else (skip >= 0))
     again = np.flatnonzero((count < available) & ~(kth + tol < last))
 
     top_sq = sign * value[:, :k]
     top_idx = np.ascontiguousarray(idx[:, :k])
+    wider = widen(queries[again], None if skip is None else skip[again]) if len(again) and widen else None
+    if wider is not None:
+        # More candidates for these queries, then the same ranking: far cheaper than a rescan
+        # where the crowd at the k-th place is a few hundred rows deep (a random network's
+        # embedding: ~100 rows within the expansion's error of the 6,000th).
+        more_sq, more_idx, wider_still = wider
+        distances = np.sqrt(np.maximum(top_sq, 0.0)).astype(np.float32)
+        distances[again], top_idx[again] = canonical_top_k(
+            queries[again], more_sq, more_idx, None if skip is None else skip[again], k, db, labels, exact_columns,
+            wider_still)
+        return distances, top_idx
     if len(again):
         top_sq[again], top_idx[again] = rescan(queries[again], None if skip is None else skip[again], k, db)
     return np.sqrt(np.maximum(top_sq, 0.0)).astype(np.float32), top_idx
+
+
+def _split(queries: np.ndarray, squared: np.ndarray, idx: np.ndarray, skip: np.ndarray | None, k: int, db: Database,
+           labels: np.ndarray | None, exact_columns: int, widen: Widen,
+           crowded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`canonical_top_k` of the ``crowded`` queries over wider candidates, of the rest over theirs."""
+    distances = np.empty((len(queries), k), dtype=np.float32)
+    rows = np.empty((len(queries), k), dtype=np.int64)
+    for part, wider in ((crowded, True), (~crowded, False)):
+        if not part.any():
+            continue
+        part_skip = None if skip is None else skip[part]
+        more = widen(queries[part], part_skip) if wider else None
+        candidates = (more[0], more[1]) if more is not None else (squared[part], idx[part])
+        distances[part], rows[part] = canonical_top_k(queries[part], *candidates, part_skip, k, db, labels,
+                                                      exact_columns, more[2] if more is not None else None)
+    return distances, rows
 
 
 def sort_by_key_then_row(value: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -26,6 +26,11 @@ EXTRA_CANDIDATES = 3
 # was rescanned over the whole database. 0.1% of k (100 rows there) clears it; at
 # k <= 999 it adds nothing.
 EXTRA_FRACTION = 1e-3
+# When the tie group at the k-th place runs past a query's candidates, it first gets this
+# many times the spare candidates (again and again while that helps) before a full
+# rescan: a random network's embedding crowds ~100 rows within the expansion's error of
+# the 6,000th neighbour, and rescanning every such query cost a minute a validation.
+SPARE_GROWTH = 16
 # Squared distances below this fraction of ||q||^2 are also recomputed exactly:
 # there the expansion's error (~1e-6 * ||q||^2) is large relative to the distance
 # (a query's distance to its own copy would come out as ~1e-3 instead of 0).

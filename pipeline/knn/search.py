@@ -9,7 +9,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError
 from pipeline.knn import limits
-from pipeline.knn.canonical import canonical_top_k
+from pipeline.knn.canonical import Widen, canonical_top_k
 from pipeline.knn.database import Database
 from pipeline.knn.faiss_backend import faiss_search
 from pipeline.knn.torch_backend import torch_search
@@ -85,11 +85,23 @@ def knn_search(
     rows = Database(database, farthest)
     distances = np.empty((len(queries), k), dtype=np.float32)
     indices = np.empty((len(queries), k), dtype=np.int64)
+    def widen(have: int) -> Widen:
+        """Candidates for queries that ``have`` did not cover: ``SPARE_GROWTH`` times as many beyond k."""
+        more = min(len(database), k + (have - k) * limits.SPARE_GROWTH)
+
+        def fetch(some: np.ndarray, skip: np.ndarray | None):
+            if more <= have:  # already the whole database
+                return None
+            blocks = list(search(some, database, more, farthest, skip, block_size, device))
+            return np.concatenate([b[1] for b in blocks]), np.concatenate([b[2] for b in blocks]), widen(more)
+
+        return fetch
+
     for start, squared, idx in search(queries, database, want, farthest, exclude, block_size, device):
         stop = start + len(idx)
         skip = None if exclude is None else exclude[start:stop]
         distances[start:stop], indices[start:stop] = canonical_top_k(
-            queries[start:stop], squared, idx, skip, k, rows, codes, exact_columns
+            queries[start:stop], squared, idx, skip, k, rows, codes, exact_columns, widen(want)
         )
     return distances, indices
 

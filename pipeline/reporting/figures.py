@@ -163,7 +163,9 @@ def plot_loss_by_epoch(step_log: pd.DataFrame, out: Path) -> Path:
     """Triplet loss by epoch: epoch means bold, per-step loss faint, active share dashed.
 
     ``step_log`` has one row per logged step with columns ``epoch``, ``step``,
-    ``loss`` and ``active_fraction`` (``collapsed`` is marked when present).
+    ``loss`` and ``active_fraction`` (``collapsed`` is marked when present). When
+    ``loss_all`` (the mean over every triplet) is present and differs from ``loss``
+    (reduce = active), it is drawn too: it is the loss line that falls with training.
     Returns ``out``.
     """
     require_columns(step_log, ["epoch", "step", "loss", "active_fraction"], "step log")
@@ -183,9 +185,21 @@ def plot_loss_by_epoch(step_log: pd.DataFrame, out: Path) -> Path:
         .groupby("epoch", sort=True).mean()
     )
 
+    # Under reduce = active the trained loss averages only the triplets still inside the
+    # margin, so it stays near the margin all run long; the mean over every triplet
+    # (loss_all, logged since it exists) is the line that falls as the network learns.
+    everything = finite(log["loss_all"]) if "loss_all" in log.columns else None
+    if everything is not None and np.isfinite(everything).any() and not np.allclose(
+            everything, loss, rtol=1e-6, equal_nan=True):
+        per_epoch = pd.Series(everything).groupby(log["epoch"].to_numpy(), sort=True).mean()
+        ax.plot(x, everything, color="tab:green", alpha=0.25, linewidth=0.8)
+        ax.plot(per_epoch.index, per_epoch.to_numpy(), color="tab:green", linewidth=2.5, marker="s",
+                label="mean over all triplets")
+        trained = "mean over active triplets (trained)"
+    else:
+        trained = "mean loss per epoch"
     ax.plot(x, loss, color="tab:blue", alpha=0.25, linewidth=0.8, label="loss per step")
-    ax.plot(means.index, means["loss"], color="tab:blue", linewidth=2.5, marker="o",
-            label="mean loss per epoch")
+    ax.plot(means.index, means["loss"], color="tab:blue", linewidth=2.5, marker="o", label=trained)
     if "collapsed" in log.columns:
         hit = log["collapsed"].eq(True).to_numpy()  # NaN/None count as "not collapsed"
         if hit.any():
@@ -212,7 +226,7 @@ def plot_loss_by_epoch(step_log: pd.DataFrame, out: Path) -> Path:
     # One legend for both axes, below the plot: inside it would hide a curve
     # whichever corner it took, since the two axes' curves span the whole box.
     handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize=9,
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 3), fontsize=9,
                columnspacing=1.2, handlelength=1.8,
                frameon=False)
     return save(fig, out)

@@ -83,14 +83,16 @@ def step_logs(files: list[Path]) -> pd.DataFrame:
 
 def training_summary(steps: pd.DataFrame) -> pd.DataFrame:
     """Per epoch from the step logs: steps, images forwarded, triplets, triplets per image,
-    active share (of the triplets in the loss) and mean loss."""
-    columns = ["epoch", "steps", "images", "triplets", "triplets_per_image", "active_share", "loss"]
+    active share (of the triplets in the loss), mean loss, and mean loss over all triplets
+    (NaN for step logs written before it was logged)."""
+    columns = ["epoch", "steps", "images", "triplets", "triplets_per_image", "active_share", "loss", "loss_all"]
     if not len(steps) or "images" not in steps.columns:  # step logs of earlier versions lack the counts
         return pd.DataFrame(columns=columns)
     active = steps["active_fraction"] * steps["triplets"]
-    out = steps.assign(active=active).groupby("epoch").agg(
+    everything = steps["loss_all"] if "loss_all" in steps.columns else np.nan
+    out = steps.assign(active=active, loss_all=everything).groupby("epoch").agg(
         steps=("step", "size"), images=("images", "sum"), triplets=("triplets", "sum"), active=("active", "sum"),
-        loss=("loss", "mean")).reset_index()
+        loss=("loss", "mean"), loss_all=("loss_all", "mean")).reset_index()
     out["triplets_per_image"] = out["triplets"] / out["images"]
     out["active_share"] = out["active"] / out["triplets"]
     return out[columns]

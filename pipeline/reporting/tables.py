@@ -367,12 +367,14 @@ def compare_times_table(names: list[str], times: Mapping[str, pd.DataFrame]) -> 
 
 
 def training_table(training: pd.DataFrame) -> Table:
-    """Per epoch: steps, images forwarded, triplets in the loss, triplets per image, active share, loss."""
+    """Per epoch: steps, images forwarded, triplets in the loss, triplets per image, active share,
+    the loss trained and the loss over all triplets."""
     table = Table(header=["epoch", "steps", "images forwarded", "triplets", "triplets / image", "active share",
-                          "mean loss"], numeric=set(range(7)))
+                          "mean loss", "mean loss, all triplets"], numeric=set(range(8)))
     for row in training.itertuples(index=False):
         table.rows.append([epoch_label(row.epoch), str(row.steps), f"{row.images:,}", f"{row.triplets:,}",
-                           fmt(row.triplets_per_image, 2), fmt(row.active_share, 3), fmt(row.loss, 4)])
+                           fmt(row.triplets_per_image, 2), fmt(row.active_share, 3), fmt(row.loss, 4),
+                           fmt(row.loss_all, 4)])
     return table
 
 

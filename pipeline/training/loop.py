@@ -31,9 +31,14 @@ from pipeline.training.steps import StepBatch, triplet_steps
 
 log = logging.getLogger(__name__)
 
+# ``loss`` is what the step minimised ([loss] reduce); ``loss_all`` the hinge averaged over
+# every triplet of the step, the same as ``loss`` under reduce = mean. Under the default
+# reduce = active, ``loss`` averages only the triplets still violating the margin and
+# stays near the margin all run long; ``loss_all`` falls as training progresses.
 STEP_LOG_COLUMNS = ("epoch", "step", "loss", "active_fraction", "lr", "seconds", "mean_distance", "collapsed",
-                    "images", "triplets")
-STEP_LOG_DTYPES = ("int64", "int64", "float64", "float64", "float64", "float64", "float64", "bool", "int64", "int64")
+                    "images", "triplets", "loss_all")
+STEP_LOG_DTYPES = ("int64", "int64", "float64", "float64", "float64", "float64", "float64", "bool", "int64", "int64",
+                   "float64")
 # A step counts as collapsed when its mean distance is below this share of the margin.
 COLLAPSE_TOLERANCE = 1e-3
 
@@ -173,7 +178,7 @@ def train_one_epoch(
         rows.append(
             (epoch, step, loss_v, float((losses > 0).float().mean()), lr, now - tick, mean_d,
              mean_d < COLLAPSE_TOLERANCE * max(loss.margin, 1e-12), int(steps[step].images.size),
-             int(losses.numel()))
+             int(losses.numel()), float(losses.detach().mean()))
         )
         tick = now
         bar.update(1)

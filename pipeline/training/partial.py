@@ -24,7 +24,7 @@ from torch import nn
 from pipeline import paths
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.errors import PipelineError
-from pipeline.training.loop import EpochProgress
+from pipeline.training.loop import STEP_LOG_COLUMNS, EpochProgress
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ def load_partial(path: str | Path, digest: str) -> tuple[dict[str, Any], EpochPr
                     path)
         return None
     progress = EpochProgress(step=int(state["step"]), rows=tuple(tuple(r) for r in state["rows"]))
+    if any(len(r) != len(STEP_LOG_COLUMNS) for r in progress.rows):
+        log.warning("ignoring %s: its step log has other columns than %s (an older version wrote it); "
+                    "the epoch starts over", path, ", ".join(STEP_LOG_COLUMNS))
+        return None
     log.info("resuming from %s at step %d", path, progress.step)
     return state, progress
 
