@@ -106,7 +106,8 @@ def main() -> None:
         mine = [r for r in rows if r[0] == group]
         seconds = sum(r[2] for r in mine)
         print(f"{group:12} {seconds:8.1f} {seconds / total:6.1%} {max(r[3] for r in mine) / 2**20:9.0f}")
-    print(f"{'total':12} {total:8.1f}   ({total / 60:.1f} min; less start-up {(total - start * len(rows)) / 60:.1f} min)")
+    bare = (total - start * len(rows)) / 60
+    print(f"{'total':12} {total:8.1f}   ({total / 60:.1f} min; less start-up {bare:.1f} min)")
     print("precision@30 by epoch: " + ", ".join(f"{m['precision_at_30_val']:.3f}" for m in metrics))
 
 
