@@ -22,9 +22,12 @@ cut. The answer is therefore made canonical afterwards
 candidates beyond k; wherever the expansion's error bound cannot separate two of
 them, their distances are recomputed exactly
 (:func:`pipeline.knn.exact.exact_squared`, identical for every backend); and when
-the group tied at the k-th place may extend past the candidates, that query is
-re-ranked against the whole database (:func:`pipeline.knn.rescan.rescan`). Both
-backends then return the same rows, in the same order.
+the group tied at the k-th place may extend past the candidates, that query first
+gets more candidates and, if they do not suffice either, is re-ranked against the
+whole database (:func:`pipeline.knn.rescan.rescan`). Both backends then return the
+same rows, in the same order. A caller that reads only the neighbours' labels past
+the first few places (retrieval metrics) passes ``labels``: exact distances are then
+computed only where a near tie joins two labels, and the labels come out canonical.
 
 The public entry point is :func:`knn_search` (:mod:`pipeline.knn.search`); the
 error bounds and memory limits it relies on live in :mod:`pipeline.knn.limits`.

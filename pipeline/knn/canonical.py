@@ -1,6 +1,7 @@
 """From a backend's float32 candidates to the canonical top k: near-ties and small
-distances recomputed exactly, ties broken by row index, and a full rescan where
-the tie group at the k-th place may reach past the candidates."""
+distances recomputed exactly, ties broken by row index, and where the tie group at
+the k-th place may reach past the candidates, a wider candidate search, then a full
+rescan. With labels, only the near ties that join two labels are recomputed."""
 
 from __future__ import annotations
 
@@ -178,14 +179,16 @@ def label_boundary(key: np.ndarray, labels: np.ndarray, gap: np.ndarray) -> np.n
     if m < 2:
         return out
     change = labels[:, 1:] != labels[:, :-1]  # a run of another label starts at place j + 1
-    places = np.arange(m)
+    # Places in 4 bytes where they fit: these arrays are as large as the block's candidates.
+    position = np.int32 if m < 2**31 else np.int64
+    places = np.arange(m, dtype=position)
     # Key of the last place before each run, or -inf: the previous candidate of another label.
-    start = np.zeros(key.shape, dtype=np.int64)
+    start = np.zeros(key.shape, dtype=position)
     start[:, 1:] = np.where(change, places[1:], 0)
     np.maximum.accumulate(start, axis=1, out=start)
     before = np.where(start > 0, np.take_along_axis(key, np.maximum(start - 1, 0), 1), -np.inf)
     # Key of the first place after each run, or inf: the next candidate of another label.
-    end = np.full(key.shape, m, dtype=np.int64)
+    end = np.full(key.shape, m, dtype=position)
     end[:, :-1] = np.where(change, places[1:], m)
     end = np.minimum.accumulate(end[:, ::-1], axis=1)[:, ::-1]
     after = np.where(end < m, np.take_along_axis(key, np.minimum(end, m - 1), 1), np.inf)
