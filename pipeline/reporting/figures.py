@@ -62,7 +62,9 @@ _NEIGHBORS = ("{which} training images to sample validation queries (one query p
 # ``{k}`` is the number of neighbours precision is measured at.
 _CAPTIONS = {
     LOSS: ("Triplet loss: mean per epoch (bold), per step (faint) and the share of "
-           "triplets with non-zero loss (dashed, right axis)."),
+           "triplets with non-zero loss (dashed, right axis). Where the trained loss averages only "
+           "those triplets (reduce = active) it stays near the margin, and a green line adds the "
+           "mean over all triplets: the one that falls."),
     ACCURACY: "Precision@{k} on validation and training images by epoch; dotted: raw-pixel kNN.",
     NEAREST_NEIGHBORS: _NEIGHBORS.replace("{which}", "Nearest"),
     FARTHEST_NEIGHBORS: _NEIGHBORS.replace("{which}", "Farthest"),
