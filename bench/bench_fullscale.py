@@ -25,34 +25,15 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from configparser import ConfigParser
 from pathlib import Path
 
 import common  # noqa: F401  (puts the repo on sys.path)
-from bench_scale import tree_rss
+from bench_scale import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_stage(task: str, args: list[str], config: Path, log_file: Path) -> tuple[float, int]:
-    """Seconds and peak tree RSS of one stage's command; exits the script if it fails."""
-    cmd = [str(REPO / ".venv" / "bin" / "luigi"), "--module", "tasks", task, *args, "--local-scheduler"]
-    # This checkout's code, even where the environment was installed from another one.
-    env = {**os.environ, "LUIGI_CONFIG_PATH": str(config), "PYTHONPATH": str(REPO)}
-    started = time.perf_counter()
-    with open(log_file, "ab") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
-            time.sleep(0.1)
-    seconds = time.perf_counter() - started
-    if proc.returncode != 0:
-        sys.exit(f"{task} {' '.join(args)} failed (exit {proc.returncode}); see {log_file}")
-    return seconds, peak
 
 
 def stages(experiment: str, epochs: int) -> list[tuple[str, str, list[str]]]:
@@ -93,7 +74,7 @@ def main() -> None:
         print(f"{a.config} -> {root} ({experiment}, {epochs} epochs); log {log_file}", flush=True)
         rows = []
         for group, task, args in stages(experiment, epochs):
-            seconds, peak = run_stage(task, args, config, log_file)
+            seconds, peak = run_stage(task, args, ["--local-scheduler"], config, log_file)
             rows.append((group, f"{task} {' '.join(args)}".strip(), seconds, peak))
             print(f"  {rows[-1][1]:60} {seconds:7.1f} s {peak / 2**20:7.0f} MiB", flush=True)
         start = start_up_seconds()

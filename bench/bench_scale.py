@@ -76,8 +76,9 @@ def run_stage(task: str, args: list[str], common_args: list[str], config: Path,
               log_file: Path) -> tuple[float, int]:
     """Seconds and peak tree RSS of one stage's command; exits the script if it fails."""
     cmd = [str(REPO / ".venv" / "bin" / "luigi"), "--module", "tasks", task, *args, *common_args]
-    # luigi reads the repository's luigi.cfg, then this file over it.
-    env = {**os.environ, "LUIGI_CONFIG_PATH": str(config)}
+    # luigi reads the repository's luigi.cfg, then this file over it; PYTHONPATH makes it
+    # this checkout's code, even where the environment was installed from another one.
+    env = {**os.environ, "LUIGI_CONFIG_PATH": str(config), "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
     with open(log_file, "ab") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -63,13 +63,13 @@ def timed(fn):
     return out, time.perf_counter() - started
 
 
+ORIGINAL_SEARCH = bounded.search_gallery
+
+
 def canonical_rows(gallery, queries, k, **kwargs):
     """search_gallery as before the label-aware search: every row canonical."""
     kwargs.pop("exact_columns", None)
     return ORIGINAL_SEARCH(gallery, queries, k, **kwargs)
-
-
-ORIGINAL_SEARCH = bounded.search_gallery
 
 
 def main() -> int:

@@ -198,9 +198,10 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
                           train.image_ids[val_idx[:, : settings.figure_k]])
     confusion = confusion_counts(val_neighbors, val.labels, k)
 
-    fq = figure_queries(val, settings.figure_queries if figures else 0, settings.seed)
+    fq = figure_queries(val, settings.figure_queries, settings.seed)
     frames = []
-    for kind, farthest in (("nearest", False), ("farthest", True)) if figures else ():
+    kinds = (("nearest", False), ("farthest", True)) if figures else ()
+    for kind, farthest in kinds:
         dist, idx = knn_search(val.vectors[fq], train.vectors, settings.figure_k, farthest=farthest,
                                backend=settings.knn_backend)
         frames.append(pd.DataFrame({

@@ -50,8 +50,8 @@ def canonical_top_k(
 
     With ``widen``, queries whose tie group may pass the candidates first get more
     candidates (``widen(queries, skip)``: their squared distances, rows and the next
-    ``widen``, or None once they would be the whole database) and are ranked again;
-    only what still runs past them is rescanned.
+    ``widen``, or None once they would be the whole database), before any exact
+    distance; only what the whole database's worth would still not settle is rescanned.
     Returns float32 distances and int64 indices, ``(B, k)``.
     """
     sign = db.sign
@@ -75,9 +75,11 @@ def canonical_top_k(
     available = len(db.vectors) - (0 if skip is None else (skip >= 0))
     last = key[np.arange(n_queries), count - 1]
     if widen is not None:
-        # Queries whose k-th candidate lies within the error of the last are widened before
-        # any exact distance is spent on them (see below: they would be widened after).
-        crowded = (count < available) & ~(key[:, k - 1] + 2 * tol < last)
+        # The k-th exact key below is at most key[:, k - 1] + 2 * tol, so a query not caught
+        # here never needs a rescan: the crowded ones get wider candidates (far cheaper than a
+        # rescan where the crowd at the k-th place is a few hundred rows deep: a random
+        # network's embedding at the 6,000th neighbour) before any exact distance is spent.
+        crowded = (count < available) & ~(key[:, k - 1] + 3 * tol < last)
         if crowded.any():
             return _split(queries, sign * key, idx, skip, k, db, labels, exact_columns, widen, crowded)
 
@@ -116,17 +118,6 @@ def canonical_top_k(
 
     top_sq = sign * value[:, :k]
     top_idx = np.ascontiguousarray(idx[:, :k])
-    wider = widen(queries[again], None if skip is None else skip[again]) if len(again) and widen else None
-    if wider is not None:
-        # More candidates for these queries, then the same ranking: far cheaper than a rescan
-        # where the crowd at the k-th place is a few hundred rows deep (a random network's
-        # embedding: ~100 rows within the expansion's error of the 6,000th).
-        more_sq, more_idx, wider_still = wider
-        distances = np.sqrt(np.maximum(top_sq, 0.0)).astype(np.float32)
-        distances[again], top_idx[again] = canonical_top_k(
-            queries[again], more_sq, more_idx, None if skip is None else skip[again], k, db, labels, exact_columns,
-            wider_still)
-        return distances, top_idx
     if len(again):
         top_sq[again], top_idx[again] = rescan(queries[again], None if skip is None else skip[again], k, db)
     return np.sqrt(np.maximum(top_sq, 0.0)).astype(np.float32), top_idx

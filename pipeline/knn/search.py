@@ -85,6 +85,7 @@ def knn_search(
     rows = Database(database, farthest)
     distances = np.empty((len(queries), k), dtype=np.float32)
     indices = np.empty((len(queries), k), dtype=np.int64)
+
     def widen(have: int) -> Widen:
         """Candidates for queries that ``have`` did not cover: ``SPARE_GROWTH`` times as many beyond k."""
         more = min(len(database), k + (have - k) * limits.SPARE_GROWTH)
