@@ -78,7 +78,7 @@ def main() -> None:
             rows.append((group, f"{task} {' '.join(args)}".strip(), seconds, peak))
             print(f"  {rows[-1][1]:60} {seconds:7.1f} s {peak / 2**20:7.0f} MiB", flush=True)
         start = start_up_seconds()
-        metrics = [json.loads((root / experiment / "metrics" / f"epoch={e:03d}.json").read_text())
+        metrics = [json.loads((root / experiment / "metrics" / f"epoch-{e:03d}.json").read_text())
                    for e in range(epochs + 1)]
     total = sum(r[2] for r in rows)
     print(f"\n{'stage':12} {'seconds':>8} {'share':>6} {'peak MiB':>9}   (each command also pays "

@@ -100,10 +100,10 @@ def run_ours(recipe: str, token: str, root: Path, epochs: int, seed: int, log: P
         raise SystemExit(f"{name}: RunAll exited {done.returncode}; see {log}")
     curve, seconds = [], []
     for epoch in range(epochs + 1):
-        metrics = json.loads((root / name / "metrics" / f"epoch={epoch:03d}.json").read_text())
+        metrics = json.loads((root / name / "metrics" / f"epoch-{epoch:03d}.json").read_text())
         curve.append(metrics.get("precision_at_30_val_true", metrics["precision_at_30_val"]))
         if epoch:
-            seconds.append(json.loads((root / name / "train" / f"epoch={epoch:03d}" / "summary.json").read_text())
+            seconds.append(json.loads((root / name / "train" / f"epoch-{epoch:03d}" / "_summary.json").read_text())
                            ["seconds"])
     print(f"  {name}: precision@30 (true) {curve[-1]:.3f}, {time.perf_counter() - started:.0f} s", flush=True)
     return {"curve": curve, "seconds": seconds}

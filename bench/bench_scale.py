@@ -97,13 +97,13 @@ def outputs(root: Path) -> dict[str, object]:
     import pandas as pd
 
     exp = root / "bench"
-    manifest = json.loads(next(exp.glob("embeddings/epoch=000/manifest.json")).read_text())
+    manifest = json.loads(next(exp.glob("embeddings/epoch-000/_manifest.json")).read_text())
     manifest.pop("seconds", None)
     from pipeline.embedding.embed import load_embeddings
 
-    vectors = load_embeddings(exp / "embeddings" / "epoch=000").vectors
-    triplets = pd.read_parquet(next(exp.glob("triplets/epoch=001")))
-    metrics = json.loads((exp / "metrics" / "epoch=000.json").read_text())
+    vectors = load_embeddings(exp / "embeddings" / "epoch-000").vectors
+    triplets = pd.read_parquet(next(exp.glob("triplets/epoch-001")))
+    metrics = json.loads((exp / "metrics" / "epoch-000.json").read_text())
     for key in [k for k in metrics if "seconds" in k]:
         metrics.pop(key)
     baseline = json.loads(next((root / "baselines").glob("*.json")).read_text())

@@ -74,7 +74,7 @@ def make_artifacts(root: Path, gallery: int, n_queries: int, dim: int, width: in
                      "config": {"dataset": {"source": "embedded", "name": "bench"}}})
     emb = paths.embeddings_dir(root, EXPERIMENT, 1)
     vectors = rng.standard_normal((n, dim), dtype=np.float32)
-    write_shards(emb, index[["image_id", "split", "label"]], vectors)
+    write_shards(emb, index[["image_id", "split", "label"]], vectors, epoch=1)
     build_search_index(emb, dataset, paths.search_dir(root, EXPERIMENT, 1), SearchIndexSettings(), epoch=1,
                        experiment=EXPERIMENT, dataset_root=None)
     return files

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from pipeline.data.label_noise import NOISE_KINDS, LabelNoise
 from pipeline.errors import ConfigError
+from pipeline.layout import check_layout
 from pipeline.settings import Problem, check, setting, unread
 from pipeline.storage import exclusive_lock, write_text_atomic
 
@@ -67,6 +68,7 @@ def record_or_check(path: str | Path, settings: Mapping[str, Mapping[str, Any]],
     stage records its own settings when it first runs.
     """
     path = Path(path)
+    check_layout(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Stages of one experiment may run at once (--workers N): serialise read-merge-write.
     with exclusive_lock(path.with_name(f".{path.name}.lock")):
@@ -80,6 +82,7 @@ def check_recorded(path: str | Path, settings: Mapping[str, Mapping[str, Any]], 
     anything runs, even when every output of the experiment already exists.
     """
     path = Path(path)
+    check_layout(path.parent)
     if not path.is_file():
         return
     try:

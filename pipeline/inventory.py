@@ -13,8 +13,9 @@ import re
 from pathlib import Path
 
 from pipeline import paths
+from pipeline.layout import check_layout
 
-_EPOCH = re.compile(r"^epoch=(\d+)$")
+_EPOCH = re.compile(r"^epoch-(\d+)$")
 
 
 def experiments(root: str | Path) -> list[str]:
@@ -27,9 +28,11 @@ def experiments(root: str | Path) -> list[str]:
 
 
 def _epochs(folder: Path, marker: str) -> list[int]:
-    """Epoch numbers of the ``epoch=NNN`` subfolders of ``folder`` that hold ``marker``."""
+    """Epoch numbers of the ``epoch-NNN`` subfolders of ``folder`` that hold ``marker``
+    (raises :class:`~pipeline.errors.ConfigError` for an experiment of the older layout)."""
     if not folder.is_dir():
         return []
+    check_layout(folder.parent)
     return sorted(int(m.group(1)) for p in folder.iterdir()
                   if (m := _EPOCH.match(p.name)) and (p / marker).is_file())
 

@@ -4,14 +4,24 @@
     <root>/datasets/<dataset>/            index.parquet, pixels.npy, skipped.parquet, summary.json
     <root>/baselines/<dataset>-k<k>-px<size>-seed<seed>.json   raw-pixel kNN metrics
     <root>/<experiment>/config.json       settings the experiment was created with
-    <root>/<experiment>/triplets/epoch=NNN/part-00000.parquet
-    <root>/<experiment>/train/epoch=NNN/  checkpoint.pt, steps.parquet
-    <root>/<experiment>/embeddings/epoch=NNN/  part-*.parquet, manifest.json
-    <root>/<experiment>/metrics/epoch=NNN.json (+ .per_class, .neighbors, .queries, .confusion .parquet)
-    <root>/<experiment>/search/epoch=NNN/  index.faiss, items.parquet, meta.json
-    <root>/<experiment>/audit/epoch=NNN/  images.parquet, duplicates.parquet, summary.json
-    <root>/<experiment>/report/epochs=NNN/ index.html, summary.md, *.png
-    <root>/compare/<a>--<b>/epochs=NNN/   index.html, summary.md, compare.png
+    <root>/<experiment>/triplets/epoch-NNN/part-00000.parquet
+    <root>/<experiment>/train/epoch-NNN/  steps.parquet, _checkpoint.pt, _summary.json
+    <root>/<experiment>/embeddings/epoch-NNN/  part-*.parquet, _manifest.json
+    <root>/<experiment>/metrics/epoch-NNN.json
+    <root>/<experiment>/metrics/{per_class,neighbors,queries,confusion}/epoch-NNN.parquet
+    <root>/<experiment>/audit/epoch-NNN.json
+    <root>/<experiment>/audit/{images,duplicates}/epoch-NNN.parquet
+    <root>/<experiment>/search/epoch-NNN/  index.faiss, items.parquet, meta.json
+    <root>/<experiment>/report/epochs-NNN/ index.html, summary.md, *.png
+    <root>/compare/<a>--<b>/epochs-NNN/   index.html, summary.md, compare.png
+
+Every Parquet collection (``triplets``, ``train``, ``embeddings``, each table
+folder under ``metrics`` and ``audit``) reads as one table across epochs with no
+extra arguments: its files carry an integer ``epoch`` column, the per-epoch
+folders are not hive partitions (``epoch-NNN``, not ``epoch=NNN``, so no client
+adds a second, differently typed ``epoch``), and the files that are not Parquet
+start with ``_``, which pyarrow, pandas, DuckDB and Polars readers skip or never
+match. :mod:`pipeline.layout` refuses, and migrates, the older layout.
 """
 
 from __future__ import annotations
@@ -26,11 +36,11 @@ RESERVED = {"datasets", "baselines", "compare"}
 
 # File names inside the artifact folders (the layout above).
 CONFIG_FILE = "config.json"
-CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FILE = "_checkpoint.pt"
 STEP_LOG_FILE = "steps.parquet"
-TRAIN_SUMMARY_FILE = "summary.json"
+TRAIN_SUMMARY_FILE = "_summary.json"
 TRIPLET_LIST_FILE = "part-00000.parquet"
-EMBEDDING_MANIFEST = "manifest.json"
+EMBEDDING_MANIFEST = "_manifest.json"
 DATASET_INDEX_FILE = "index.parquet"
 PIXEL_STORE_FILE = "pixels.npy"
 SKIPPED_FILE = "skipped.parquet"
@@ -61,8 +71,13 @@ def check_name(name: str, setting: str) -> str:
     return name
 
 
+# The column every Parquet collection carries, and its type.
+EPOCH_COLUMN = "epoch"
+
+
 def epoch_dir(epoch: int) -> str:
-    return f"epoch={epoch:03d}"
+    """``epoch-003``: the per-epoch folder (or, with a suffix, file) name; sorts by epoch up to 999."""
+    return f"epoch-{epoch:03d}"
 
 
 def datasets_dir(root: str | Path) -> Path:
@@ -93,18 +108,25 @@ def embeddings_dir(root: str | Path, experiment: str, epoch: int) -> Path:
     return experiment_dir(root, experiment) / "embeddings" / epoch_dir(epoch)
 
 
-def audit_dir(root: str | Path, experiment: str, epoch: int) -> Path:
-    """``<experiment>/audit/epoch=NNN/``: the label audit of that epoch (AuditEpoch)."""
-    return experiment_dir(root, experiment) / "audit" / epoch_dir(epoch)
+def audit_file(root: str | Path, experiment: str, epoch: int) -> Path:
+    """``<experiment>/audit/epoch-NNN.json``: the summary of that epoch's label audit
+    (AuditEpoch), written after its tables (:data:`AUDIT_TABLES`)."""
+    return experiment_dir(root, experiment) / "audit" / f"{epoch_dir(epoch)}.json"
 
 
-AUDIT_IMAGES_FILE = "images.parquet"
-AUDIT_DUPLICATES_FILE = "duplicates.parquet"
-AUDIT_SUMMARY_FILE = "summary.json"
+# The audit's Parquet tables (``audit/<name>/epoch-NNN.parquet``): one row per training
+# image (given and suggested label, quality, suspect, outlier score), and duplicate pairs.
+AUDIT_TABLES = ("images", "duplicates")
+
+
+def audit_files(audit_file: str | Path) -> tuple[Path, ...]:
+    """Every file of one epoch's audit: ``audit_file`` (the JSON) and its tables."""
+    audit_file = Path(audit_file)
+    return (audit_file, *(table_file(audit_file, name) for name in AUDIT_TABLES))
 
 
 def search_dir(root: str | Path, experiment: str, epoch: int) -> Path:
-    """``<experiment>/search/epoch=NNN/``: the SearchIndex over that epoch's embeddings."""
+    """``<experiment>/search/epoch-NNN/``: the SearchIndex over that epoch's embeddings."""
     return experiment_dir(root, experiment) / "search" / epoch_dir(epoch)
 
 
@@ -112,12 +134,22 @@ def metrics_file(root: str | Path, experiment: str, epoch: int) -> Path:
     return experiment_dir(root, experiment) / "metrics" / f"{epoch_dir(epoch)}.json"
 
 
+def table_file(summary: str | Path, name: str) -> Path:
+    """The Parquet table ``name`` of the epoch a summary JSON stands for:
+    ``metrics/epoch-003.json`` -> ``metrics/<name>/epoch-003.parquet``.
+
+    One folder per table, so each folder is one collection across epochs.
+    """
+    summary = Path(summary)
+    return summary.parent / name / f"{summary.stem}.parquet"
+
+
 def metrics_sidecar(metrics: Path, name: str) -> Path:
-    """``metrics/epoch=NNN.json`` -> ``metrics/epoch=NNN.<name>.parquet``."""
-    return metrics.with_name(f"{metrics.stem}.{name}.parquet")
+    """``metrics/epoch-NNN.json`` -> ``metrics/<name>/epoch-NNN.parquet``."""
+    return table_file(metrics, name)
 
 
-# The Parquet sidecars ValidateEpoch writes beside metrics/epoch=NNN.json (metrics_sidecar names):
+# The Parquet sidecars ValidateEpoch writes with metrics/epoch-NNN.json (metrics_sidecar names):
 # per-class precision, the figure queries' neighbours, every query's precision and
 # neighbours, class-confusion counts.
 VALIDATION_SIDECARS = ("per_class", "neighbors", "queries", "confusion")
@@ -130,12 +162,12 @@ def validation_files(metrics_file: str | Path) -> tuple[Path, ...]:
 
 
 def report_dir(root: str | Path, experiment: str, epochs: int) -> Path:
-    return experiment_dir(root, experiment) / "report" / f"epochs={epochs:03d}"
+    return experiment_dir(root, experiment) / "report" / f"epochs-{epochs:03d}"
 
 
 def compare_dir(root: str | Path, experiments: list[str], epochs: int) -> Path:
     names = "--".join(check_name(e, "experiment name") for e in experiments)
-    return Path(root) / "compare" / names / f"epochs={epochs:03d}"
+    return Path(root) / "compare" / names / f"epochs-{epochs:03d}"
 
 
 def config_file(root: str | Path, experiment: str) -> Path:
@@ -144,7 +176,7 @@ def config_file(root: str | Path, experiment: str) -> Path:
 
 
 def partial_checkpoint(train_epoch_dir: str | Path) -> Path:
-    """``train/epoch=NNN`` -> the hidden ``train/.partial-epoch=NNN.pt`` of an epoch in progress."""
+    """``train/epoch-NNN`` -> the hidden ``train/.partial-epoch-NNN.pt`` of an epoch in progress."""
     d = Path(train_epoch_dir)
     return d.with_name(f".partial-{d.name}.pt")
 

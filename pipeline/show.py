@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline import paths
-from pipeline.audit.folder import read_audit, top_suspects
+from pipeline.audit.epoch import read_audit, top_suspects
 from pipeline.data.pixel_store import read_index
 from pipeline.data.settings import recorded_dataset_dir
 from pipeline.errors import PipelineError
@@ -82,12 +82,12 @@ def triplet_report(triplets: pd.DataFrame, index: pd.DataFrame, *, margin: float
     return "\n".join(lines)
 
 
-def audit_report(audit_dir: Path, index: pd.DataFrame, *, top: int = 15) -> str:
+def audit_report(audit_file: Path, index: pd.DataFrame, *, top: int = 15) -> str:
     """The text that ``show audit`` prints: the summary, the most suspect labels (lowest
     quality first) with class names, and the duplicates that leak validation into training."""
-    summary, images, pairs = read_audit(audit_dir)
+    summary, images, pairs = read_audit(audit_file)
     names = index.drop_duplicates("label").set_index("label")["class_name"]
-    lines = [f"{audit_dir}", json.dumps(summary, indent=2), ""]
+    lines = [f"{audit_file}", json.dumps(summary, indent=2), ""]
     suspects = top_suspects(images, top)
     shown = pd.DataFrame({"image_id": suspects["image_id"],
                           "given": names.reindex(suspects["given_label"]).to_numpy(),
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.what == "audit":
             index = read_index(ds, ["image_id", "label", "class_name"])
-            print(audit_report(paths.audit_dir(args.artifacts, args.experiment, args.epoch), index, top=args.top))
+            print(audit_report(paths.audit_file(args.artifacts, args.experiment, args.epoch), index, top=args.top))
             return 0
         tdir = paths.triplets_dir(args.artifacts, args.experiment, args.epoch)
         meta = read_triplet_meta(tdir) if (tdir / paths.TRIPLET_LIST_FILE).is_file() else {}

@@ -28,10 +28,14 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from pipeline.errors import ArtifactWriteError, CorruptArtifactError
-from pipeline.paths import LOCKS_DIR, validation_files
+from pipeline.paths import EPOCH_COLUMN, LOCKS_DIR, audit_files, table_file, validation_files
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +150,29 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def write_epoch_tables(summary: str | os.PathLike, tables: Mapping[str, pd.DataFrame | pa.Table],
+                       epoch: int) -> None:
+    """Write each of ``tables`` to ``table_file(summary, name)`` atomically, with an
+    int32 ``epoch`` column first, so each table's folder reads as one table across
+    epochs in any Parquet client. Call it before writing ``summary``, whose
+    presence marks the epoch's files complete; hold the lock on ``summary``.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for name, table in tables.items():
+        if not isinstance(table, pa.Table):
+            table = pa.Table.from_pandas(table, preserve_index=False)
+        if EPOCH_COLUMN in table.column_names:
+            table = table.drop_columns([EPOCH_COLUMN])
+        table = table.add_column(0, EPOCH_COLUMN, pa.array(np.full(table.num_rows, epoch, np.int32)))
+        path = table_file(summary, name)
+        remove_stale_temporaries(path)
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp)
+
+
 def remove_stale_temporaries(path: str | os.PathLike) -> int:
     """Delete the hidden ``.tmp-<name>-*`` leftovers of earlier, killed writes of ``path``.
 
@@ -205,9 +232,12 @@ def exclusive_lock(lock: str | Path, *, what: str | None = None) -> Iterator[boo
 
 # --------------------------------------------------------------------------- damaged artifacts
 
-_EPOCH = re.compile(r"^epoch=(\d+)$")
-_METRICS = re.compile(r"^epoch=(\d+)\..+$")
-_EPOCHS = re.compile(r"^epochs=(\d+)$")
+_EPOCH = re.compile(r"^epoch-(\d+)$")
+_EPOCH_FILE = re.compile(r"^epoch-(\d+)\.(json|parquet)$")
+_EPOCHS = re.compile(r"^epochs-(\d+)$")
+# Tasks that write a summary JSON per epoch and a Parquet table per name beside it
+# (metrics/epoch-NNN.json, metrics/<table>/epoch-NNN.parquet), and all their files.
+_TABLE_TASKS = {"metrics": ("ValidateEpoch", validation_files), "audit": ("AuditEpoch", audit_files)}
 # The per-epoch folders of an experiment and the task that writes each.
 _EPOCH_TASKS = {"triplets": "TripletList", "train": "TrainEpoch", "embeddings": "EmbedEpoch", "search": "SearchIndex"}
 
@@ -230,8 +260,8 @@ def producer_of(path: str | Path) -> Producer | None:
     """Name the task that produced ``path`` (an artifact file or folder under the
     artifacts root), from the path alone; None if it is not a known artifact.
 
-    ``<root>/demo/embeddings/epoch=003/part-00000.parquet`` -> EmbedEpoch
-    ``--epoch 3 --experiment demo``, delete ``<root>/demo/embeddings/epoch=003``.
+    ``<root>/demo/embeddings/epoch-003/part-00000.parquet`` -> EmbedEpoch
+    ``--epoch 3 --experiment demo``, delete ``<root>/demo/embeddings/epoch-003``.
     """
     parts = Path(path).parts
     # Scan from the end, so an artifacts root whose own path contains "train" or
@@ -242,10 +272,15 @@ def producer_of(path: str | Path) -> Producer | None:
         if i >= 1 and name in _EPOCH_TASKS and (m := _EPOCH.match(child)):
             return Producer(_EPOCH_TASKS[name], ("--epoch", str(int(m.group(1))), "--experiment", parts[i - 1]),
                             (base / child,))
-        if i >= 1 and name == "metrics" and (m := _METRICS.match(child)):
-            # The JSON marks the epoch validated; its Parquet sidecars are rewritten with it.
-            files = validation_files(base / f"epoch={m.group(1)}.json")
-            return Producer("ValidateEpoch", ("--epoch", str(int(m.group(1))), "--experiment", parts[i - 1]), files)
+        # A table file (<experiment>/metrics/<table>/epoch-NNN.parquet) or the summary itself.
+        for j in (i, i - 1):
+            if j >= 1 and parts[j] in _TABLE_TASKS and (m := _EPOCH_FILE.match(child)) \
+                    and (j == i or m.group(2) == "parquet"):
+                task, files = _TABLE_TASKS[parts[j]]
+                # The JSON marks the epoch done; its tables are rewritten with it.
+                summary = Path(*parts[: j + 1]) / f"epoch-{m.group(1)}.json"
+                return Producer(task, ("--epoch", str(int(m.group(1))), "--experiment", parts[j - 1]),
+                                files(summary))
         if i >= 1 and name == "report" and (m := _EPOCHS.match(child)):
             return Producer("Report", ("--epochs", str(int(m.group(1))), "--experiment", parts[i - 1]),
                             (base / child,))

@@ -13,27 +13,28 @@ which embeds with ``TrainEpoch(N-1)``.
 
 - ``TripletList``: ``[TripletList]`` settings; margin from ``[loss]``, seed from
   ``[run]``; a plain list's class blocks run on ``[dask] address`` when it is set.
-  Writes ``triplets/epoch=NNN/part-00000.parquet``; see it with
-  ``python -m pipeline.show triplets --epoch 2``.
+  Writes ``triplets/epoch-NNN/part-00000.parquet``; see it with
+  ``python -m pipeline.show triplets --epoch 2``, or read every epoch's with
+  ``pd.read_parquet("artifacts/demo/triplets")``.
 - ``TrainEpoch``: ``[TrainEpoch]`` (optimiser, batch size, augmentation, partial
   checkpoints), ``[loss]`` and ``[model]``; epoch 0 saves the initial network.
-  Writes ``train/epoch=NNN/`` (``checkpoint.pt``, ``steps.parquet``,
-  ``summary.json``); progress is saved to the hidden ``train/.partial-epoch=NNN.pt``
+  Writes ``train/epoch-NNN/`` (``steps.parquet``, ``_checkpoint.pt``,
+  ``_summary.json``); progress is saved to the hidden ``train/.partial-epoch-NNN.pt``
   every ``checkpoint_minutes`` (or ``checkpoint_every`` steps), and a killed
   epoch's rerun continues from there. ``--processes N`` (and ``--nnodes``,
   ``--rendezvous`` across machines) trains the epoch on N ranks
   (:mod:`pipeline.distributed`; docs/scaling.md); the other machines run
   ``luigi --module tasks JoinEpoch --epoch 2 --node-rank 1``.
 - ``EmbedEpoch``: every train and validation image under epoch N's network, to
-  ``embeddings/epoch=NNN/`` (Parquet shards + manifest.json); load a split with
+  ``embeddings/epoch-NNN/`` (Parquet shards + _manifest.json); load a split with
   ``pipeline.embedding.embed.load_embeddings(folder, "val")``. With ``[dask] address``
   (``--dask-address local:2``: two embedding processes) shards of the index run on
   the cluster's workers, each loading the network once; ``[EmbedEpoch]
   dask_resources = GPU=1`` sends them to GPU workers only.
 - ``AuditEpoch``: ``[AuditEpoch]`` settings; the labels the experiment uses
   (``[run] label_noise``) audited with EmbedEpoch(N) and earlier epochs' embeddings
-  (:mod:`pipeline.audit`): ``audit/epoch=NNN/`` (``images.parquet``,
-  ``duplicates.parquet``, ``summary.json``); see it with
+  (:mod:`pipeline.audit`): ``audit/images/epoch-NNN.parquet``,
+  ``audit/duplicates/epoch-NNN.parquet`` and then ``audit/epoch-NNN.json``; see it with
   ``python -m pipeline.show audit --epoch 2``. With ``[dask] address`` its
   neighbour votes run in blocks on the cluster's workers, with the same result.
 
@@ -121,7 +122,7 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
                                      strategy, self.list_settings(), epoch=self.epoch, seed=self.seed,
                                      margin=loss().settings().margin, recorded=self.sampling_settings(),
                                      noise=run().settings().noise(),
-                                     audit_dir=self.input()["audit"].path if "audit" in self.input() else None,
+                                     audit_file=self.input()["audit"].path if "audit" in self.input() else None,
                                      client=client)
         log.info("triplet list for epoch %d: %d rows (%s) in %.1fs", self.epoch, meta["rows"], meta["strategy"],
                  meta["seconds"])
@@ -305,7 +306,7 @@ class AuditEpoch(RunSeed, luigi.Task):
                 "embeddings": [EmbedEpoch(experiment=self.experiment, epoch=e) for e in pooled]}
 
     def output(self) -> luigi.LocalTarget:
-        return luigi.LocalTarget(str(paths.audit_dir(artifacts().root, self.experiment, self.epoch)))
+        return luigi.LocalTarget(str(paths.audit_file(artifacts().root, self.experiment, self.epoch)))
 
     def recorded_settings(self) -> dict:
         return {**significant(self.settings()), "seed": self.seed, **run().settings().recorded_noise()}
@@ -316,11 +317,12 @@ class AuditEpoch(RunSeed, luigi.Task):
 
     @single_writer
     def run(self) -> None:
-        from pipeline.audit.folder import audit_epoch
+        from pipeline.audit.epoch import audit_epoch
 
-        with dask_client(dask_section().settings().address) as client, temporary_dir(self.output()) as tmp:
-            summary = audit_epoch(self.input()["index"].path, [t.path for t in self.input()["embeddings"]], tmp,
-                                  self.settings(), noise=run().settings().noise(), seed=self.seed,
+        with dask_client(dask_section().settings().address) as client:
+            summary = audit_epoch(self.input()["index"].path, [t.path for t in self.input()["embeddings"]],
+                                  self.output().path, self.settings(), epoch=self.epoch,
+                                  noise=run().settings().noise(), seed=self.seed,
                                   recorded=self.recorded_settings(), client=client)
         log.info("audit of epoch %d: %d suspect labels of %d, %d exact and %d near duplicates, %d leaked "
                  "into validation, in %.1fs", self.epoch, summary["suspects"], summary["images"],

@@ -2,7 +2,7 @@
 
     luigi --module tasks Report --epochs 5 --local-scheduler
 
-Writes ``report/epochs=NNN/`` with a self-contained ``index.html``, a Markdown
+Writes ``report/epochs-NNN/`` with a self-contained ``index.html``, a Markdown
 ``summary.md`` and the PNG figures, from saved artifacts only. After training
 (``--epochs`` 1 or more) it includes the label audit of the last epoch (AuditEpoch).
 """
@@ -70,7 +70,7 @@ class Report(luigi.Task):
             metrics_files=[Path(t.path) for t in inp["metrics"]], train_dirs=[Path(t.path) for t in inp["train"]],
             embedding_dirs=[Path(t.path) for t in inp["embed"]],
             triplet_dirs=[paths.triplets_dir(root, self.experiment, i) for i in range(self.epochs + 1)],
-            audit_dir=Path(inp["audit"].path) if "audit" in inp else None)
+            audit_file=Path(inp["audit"].path) if "audit" in inp else None)
         with temporary_dir(self.output()) as tmp:
             page = build_report(tmp, self.experiment, inputs, k=self.requires()["metrics"][0].k)
         log.info("report: %s", Path(self.output().path) / page)

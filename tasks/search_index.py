@@ -2,7 +2,7 @@
 
     luigi --module tasks SearchIndex --epoch 14 --local-scheduler
 
-Writes ``search/epoch=NNN/`` (``index.faiss``, ``items.parquet``, ``meta.json``)
+Writes ``search/epoch-NNN/`` (``index.faiss``, ``items.parquet``, ``meta.json``)
 from the epoch's embedding shards. Query it with ``python -m pipeline.search
 --epoch 14 IMAGE...`` or the page of ``python -m pipeline.serve``. Settings:
 ``[SearchIndex] splits`` (``train``, or ``train+val``).

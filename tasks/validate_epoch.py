@@ -3,12 +3,14 @@
     luigi --module tasks ValidateEpoch --epoch 3 --local-scheduler
     luigi --module tasks ValidateEpochs --epochs '[1,2,3]' --workers 3 --local-scheduler
 
-Writes ``metrics/epoch=NNN.json`` (precision@k on validation and on a seeded
-training sample, precision@1/@10, R-precision, MAP@R, triplet precision) beside
-four Parquet sidecars: ``epoch=NNN.per_class.parquet``, ``epoch=NNN.neighbors.parquet``
-(the figure queries' nearest and farthest training images), ``epoch=NNN.queries.parquet``
+Writes ``metrics/epoch-NNN.json`` (precision@k on validation and on a seeded
+training sample, precision@1/@10, R-precision, MAP@R, triplet precision) and
+four Parquet sidecars, each in its own folder so that it reads as one table across
+epochs (``pd.read_parquet("artifacts/demo/metrics/queries")``):
+``metrics/per_class/epoch-NNN.parquet``, ``metrics/neighbors/epoch-NNN.parquet``
+(the figure queries' nearest and farthest training images), ``metrics/queries/epoch-NNN.parquet``
 (every validation query's precision@k and nearest training images) and
-``epoch=NNN.confusion.parquet`` (which classes appear among each class's
+``metrics/confusion/epoch-NNN.parquet`` (which classes appear among each class's
 neighbours). The JSON is written last, so its presence means the epoch's
 validation is complete.
 

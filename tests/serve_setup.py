@@ -86,7 +86,7 @@ def searchable(tmp_path_factory: pytest.TempPathFactory) -> Experiment:
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=BUILD_TIMEOUT, check=False)
     assert proc.returncode == 0, proc.stdout[-6000:]
     root = base / "artifacts"
-    items = pd.read_parquet(root / EXPERIMENT / "search" / "epoch=002" / "items.parquet")
+    items = pd.read_parquet(root / EXPERIMENT / "search" / "epoch-002" / "items.parquet")
     return Experiment(root=root, dataset_root=dataset_root, items=items)
 
 

@@ -79,7 +79,7 @@ def test_file_replaces_existing_output(tmp_path):
 
 
 def test_dir_appears_on_success(tmp_path):
-    final = tmp_path / "epoch=001"
+    final = tmp_path / "epoch-001"
     with atomic_path(final, is_dir=True) as tmp:
         assert tmp.is_dir() and not final.exists()
         (tmp / "part-0.parquet").write_bytes(b"x")
@@ -87,12 +87,12 @@ def test_dir_appears_on_success(tmp_path):
         (tmp / "nested" / "f").write_text("y")
     assert (final / "part-0.parquet").read_bytes() == b"x"
     assert (final / "nested" / "f").read_text() == "y"
-    assert [p.name for p in tmp_path.iterdir()] == ["epoch=001"]
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-001"]
 
 
 @pytest.mark.parametrize("exc", [Boom("crash"), KeyboardInterrupt()])
 def test_dir_body_raises_leaves_nothing(tmp_path, exc):
-    final = tmp_path / "epoch=001"
+    final = tmp_path / "epoch-001"
     with pytest.raises(type(exc)):
         with atomic_path(final, is_dir=True) as tmp:
             (tmp / "part-0.parquet").write_bytes(b"half")
@@ -104,7 +104,7 @@ def test_dir_body_raises_leaves_nothing(tmp_path, exc):
 
 
 def test_dir_body_raises_keeps_the_old_output(tmp_path):
-    final = tmp_path / "epoch=001"
+    final = tmp_path / "epoch-001"
     final.mkdir()
     (final / "old").write_text("old")
     with pytest.raises(Boom):
@@ -112,17 +112,17 @@ def test_dir_body_raises_keeps_the_old_output(tmp_path):
             (tmp / "new").write_text("new")
             raise Boom()
     assert [p.name for p in final.iterdir()] == ["old"]
-    assert [p.name for p in tmp_path.iterdir()] == ["epoch=001"]
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-001"]
 
 
 def test_dir_replaces_existing_output(tmp_path):
-    final = tmp_path / "epoch=001"
+    final = tmp_path / "epoch-001"
     final.mkdir()
     (final / "stale").write_text("from the last run")
     with atomic_path(final, is_dir=True) as tmp:
         (tmp / "fresh").write_text("new")
     assert sorted(p.name for p in final.iterdir()) == ["fresh"]  # no stale leftovers mixed in
-    assert [p.name for p in tmp_path.iterdir()] == ["epoch=001"]
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-001"]
 
 
 @pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o002, 0o664, 0o775),
@@ -168,7 +168,7 @@ def test_write_text_atomic(tmp_path):
 OLD = {"a.parquet": b"old a", "sub/b.parquet": b"old b", "sub/c.parquet": b"old c", "d.json": b"old d"}
 NEW = {"x.parquet": b"new x", "sub/y.parquet": b"new y"}
 # Hidden leftovers a kill may leave: the form tests/test_resume.py (and readers) skip.
-LEFTOVER = re.compile(r"^\.tmp-epoch=\d{3}-\w+$")
+LEFTOVER = re.compile(r"^\.tmp-epoch-\d{3}-\w+$")
 
 
 class Killed(BaseException):
@@ -217,8 +217,8 @@ class StepInjector:
 
 
 def _replace_with_injector(monkeypatch, root: Path, kill_at: int | None) -> StepInjector:
-    """Replace ``root/epoch=001`` (holding OLD) by NEW, killed at step ``kill_at`` (None: never)."""
-    final = root / "epoch=001"
+    """Replace ``root/epoch-001`` (holding OLD) by NEW, killed at step ``kill_at`` (None: never)."""
+    final = root / "epoch-001"
     _write_tree(final, OLD)
     inj = StepInjector(monkeypatch, final, kill_at)
     try:
@@ -233,7 +233,7 @@ def _replace_with_injector(monkeypatch, root: Path, kill_at: int | None) -> Step
 def test_dir_replacement_killed_at_any_step_never_shows_a_partial_folder(monkeypatch, tmp_path):
     with monkeypatch.context() as m:
         total = _replace_with_injector(m, tmp_path / "dry", None).steps
-    assert _tree(tmp_path / "dry" / "epoch=001") == NEW
+    assert _tree(tmp_path / "dry" / "epoch-001") == NEW
     # Two renames (the old folder aside, the new one in), then 4 unlinks and 2 rmdirs deleting the old folder.
     assert total == 8
     states = []
@@ -246,13 +246,13 @@ def test_dir_replacement_killed_at_any_step_never_shows_a_partial_folder(monkeyp
         if StepInjector.last_seen is None:  # the old output is whole, under a hidden name
             assert OLD in StepInjector.last_hidden, kill_at
         # After the in-process cleanup: a whole output, and hidden leftovers at most.
-        assert _tree(root / "epoch=001") in (OLD, NEW), kill_at
+        assert _tree(root / "epoch-001") in (OLD, NEW), kill_at
         for name in os.listdir(root):
-            assert name == "epoch=001" or LEFTOVER.match(name), (kill_at, name)
+            assert name == "epoch-001" or LEFTOVER.match(name), (kill_at, name)
         # A rerun replaces whatever the kill left.
-        with atomic_path(root / "epoch=001", is_dir=True) as tmp:
+        with atomic_path(root / "epoch-001", is_dir=True) as tmp:
             _write_tree(tmp, NEW)
-        assert _tree(root / "epoch=001") == NEW
+        assert _tree(root / "epoch-001") == NEW
     # What a kill -9 at each instant leaves under the final name: the whole old output, the whole new
     # one, or (between the two renames only; the old one is then whole under a hidden name, and the
     # task counts as not done) nothing -- never a partly deleted folder.
@@ -262,16 +262,16 @@ def test_dir_replacement_killed_at_any_step_never_shows_a_partial_folder(monkeyp
 
 
 def test_dir_replacement_leaves_no_old_folder(tmp_path):
-    final = tmp_path / "epoch=001"
+    final = tmp_path / "epoch-001"
     _write_tree(final, OLD)
     with atomic_path(final, is_dir=True) as tmp:
         _write_tree(tmp, NEW)
     assert _tree(final) == NEW
-    assert os.listdir(tmp_path) == ["epoch=001"]
+    assert os.listdir(tmp_path) == ["epoch-001"]
 
 
 def test_failed_second_rename_puts_the_old_folder_back(monkeypatch, tmp_path):
-    final = tmp_path / "epoch=001"
+    final = tmp_path / "epoch-001"
     _write_tree(final, OLD)
     real_rename, calls = os.rename, []
 
@@ -287,7 +287,7 @@ def test_failed_second_rename_puts_the_old_folder_back(monkeypatch, tmp_path):
             _write_tree(tmp, NEW)
     assert not isinstance(info.value, ArtifactWriteError)  # an I/O error is not "disk full"
     assert _tree(final) == OLD
-    assert os.listdir(tmp_path) == ["epoch=001"]
+    assert os.listdir(tmp_path) == ["epoch-001"]
 
 
 # --------------------------------------------------------------------------- disk full, read-only, no permission
@@ -322,7 +322,7 @@ def test_write_error_in_the_body(tmp_path, code, is_dir):
 
 def test_permission_error_reading_an_input_is_not_a_write_error(tmp_path):
     """An unreadable input the body opens is the input's problem: it passes through unchanged."""
-    final = tmp_path / "out" / "epoch=001"
+    final = tmp_path / "out" / "epoch-001"
     with pytest.raises(PermissionError) as info:
         with atomic_path(final, is_dir=True):
             raise PermissionError(errno.EACCES, "Permission denied", "/data/images/cat.jpg")
@@ -331,14 +331,14 @@ def test_permission_error_reading_an_input_is_not_a_write_error(tmp_path):
 
 
 def test_write_error_keeps_the_old_output(tmp_path):
-    final = tmp_path / "epoch=001"
+    final = tmp_path / "epoch-001"
     _write_tree(final, OLD)
     with pytest.raises(ArtifactWriteError):
         with atomic_path(final, is_dir=True) as tmp:
             _write_tree(tmp, NEW)
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     assert _tree(final) == OLD
-    assert os.listdir(tmp_path) == ["epoch=001"]
+    assert os.listdir(tmp_path) == ["epoch-001"]
 
 
 @WRITE_ERRNOS
@@ -357,7 +357,7 @@ def test_write_error_at_the_file_rename(monkeypatch, tmp_path, code):
 
 @pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES], ids=["EROFS", "EACCES"])
 def test_write_error_at_the_folder_swap(monkeypatch, tmp_path, code):
-    final = tmp_path / "epoch=001"
+    final = tmp_path / "epoch-001"
     _write_tree(final, OLD)
 
     def fail(src, dst, *args, **kwargs):
@@ -369,7 +369,7 @@ def test_write_error_at_the_folder_swap(monkeypatch, tmp_path, code):
             _write_tree(tmp, NEW)
     _check_write_error(info, final, code)
     assert _tree(final) == OLD
-    assert os.listdir(tmp_path) == ["epoch=001"]
+    assert os.listdir(tmp_path) == ["epoch-001"]
 
 
 @WRITE_ERRNOS
@@ -377,7 +377,7 @@ def test_write_error_at_the_folder_swap(monkeypatch, tmp_path, code):
 def test_cannot_create_the_temporary_in_a_read_only_folder(monkeypatch, tmp_path, code, is_dir):
     folder = tmp_path / "artifacts"
     folder.mkdir()
-    final = folder / "epoch=001"
+    final = folder / "epoch-001"
 
     real = {"mkdir": Path.mkdir, "touch": Path.touch}
 
@@ -399,7 +399,7 @@ def test_cannot_create_the_temporary_in_a_read_only_folder(monkeypatch, tmp_path
 
 
 def test_cannot_create_the_output_folder_on_a_read_only_file_system(monkeypatch, tmp_path):
-    final = tmp_path / "artifacts" / "demo" / "train" / "epoch=001"
+    final = tmp_path / "artifacts" / "demo" / "train" / "epoch-001"
     real_mkdir = Path.mkdir
 
     def mkdir(self, *args, **kwargs):

@@ -16,6 +16,7 @@ import pytest
 import tasks
 from pipeline.audit.findings import audit_tables, auroc, exact_duplicates
 from pipeline.audit.settings import AuditSettings
+from pipeline.storage import write_epoch_tables
 from tests.support import REPO, TIMEOUT, assert_succeeded, build, fast_config, luigi_cli, write_overrides
 
 N_CLASSES, PER_CLASS, DIM = 6, 50, 8
@@ -120,9 +121,10 @@ def test_run_all_audits_the_last_epoch_and_the_report_shows_it(tmp_path, tiny_im
     config = write_overrides(tmp_path, cfg)
     done = luigi_cli(["RunAll"], config)  # its report includes the last epoch's audit
     assert done.code == 0, done.output[-4000:]
-    audit = tmp_path / "artifacts" / "test" / "audit" / "epoch=001"
-    summary = json.loads((audit / "summary.json").read_text())
-    images = pd.read_parquet(audit / "images.parquet")
+    audit = tmp_path / "artifacts" / "test" / "audit"
+    summary = json.loads((audit / "epoch-001.json").read_text())
+    images = pd.read_parquet(audit / "images" / "epoch-001.parquet")
+    assert (images["epoch"] == 1).all()
     assert summary["images"] == len(images) == 36 and summary["epochs_pooled"] == 1  # epoch 0's random network never votes
     assert summary["flipped"] == int(images["flipped"].sum()) == 7  # round(0.2 * 36)
     assert 0.0 <= summary["detection"]["auroc"] <= 1.0
@@ -132,7 +134,7 @@ def test_run_all_audits_the_last_epoch_and_the_report_shows_it(tmp_path, tiny_im
                            text=True, timeout=TIMEOUT)
     assert shown.returncode == 0, shown.stderr
     assert "most suspect labels" in shown.stdout and '"suspects"' in shown.stdout
-    report = tmp_path / "artifacts" / "test" / "report" / "epochs=001"
+    report = tmp_path / "artifacts" / "test" / "report" / "epochs-001"
     page = (report / "summary.md").read_text()
     assert "## Label audit (epoch 1)" in page and "labels flipped for this experiment | 7" in page
     assert (report / "label_quality.png").is_file()
@@ -145,14 +147,14 @@ def test_a_changed_setting_redoes_the_audit(configure, tmp_path, tiny_imagenet):
     cfg["run"]["epochs"] = 1
     configure(cfg)
     assert_succeeded(build([tasks.AuditEpoch(epoch=1)]))
-    audit = tmp_path / "artifacts" / "test" / "audit" / "epoch=001"
-    assert json.loads((audit / "summary.json").read_text())["k"] == 20
+    audit = tmp_path / "artifacts" / "test" / "audit" / "epoch-001.json"
+    assert json.loads(audit.read_text())["k"] == 20
     assert tasks.AuditEpoch(epoch=1).complete()
     cfg["AuditEpoch"] = {"k": 5}
     configure(cfg)
     assert not tasks.AuditEpoch(epoch=1).complete()
     assert_succeeded(build([tasks.AuditEpoch(epoch=1)]))
-    assert json.loads((audit / "summary.json").read_text())["k"] == 5
+    assert json.loads(audit.read_text())["k"] == 5
 
 
 # --------------------------------------------------------------------------- lists that use the audit
@@ -169,12 +171,15 @@ def _indexed(configure, tmp_path, tiny_imagenet, **lists):
 
 
 def _planted_audit(folder, train, suspects):
-    folder.mkdir()
+    """An audit (its summary's path) whose images table flags ``suspects``."""
     flagged = train["image_id"].isin(suspects).to_numpy()
-    pd.DataFrame({"image_id": train["image_id"].to_numpy(), "given_label": train["label"].to_numpy(),
-                  "suggested_label": (train["label"].to_numpy() + 1) % 3, "quality": 0.5, "suspect": flagged,
-                  "outlier_score": 1.0}).to_parquet(folder / "images.parquet")
-    return folder
+    summary = folder / "epoch-001.json"
+    write_epoch_tables(summary, {"images": pd.DataFrame({
+        "image_id": train["image_id"].to_numpy(), "given_label": train["label"].to_numpy(),
+        "suggested_label": (train["label"].to_numpy() + 1) % 3, "quality": 0.5, "suspect": flagged,
+        "outlier_score": 1.0})}, 1)
+    summary.write_text("{}")
+    return summary
 
 
 @pytest.mark.parametrize("mode", ["exclude", "relabel"])
@@ -187,7 +192,7 @@ def test_suspects_are_left_out_or_relabelled(configure, tmp_path, tiny_imagenet,
     audit = _planted_audit(tmp_path / "audit", train, suspects)
     settings = ListSettings(strategy="uniform", suspects=mode, audit_from=1, triplets_per_query=2)
     sample_epoch_list(dataset, None, tmp_path / "list", settings.sampler(2), settings, epoch=2, seed=0, margin=1.0,
-                      recorded={}, audit_dir=audit)
+                      recorded={}, audit_file=audit)
     trip = read_triplets(tmp_path / "list")
     assert read_triplet_meta(tmp_path / "list")["suspects"] == {mode: 4}
     roles = np.concatenate([trip[c].to_numpy() for c in ("query", "positive", "negative")])
@@ -230,12 +235,10 @@ def test_the_report_section_shows_the_suspects_and_the_leaked_pairs(planted, tmp
                           "class_name": [f"class {c}" for c in labels]})
     images, pairs, summary = audit_tables(epochs, ids[:n], given, AuditSettings(knn_backend="torch"),
                                           duplicates=exact_duplicates(pixels, ids, splits), true_labels=true)
-    audit = tmp_path / "audit"
-    audit.mkdir()
-    images.to_parquet(audit / "images.parquet")
-    pairs.to_parquet(audit / "duplicates.parquet")
-    (audit / "summary.json").write_text(json.dumps(summary))
-    write_shards(tmp_path / "emb", index.iloc[:n], epochs[0])
+    audit = tmp_path / "audit" / "epoch-003.json"
+    write_epoch_tables(audit, {"images": images, "duplicates": pairs}, 3)
+    audit.write_text(json.dumps(summary))
+    write_shards(tmp_path / "emb", index.iloc[:n], epochs[0], epoch=1)
     figures, tables = audit_report(audit, tmp_path / "emb", pixels, index, tmp_path, epoch=3)
     assert set(figures) == {SUSPECT_LABELS, CROSS_SPLIT_DUPLICATES, LABEL_QUALITY}
     assert all(path.is_file() for path in figures.values())

@@ -244,9 +244,9 @@ def test_batched_run_and_inspect_from_the_command_line(tmp_path, tiny_imagenet):
     config = write_overrides(tmp_path, cfg)
     done = luigi_cli(["RunAll"], config)
     assert done.code == 0, done.output[-4000:]
-    report = (tmp_path / "artifacts" / "test" / "report" / "epochs=002" / "summary.md").read_text()
+    report = (tmp_path / "artifacts" / "test" / "report" / "epochs-002" / "summary.md").read_text()
     assert "## Training by epoch" in report
-    listing = pd.read_parquet(tmp_path / "artifacts" / "test" / "triplets" / "epoch=002")
+    listing = pd.read_parquet(tmp_path / "artifacts" / "test" / "triplets" / "epoch-002")
     assert {"batch", "query", "positive", "negative"} <= set(listing.columns)
     out = subprocess.run([sys.executable, "-m", "pipeline.show", "triplets", "--artifacts",
                           str(tmp_path / "artifacts"), "--experiment", "test", "--epoch", "2", "--dataset",

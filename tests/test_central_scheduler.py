@@ -159,13 +159,13 @@ def check_shared_run_completed(run: SharedRun) -> None:
     assert len({w["name"] for w in run.workers_seen}) == 2
 
     exp = run.artifacts / "test"
-    report = exp / "report" / "epochs=002"
+    report = exp / "report" / "epochs-002"
     for name in ("index.html", "summary.md", "loss.png", "accuracy.png", "nearest.png", "farthest.png"):
         assert (report / name).is_file(), name
     assert "data:image/png;base64" in (report / "index.html").read_text()
     for epoch in range(3):
-        assert (exp / "metrics" / f"epoch={epoch:03d}.json").is_file()
-        assert (exp / "train" / f"epoch={epoch:03d}" / "checkpoint.pt").is_file()
+        assert (exp / "metrics" / f"epoch-{epoch:03d}.json").is_file()
+        assert (exp / "train" / f"epoch-{epoch:03d}" / "_checkpoint.pt").is_file()
     recorded = json.loads((exp / "config.json").read_text())  # every stage recorded its settings
     assert {"TripletList", "TrainEpoch", "model", "dataset"} <= set(recorded), sorted(recorded)
     assert run.state_file.is_file()  # luigid saved its state where it was told, on shutdown

@@ -108,14 +108,14 @@ def test_nan_loss_exits_non_zero(tmp_path, tiny_imagenet):
     config = write_overrides(tmp_path, overrides(tmp_path, tiny_imagenet))
     outcome = luigi_cli(["RunAll", "--TrainEpoch-lr", "1e20"], config)
     assert_failed(outcome, "not finite", "training diverged")
-    assert not (tmp_path / "artifacts" / "test" / "train" / "epoch=001").exists()
+    assert not (tmp_path / "artifacts" / "test" / "train" / "epoch-001").exists()
 
 
 def test_changed_setting_on_a_finished_experiment_is_refused(tmp_path, tiny_imagenet):
     config = write_overrides(tmp_path, overrides(tmp_path, tiny_imagenet))
     done = luigi_cli(["RunAll"], config)
     assert done.code == 0, done.output[-4000:]
-    report = tmp_path / "artifacts" / "test" / "report" / "epochs=001"
+    report = tmp_path / "artifacts" / "test" / "report" / "epochs-001"
     before = (report / "summary.md").stat().st_mtime_ns
 
     outcome = luigi_cli(["RunAll", "--TrainEpoch-lr", "0.5"], config)

@@ -52,19 +52,19 @@ def dataset(root: Path, image_folder: Path) -> Path:
 
 @pytest.fixture
 def embeddings(root: Path) -> Path:
-    """``<root>/test/embeddings/epoch=003``: 30 vectors of 4 floats in four shards."""
+    """``<root>/test/embeddings/epoch-003``: 30 vectors of 4 floats in four shards."""
     emb = paths.embeddings_dir(root, EXPERIMENT, 3)
     n = 30
     index = pd.DataFrame({"image_id": np.arange(n), "split": ["train"] * 20 + ["val"] * 10,
                           "label": np.arange(n) % 3})
     vectors = np.random.default_rng(0).normal(size=(n, 4)).astype(np.float32)
-    write_shards(emb, index, vectors, rows_per_shard=8, extra={"epoch": 3})
+    write_shards(emb, index, vectors, epoch=3, rows_per_shard=8)
     return emb
 
 
 @pytest.fixture
 def triplets(root: Path) -> Path:
-    """``<root>/test/triplets/epoch=002``: a uniform triplet list over 24 images."""
+    """``<root>/test/triplets/epoch-002``: a uniform triplet list over 24 images."""
     out = paths.triplets_dir(root, EXPERIMENT, 2)
     labels = np.arange(24) % 3
     ctx = SamplingContext(ClassMembers.from_labels(labels), epoch=2, seed=0)
@@ -203,9 +203,9 @@ def test_overwritten_vector_bytes_are_caught_by_page_checksums(root):
     emb = paths.embeddings_dir(root, EXPERIMENT, 3)
     n = 200
     index = pd.DataFrame({"image_id": np.arange(n), "split": "train", "label": np.arange(n) % 3})
-    write_shards(emb, index, np.random.default_rng(1).normal(size=(n, 16)).astype(np.float32))
+    write_shards(emb, index, np.random.default_rng(1).normal(size=(n, 16)).astype(np.float32), epoch=1)
     shard = emb / "part-00000.parquet"
-    chunk = next(c for c in map(pq.read_metadata(shard).row_group(0).column, range(4))
+    chunk = next(c for c in map(pq.read_metadata(shard).row_group(0).column, range(5))
                  if c.path_in_schema.startswith("vector."))
     assert chunk.total_compressed_size > 10_000
     overwrite(shard, _chunk_start(chunk) + 5_000, 16)  # well inside the first page, past its header
@@ -315,20 +315,26 @@ def test_missing_triplet_list(triplets):
 
 
 @pytest.mark.parametrize("rel, task, rerun, delete", [
-    ("test/embeddings/epoch=003/part-00000.parquet", "EmbedEpoch", "EmbedEpoch --epoch 3 --experiment test",
-     ["test/embeddings/epoch=003"]),
-    ("test/embeddings/epoch=003", "EmbedEpoch", "EmbedEpoch --epoch 3 --experiment test",
-     ["test/embeddings/epoch=003"]),
+    ("test/embeddings/epoch-003/part-00000.parquet", "EmbedEpoch", "EmbedEpoch --epoch 3 --experiment test",
+     ["test/embeddings/epoch-003"]),
+    ("test/embeddings/epoch-003", "EmbedEpoch", "EmbedEpoch --epoch 3 --experiment test",
+     ["test/embeddings/epoch-003"]),
     ("datasets/folder-16px/pixels.npy", "IndexDataset", "IndexDataset", ["datasets/folder-16px"]),
-    ("demo/triplets/epoch=012/part-00000.parquet", "TripletList", "TripletList --epoch 12 --experiment demo",
-     ["demo/triplets/epoch=012"]),
-    ("demo/train/epoch=000/checkpoint.pt", "TrainEpoch", "TrainEpoch --epoch 0 --experiment demo",
-     ["demo/train/epoch=000"]),
-    ("demo/metrics/epoch=004.per_class.parquet", "ValidateEpoch", "ValidateEpoch --epoch 4 --experiment demo",
-     ["demo/metrics/epoch=004.json", "demo/metrics/epoch=004.per_class.parquet",
-      "demo/metrics/epoch=004.neighbors.parquet", "demo/metrics/epoch=004.queries.parquet",
-      "demo/metrics/epoch=004.confusion.parquet"]),
-    ("demo/report/epochs=006/index.html", "Report", "Report --epochs 6 --experiment demo", ["demo/report/epochs=006"]),
+    ("demo/triplets/epoch-012/part-00000.parquet", "TripletList", "TripletList --epoch 12 --experiment demo",
+     ["demo/triplets/epoch-012"]),
+    ("demo/train/epoch-000/_checkpoint.pt", "TrainEpoch", "TrainEpoch --epoch 0 --experiment demo",
+     ["demo/train/epoch-000"]),
+    ("demo/metrics/per_class/epoch-004.parquet", "ValidateEpoch", "ValidateEpoch --epoch 4 --experiment demo",
+     ["demo/metrics/epoch-004.json", "demo/metrics/per_class/epoch-004.parquet",
+      "demo/metrics/neighbors/epoch-004.parquet", "demo/metrics/queries/epoch-004.parquet",
+      "demo/metrics/confusion/epoch-004.parquet"]),
+    ("demo/metrics/epoch-004.json", "ValidateEpoch", "ValidateEpoch --epoch 4 --experiment demo",
+     ["demo/metrics/epoch-004.json", "demo/metrics/per_class/epoch-004.parquet",
+      "demo/metrics/neighbors/epoch-004.parquet", "demo/metrics/queries/epoch-004.parquet",
+      "demo/metrics/confusion/epoch-004.parquet"]),
+    ("demo/audit/images/epoch-002.parquet", "AuditEpoch", "AuditEpoch --epoch 2 --experiment demo",
+     ["demo/audit/epoch-002.json", "demo/audit/images/epoch-002.parquet", "demo/audit/duplicates/epoch-002.parquet"]),
+    ("demo/report/epochs-006/index.html", "Report", "Report --epochs 6 --experiment demo", ["demo/report/epochs-006"]),
 ])
 def test_producer_of(tmp_path, rel, task, rerun, delete):
     # The artifacts root's own path holds names like "train" and "datasets": only the part below it counts.

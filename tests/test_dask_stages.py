@@ -78,7 +78,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random network saved the way TrainEpoch saves one."""
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
+    path = tmp_path_factory.mktemp("ckpt") / "_checkpoint.pt"
     torch.save({"model": build_model(MODEL).state_dict(), "model_settings": asdict(MODEL)}, path)
     return path
 
@@ -99,7 +99,7 @@ def gallery_embeddings(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vectors[5] = vectors[6]
     index = pd.DataFrame({"image_id": np.arange(440), "split": ["train"] * 320 + ["val"] * 120, "label": labels})
     out = tmp_path_factory.mktemp("gallery") / "emb"
-    write_shards(out, index, vectors, rows_per_shard=100, extra={"epoch": 1})
+    write_shards(out, index, vectors, epoch=1, rows_per_shard=100)
     return out
 
 
@@ -108,7 +108,7 @@ def assert_same_embeddings(a: Path, b: Path) -> None:
     files = sorted(p.name for p in a.iterdir())
     assert files == sorted(p.name for p in b.iterdir())
     for name in files:
-        if name != "manifest.json":
+        if name != "_manifest.json":
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
     manifests = [read_manifest(d) for d in (a, b)]
     for m in manifests:
@@ -218,12 +218,12 @@ def test_resources_no_worker_offers_are_refused_naming_the_setting(client: Clien
 def test_validation_on_the_cluster_is_identical(client: Client, gallery_embeddings: Path, tmp_path: Path,
                                                 settings: ValidationSettings) -> None:
     recorded = {**settings.recorded(), "seed": settings.seed}
-    here = validate_epoch(gallery_embeddings, tmp_path / "here" / "epoch=001.json", settings, epoch=1,
+    here = validate_epoch(gallery_embeddings, tmp_path / "here" / "epoch-001.json", settings, epoch=1,
                           recorded=recorded)
     with get_task_stream(client) as stream:
-        validate_epoch(gallery_embeddings, tmp_path / "there" / "epoch=001.json", settings, epoch=1,
+        validate_epoch(gallery_embeddings, tmp_path / "there" / "epoch-001.json", settings, epoch=1,
                        recorded=recorded, client=client)
-    assert_same_validation(tmp_path / "here" / "epoch=001.json", tmp_path / "there" / "epoch=001.json")
+    assert_same_validation(tmp_path / "here" / "epoch-001.json", tmp_path / "there" / "epoch-001.json")
     # Several blocks per retrieval ran on the workers; in-process, each retrieval was one block.
     blocks = tasks_run(stream.data, "retrieve_block")
     assert len(blocks) == 2 * 2 * 2  # (validation + training sample) x 2 workers x 2 blocks each
@@ -290,9 +290,9 @@ def test_validate_command_on_a_running_cluster_matches_in_process(client: Client
     assert f"searched on the dask cluster {address}" in outcome.output
     assert len(tasks_run(stream.data, "embed_shard")) == 6 and tasks_run(stream.data, "retrieve_block")
     exp = {name: tmp_path / "artifacts" / name for name in ("here", "there")}
-    assert_same_embeddings(*(e / "embeddings" / "epoch=000" for e in exp.values()))
-    assert_same_validation(*(e / "metrics" / "epoch=000.json" for e in exp.values()))
-    metrics = json.loads((exp["there"] / "metrics" / "epoch=000.json").read_text())
+    assert_same_embeddings(*(e / "embeddings" / "epoch-000" for e in exp.values()))
+    assert_same_validation(*(e / "metrics" / "epoch-000.json" for e in exp.values()))
+    metrics = json.loads((exp["there"] / "metrics" / "epoch-000.json").read_text())
     assert metrics["settings"]["index"] == "ivf" and 0 < metrics["ivf_recall_at_5_val"] <= 1
     assert len(read_index(tmp_path / "artifacts" / "datasets" / "image-folder-16px")) == 42
 
@@ -347,7 +347,7 @@ def test_validation_block_failing_for_good_leaves_no_output(client: Client, gall
     try:
         expected = KilledWorker if how == "dies" else RuntimeError
         with pytest.raises(expected):
-            validate_epoch(gallery_embeddings, out / "epoch=001.json", VALIDATION, epoch=1, recorded={},
+            validate_epoch(gallery_embeddings, out / "epoch-001.json", VALIDATION, epoch=1, recorded={},
                            client=client)
     finally:
         scheduler.allowed_failures = allowed

@@ -31,7 +31,7 @@ def test_a_peer_that_never_joins_ends_the_epoch_after_timeout_s(configure, tmp_p
                          "--timeout-s", "5", "--no-lock"], config)
     assert_failed(outcome, f"the ranks did not all meet at {rendezvous} within 5 s", "--node-rank 0 .. 1")
     train = tmp_path / "artifacts" / "test" / "train"
-    assert sorted(p.name for p in train.iterdir()) == ["epoch=000"]
+    assert sorted(p.name for p in train.iterdir()) == ["epoch-000"]
 
 
 def test_a_diverging_loss_on_two_ranks_fails_with_the_training_error(configure, tmp_path, tiny_imagenet):
@@ -39,7 +39,7 @@ def test_a_diverging_loss_on_two_ranks_fails_with_the_training_error(configure, 
     outcome = luigi_cli(["TrainEpoch", "--epoch", "1", "--processes", "2", "--no-lock"], config)
     assert_failed(outcome, "TrainingError: epoch 1 step", "not finite")
     train = tmp_path / "artifacts" / "test" / "train"
-    assert sorted(p.name for p in train.iterdir()) == ["epoch=000"]
+    assert sorted(p.name for p in train.iterdir()) == ["epoch-000"]
 
 
 def test_two_nodes_on_this_machine_train_one_epoch_with_two_commands(configure, tmp_path, tiny_imagenet):
@@ -71,7 +71,7 @@ def test_two_nodes_on_this_machine_train_one_epoch_with_two_commands(configure, 
     # One process continues from the 2-node checkpoint (EmbedEpoch reads it for epoch 2's list).
     result = build([tasks.TrainEpoch(experiment="test", epoch=2)])
     assert_succeeded(result)
-    assert load_checkpoint(root / "test" / "train" / "epoch=002" / "checkpoint.pt")["epoch"] == 2
+    assert load_checkpoint(root / "test" / "train" / "epoch-002" / "_checkpoint.pt")["epoch"] == 2
 
 
 def test_killing_the_command_kills_its_ranks_and_writes_nothing(configure, tmp_path, tiny_imagenet):
@@ -85,7 +85,7 @@ def test_killing_the_command_kills_its_ranks_and_writes_nothing(configure, tmp_p
     config = configure(shipped_plus_test_data(tmp_path, tiny_imagenet, checkpoint_every=1))
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(config), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     train = tmp_path / "artifacts" / "test" / "train"
-    partial = train / ".partial-epoch=001.pt"
+    partial = train / ".partial-epoch-001.pt"
     command = [str(BIN / "luigi"), "--module", "tasks", "TrainEpoch", "--epoch", "1", "--processes", "2",
                "--no-lock"]
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -101,9 +101,9 @@ def test_killing_the_command_kills_its_ranks_and_writes_nothing(configure, tmp_p
         assert not alive, [p.cmdline() for p in alive]
     finally:
         stop_process(proc)
-    assert not (train / "epoch=001").exists()
+    assert not (train / "epoch-001").exists()
     assert luigi_cli(command[3:], config).code == 0
-    assert (train / "epoch=001").is_dir() and not partial.exists()
+    assert (train / "epoch-001").is_dir() and not partial.exists()
 
 
 class Killed(Exception):
@@ -122,10 +122,10 @@ def test_a_one_process_partial_resumes_on_two_ranks(configure, tmp_path, tiny_im
 
     inputs = task.input()
     with pytest.raises(Killed):
-        train_epoch(f"{inputs['previous'].path}/checkpoint.pt", inputs["triplets"].path, inputs["index"].path,
+        train_epoch(f"{inputs['previous'].path}/_checkpoint.pt", inputs["triplets"].path, inputs["index"].path,
                     task.output().path, task.epoch_settings(), epoch=1, seed=0, device=torch.device("cpu"),
                     saves=PartialSaveSettings(checkpoint_every=2), progress=kill)
-    partial = tmp_path / "artifacts" / "test" / "train" / ".partial-epoch=001.pt"
+    partial = tmp_path / "artifacts" / "test" / "train" / ".partial-epoch-001.pt"
     saved = torch.load(partial, weights_only=True)
     assert saved["step"] == 2
 
@@ -147,10 +147,10 @@ def test_validation_precision_after_a_demo_epoch_is_the_same_on_two_ranks(config
         done = luigi_cli(["ValidateEpoch", "--epoch", "1", "--experiment", experiment,
                           "--TrainEpoch-processes", processes, "--no-lock"], config, timeout=900)
         assert done.code == 0, done.output[-4000:]
-        metrics = json.loads((tmp_path / "artifacts" / experiment / "metrics" / "epoch=001.json").read_text())
+        metrics = json.loads((tmp_path / "artifacts" / experiment / "metrics" / "epoch-001.json").read_text())
         precision[experiment] = metrics["precision_at_30_val"]
     assert "epoch 1: trained on 2 ranks" in done.output
     assert precision["two"] == pytest.approx(precision["one"], abs=0.005), precision
-    steps = {e: pd.read_parquet(tmp_path / "artifacts" / e / "train" / "epoch=001" / "steps.parquet")
+    steps = {e: pd.read_parquet(tmp_path / "artifacts" / e / "train" / "epoch-001" / "steps.parquet")
              for e in precision}
     assert steps["two"]["images"].tolist() == steps["one"]["images"].tolist()

@@ -35,7 +35,7 @@ def shipped_plus_test_data(tmp_path, dataset_root, **train_epoch) -> dict:
 
 
 def steps_of(root, experiment: str, epoch: int = 1) -> pd.DataFrame:
-    return pd.read_parquet(root / experiment / "train" / f"epoch={epoch:03d}" / "steps.parquet")
+    return pd.read_parquet(root / experiment / "train" / f"epoch-{epoch:03d}" / "steps.parquet")
 
 
 def train_folder(root, experiment: str = "test"):
@@ -53,7 +53,7 @@ def test_two_processes_train_the_epoch_one_process_trains(configure, tmp_path, t
     assert done.code == 0, done.output[-4000:]
     assert "epoch 1: trained on 2 ranks" in done.output
     train = train_folder(root)
-    assert sorted(p.name for p in train.iterdir()) == ["epoch=000", "epoch=001"]  # no partial, no temporary
+    assert sorted(p.name for p in train.iterdir()) == ["epoch-000", "epoch-001"]  # no partial, no temporary
 
     # The same epoch in one process (another experiment, the same list): same steps and losses.
     result = build([tasks.TrainEpoch(experiment="one", epoch=1)])
@@ -63,8 +63,8 @@ def test_two_processes_train_the_epoch_one_process_trains(configure, tmp_path, t
     assert two["triplets"].tolist() == one["triplets"].tolist()
     assert two["loss"].iloc[0] == pytest.approx(one["loss"].iloc[0], rel=1e-4)
     assert two["loss"].tolist() == pytest.approx(one["loss"].tolist(), rel=0.02, abs=1e-3)  # float32 noise
-    state, ref = load_checkpoint(train / "epoch=001" / "checkpoint.pt"), load_checkpoint(
-        train_folder(root, "one") / "epoch=001" / "checkpoint.pt")
+    state, ref = load_checkpoint(train / "epoch-001" / "_checkpoint.pt"), load_checkpoint(
+        train_folder(root, "one") / "epoch-001" / "_checkpoint.pt")
     assert {k: v.shape for k, v in state["model"].items()} == {k: v.shape for k, v in ref["model"].items()}
     assert state["optimizer"]["param_groups"] == ref["optimizer"]["param_groups"]
     build_model(ModelSettings(**state["model_settings"])).load_state_dict(state["model"], strict=True)
@@ -84,8 +84,8 @@ def test_a_killed_rank_fails_the_command_at_once_and_one_process_resumes_its_par
     monkeypatch.delenv("KILL_RANK_AT")
     assert_failed(killed, "rank 1 of 2 (node 0, process 1) was killed by SIGKILL", "TrainEpoch")
     train = train_folder(root)
-    assert not (train / "epoch=001").exists() and not list(train.glob(".tmp-*"))
-    partial = train / ".partial-epoch=001.pt"
+    assert not (train / "epoch-001").exists() and not list(train.glob(".tmp-*"))
+    partial = train / ".partial-epoch-001.pt"
     saved = torch.load(partial, weights_only=True)
     assert saved["step"] == 2 and len(saved["rows"]) == 2
 

@@ -39,7 +39,7 @@ def test_embed_epoch_shards_are_aligned_with_the_index(fast_pipeline, tmp_path):
     index = read_index(ds, ["image_id", "split", "label"])
     assert len(index) == 48  # 3 classes x (12 train + 4 val)
 
-    emb_dir = tmp_path / "artifacts" / "test" / "embeddings" / "epoch=000"
+    emb_dir = tmp_path / "artifacts" / "test" / "embeddings" / "epoch-000"
     manifest = read_manifest(emb_dir)
     assert manifest["rows"] == 48 and manifest["dim"] == 8
     assert manifest["splits"] == {"train": 36, "val": 12}
@@ -60,14 +60,14 @@ def test_embed_epoch_shards_are_aligned_with_the_index(fast_pipeline, tmp_path):
 
     # Row i really is image i under epoch 0's network.
     net = build_model(MODEL)
-    net.load_state_dict(load_checkpoint(tmp_path / "artifacts" / "test" / "train" / "epoch=000" / "checkpoint.pt")
+    net.load_state_dict(load_checkpoint(tmp_path / "artifacts" / "test" / "train" / "epoch-000" / "_checkpoint.pt")
                         ["model"])
     picks = np.array([0, 5, 17, 35, 36, 40, 47])
     np.testing.assert_allclose(everything.vectors[picks], plain_forward(net, open_store(ds), picks),
                                rtol=1e-4, atol=1e-5)
 
     # Small shards: several files, same rows and vectors.
-    sharded_dir = tmp_path / "artifacts" / "sharded" / "embeddings" / "epoch=000"
+    sharded_dir = tmp_path / "artifacts" / "sharded" / "embeddings" / "epoch-000"
     sharded = read_manifest(sharded_dir)
     assert [s["rows"] for s in sharded["shards"]] == [7, 7, 7, 7, 7, 7, 6]
     assert sorted(p.name for p in sharded_dir.glob("part-*.parquet")) == [s["file"] for s in sharded["shards"]]
@@ -107,8 +107,8 @@ def test_written_shards_round_trip_in_id_order(tmp_path):
     index = pd.DataFrame({"image_id": ids, "split": ["val", "train", "val", "train", "train", "val"],
                           "label": [1, 0, 1, 0, 1, 0]})
     vectors = np.arange(18, dtype=np.float32).reshape(6, 3) + ids[:, None] * 100
-    manifest = write_shards(tmp_path / "emb", index, vectors, rows_per_shard=4)
-    assert json.loads((tmp_path / "emb" / "manifest.json").read_text()) == manifest
+    manifest = write_shards(tmp_path / "emb", index, vectors, epoch=2, rows_per_shard=4)
+    assert json.loads((tmp_path / "emb" / "_manifest.json").read_text()) == manifest
     assert [s["rows"] for s in manifest["shards"]] == [4, 2]
     val = load_embeddings(tmp_path / "emb", "val")
     np.testing.assert_array_equal(val.image_ids, [3, 4, 5])

@@ -64,7 +64,7 @@ def test_changed_triplet_setting_is_rejected(configure, tmp_path, tiny_imagenet,
     msg = _refused(tasks.TripletList(epoch=2), task_errors)
     assert "[TripletList] triplets_per_query: was 1, now 2" in msg
     assert "'test'" in msg and str(artifacts / "test") in msg
-    assert not (artifacts / "test" / "triplets" / "epoch=002").exists()
+    assert not (artifacts / "test" / "triplets" / "epoch-002").exists()
     assert config_file.read_text() == recorded  # a rejected run changes nothing
 
 
@@ -73,13 +73,13 @@ def test_changed_strategy_is_rejected(configure, tmp_path, tiny_imagenet, task_e
     assert_succeeded(build([tasks.TripletList(epoch=1)]))
     # Delete the list and ask for it again with another strategy (epoch 1 may stay
     # uniform, so nothing needs embeddings): the experiment still says uniform.
-    shutil.rmtree(artifacts / "test" / "triplets" / "epoch=001")
+    shutil.rmtree(artifacts / "test" / "triplets" / "epoch-001")
     _configure(configure, tmp_path, tiny_imagenet, TripletList={"strategy": "semihard", "mine_first_epoch": "false"})
     msg = _refused(tasks.TripletList(epoch=1), task_errors)
     assert "[TripletList] strategy: was 'uniform', now 'semihard'" in msg
     assert "[TripletList] mine_first_epoch: was True, now False" in msg
     assert str(artifacts / "test") in msg
-    assert not (artifacts / "test" / "triplets" / "epoch=001").exists()
+    assert not (artifacts / "test" / "triplets" / "epoch-001").exists()
 
 
 def test_changed_seed_is_rejected(configure, tmp_path, tiny_imagenet, task_errors):
@@ -113,7 +113,7 @@ def test_new_experiment_name_starts_afresh(configure, tmp_path, tiny_imagenet):
     assert json.loads((artifacts / "test" / "config.json").read_text())["TripletList"]["triplets_per_query"] == 1
     # ... and --experiment on the task works the same way.
     assert_succeeded(build([tasks.TripletList(experiment="third", epoch=1)]))
-    assert (artifacts / "third" / "triplets" / "epoch=001").is_dir()
+    assert (artifacts / "third" / "triplets" / "epoch-001").is_dir()
 
 
 # --------------------------------------------------------------------------- TrainEpoch settings
@@ -129,12 +129,12 @@ def test_changed_learning_rate_is_rejected(configure, tmp_path, tiny_imagenet, t
     assert "[TrainEpoch] lr: was 0.01, now 0.05" in msg
     assert "'test'" in msg and str(artifacts / "test") in msg
     assert "new experiment name" in msg
-    assert not (artifacts / "test" / "train" / "epoch=001").exists()
+    assert not (artifacts / "test" / "train" / "epoch-001").exists()
 
     # Back to the recorded value, the same epoch trains.
     _configure(configure, tmp_path, tiny_imagenet)
     assert_succeeded(build([tasks.TrainEpoch(epoch=1)]))
-    assert (artifacts / "test" / "train" / "epoch=001" / "checkpoint.pt").is_file()
+    assert (artifacts / "test" / "train" / "epoch-001" / "_checkpoint.pt").is_file()
 
 
 def test_changed_model_setting_is_rejected(configure, tmp_path, tiny_imagenet, task_errors):

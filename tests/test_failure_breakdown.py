@@ -22,7 +22,7 @@ from pipeline.evaluation.breakdown import QUERIES_SCHEMA, confusion_counts, quer
 from pipeline.evaluation.evaluate import evaluate, evaluate_epoch
 from pipeline.evaluation.settings import ValidationSettings, metrics_are_current
 from pipeline.paths import VALIDATION_SIDECARS, validation_files
-from pipeline.storage import producer_of
+from pipeline.storage import producer_of, write_epoch_tables
 
 K = 5
 SETTINGS = ValidationSettings(k=K, train_queries=10, figure_queries=2, figure_k=4, triplets=20, knn_backend="torch")
@@ -119,15 +119,13 @@ def test_query_table_and_confusion_reject_mismatched_shapes():
 
 
 def write_validation(metrics_file: Path, settings: dict) -> None:
-    metrics_file.parent.mkdir(parents=True, exist_ok=True)
-    for name in VALIDATION_SIDECARS:
-        pd.DataFrame({"x": [1]}).to_parquet(paths.metrics_sidecar(metrics_file, name))
+    write_epoch_tables(metrics_file, {name: pd.DataFrame({"x": [1]}) for name in VALIDATION_SIDECARS}, 1)
     metrics_file.write_text(json.dumps({"epoch": 1, "settings": settings}))
 
 
 @pytest.mark.parametrize("missing", VALIDATION_SIDECARS)
 def test_metrics_are_not_current_without_every_sidecar(tmp_path, missing):
-    metrics_file = tmp_path / "metrics" / "epoch=001.json"
+    metrics_file = tmp_path / "metrics" / "epoch-001.json"
     write_validation(metrics_file, {"k": 30})
     assert metrics_are_current(metrics_file, {"k": 30})
     assert not metrics_are_current(metrics_file, {"k": 10})
@@ -136,10 +134,10 @@ def test_metrics_are_not_current_without_every_sidecar(tmp_path, missing):
 
 
 def test_a_damaged_sidecar_names_every_file_of_the_epoch(tmp_path):
-    metrics_file = tmp_path / "demo" / "metrics" / "epoch=004.json"
-    names = [p.name for p in validation_files(metrics_file)]
-    assert names == ["epoch=004.json", "epoch=004.per_class.parquet", "epoch=004.neighbors.parquet",
-                     "epoch=004.queries.parquet", "epoch=004.confusion.parquet"]
+    metrics_file = tmp_path / "demo" / "metrics" / "epoch-004.json"
+    names = [p.relative_to(metrics_file.parent).as_posix() for p in validation_files(metrics_file)]
+    assert names == ["epoch-004.json", "per_class/epoch-004.parquet", "neighbors/epoch-004.parquet",
+                     "queries/epoch-004.parquet", "confusion/epoch-004.parquet"]
     producer = producer_of(paths.metrics_sidecar(metrics_file, "queries"))
     assert producer.rerun == "ValidateEpoch --epoch 4 --experiment demo"
     assert producer.delete == validation_files(metrics_file)

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import paths
 from pipeline.reporting import (
     ACCURACY,
     CONFUSION,
@@ -36,6 +35,7 @@ from pipeline.reporting.figures import (
     short_label,
 )
 from pipeline.reporting.inputs import confusion_shares, worst_grid_inputs, worst_queries
+from pipeline.storage import write_epoch_tables
 from tests.test_figures_report import EVIL, Drawn, assert_png, metrics, spy_on_saves, stage_times, step_log
 from tests.test_report_pages import html_rows
 
@@ -156,10 +156,8 @@ def test_confusion_heatmap_rejects_a_matrix_of_another_size(tmp_path):
 
 def write_sidecars(folder: Path, data: dict) -> Path:
     """The validation sidecars of ``data`` (see ``failure_sidecars``) as epoch 2's files; returns its JSON path."""
-    metrics_file = folder / "metrics" / "epoch=002.json"
-    metrics_file.parent.mkdir(parents=True)
-    for name in ("queries", "confusion", "per_class"):
-        data[name].to_parquet(paths.metrics_sidecar(metrics_file, name))
+    metrics_file = folder / "metrics" / "epoch-002.json"
+    write_epoch_tables(metrics_file, {name: data[name] for name in ("queries", "confusion", "per_class")}, 2)
     return metrics_file
 
 

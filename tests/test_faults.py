@@ -77,12 +77,12 @@ def kill_during(proc: subprocess.Popen, log: Path, task_type: str, rng: random.R
 def outputs(root: Path) -> dict:
     """What must not depend on an interruption: triplet lists, final weights, embeddings, metrics."""
     exp = root / "test"
-    lists = {e: pd.read_parquet(exp / "triplets" / f"epoch={e:03d}") for e in range(1, EPOCHS + 1)}
-    weights = load_checkpoint(exp / "train" / f"epoch={EPOCHS:03d}" / "checkpoint.pt")["model"]
-    vectors = load_embeddings(exp / "embeddings" / f"epoch={EPOCHS:03d}", "val").vectors
+    lists = {e: pd.read_parquet(exp / "triplets" / f"epoch-{e:03d}") for e in range(1, EPOCHS + 1)}
+    weights = load_checkpoint(exp / "train" / f"epoch-{EPOCHS:03d}" / "_checkpoint.pt")["model"]
+    vectors = load_embeddings(exp / "embeddings" / f"epoch-{EPOCHS:03d}", "val").vectors
     metrics = {}
     for e in range(EPOCHS + 1):
-        m = json.loads((exp / "metrics" / f"epoch={e:03d}.json").read_text())
+        m = json.loads((exp / "metrics" / f"epoch-{e:03d}.json").read_text())
         m.pop("seconds", None)
         metrics[e] = m
     return {"lists": lists, "weights": weights, "vectors": vectors, "metrics": metrics}
@@ -104,9 +104,9 @@ def assert_nothing_partial(root: Path) -> None:
     exp = root / "test"
     for folder in ("triplets", "train", "embeddings"):
         for entry in (exp / folder).iterdir():
-            assert entry.name.startswith((".lock", ".partial-")) or re.fullmatch(r"epoch=\d{3}", entry.name), entry
+            assert entry.name.startswith((".lock", ".partial-")) or re.fullmatch(r"epoch-\d{3}", entry.name), entry
     for entry in (exp / "report").iterdir():
-        assert re.fullmatch(r"epochs=\d{3}", entry.name), entry
+        assert re.fullmatch(r"epochs-\d{3}", entry.name), entry
     assert not list((root / "datasets").glob(".tmp-*"))
 
 
@@ -221,7 +221,7 @@ def test_two_runs_of_one_experiment_at_once_build_each_output_once(tmp_path, tin
                   for log in logs]
         assert sum(started) - sum(waited) == 1, (epoch, started, waited)
     exp = tmp_path / "artifacts" / "test"
-    assert (exp / "report" / f"epochs={cfg['run']['epochs']:03d}" / "index.html").is_file()
+    assert (exp / "report" / f"epochs-{cfg['run']['epochs']:03d}" / "index.html").is_file()
     assert_nothing_partial(tmp_path / "artifacts")
 
 

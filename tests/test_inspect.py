@@ -31,7 +31,7 @@ def built(configure, tmp_path, tiny_imagenet) -> Path:
 
 
 def _check_triplet_report(out: str, artifacts: Path) -> None:
-    trip = pd.read_parquet(artifacts / "test" / "triplets" / "epoch=001")
+    trip = pd.read_parquet(artifacts / "test" / "triplets" / "epoch-001")
     assert "rows: 36" in out
     assert "queries covered: 36 of 36 training images (100.0%)" in out
     assert "queries per image: min 1, max 1" in out
@@ -49,7 +49,7 @@ def test_triplets_summary(built, capsys):
     captured = capsys.readouterr()
     assert code == 0, captured.err
     _check_triplet_report(captured.out, built)
-    assert "epoch=001" in captured.out and "seed 0" in captured.out
+    assert "epoch-001" in captured.out and "seed 0" in captured.out
 
 
 def test_triplets_summary_with_options_after_the_subcommand(built, capsys):
@@ -81,7 +81,7 @@ def test_missing_epoch_is_a_clear_error_without_traceback(built, capsys):
     captured = capsys.readouterr()
     assert code == 2
     assert captured.err.startswith("error: ")
-    assert "epoch=005" in captured.err and "TripletList" in captured.err
+    assert "epoch-005" in captured.err and "TripletList" in captured.err
     assert "Traceback" not in captured.err + captured.out
 
 

@@ -75,8 +75,8 @@ def test_lists_are_sampled_from_the_flipped_labels_only(configure, tmp_path, tin
     assert_succeeded(build([tasks.TripletList(epoch=1)]))
     true = _train_labels(exp)
     used = pd.Series(flip_labels(true.to_numpy(), LabelNoise(0.4), seed=0), index=true.index)
-    trip = pd.read_parquet(exp / "triplets" / "epoch=001", partitioning=None)
-    assert read_triplet_meta(exp / "triplets" / "epoch=001")["label_noise"] == {"share": 0.4, "kind": "symmetric"}
+    trip = pd.read_parquet(exp / "triplets" / "epoch-001", partitioning=None)
+    assert read_triplet_meta(exp / "triplets" / "epoch-001")["label_noise"] == {"share": 0.4, "kind": "symmetric"}
     q, p, n = (trip[c].to_numpy() for c in ("query", "positive", "negative"))
     assert (used[q].to_numpy() == used[p].to_numpy()).all()
     assert (used[q].to_numpy() != used[n].to_numpy()).all()
@@ -90,7 +90,7 @@ def test_lists_are_sampled_from_the_flipped_labels_only(configure, tmp_path, tin
 def test_validation_reports_the_used_and_the_true_labels(configure, tmp_path, tiny_imagenet, task_errors):
     exp = _noisy(configure, tmp_path, tiny_imagenet, 0.3)
     assert_succeeded(build([tasks.ValidateEpoch(epoch=1)]))
-    metrics = json.loads((exp / "metrics" / "epoch=001.json").read_text())
+    metrics = json.loads((exp / "metrics" / "epoch-001.json").read_text())
     assert metrics["settings"]["label_noise"] == 0.3 and metrics["settings"]["label_noise_kind"] == "symmetric"
     for key in ("precision_at_30_val", "precision_at_1_train", "r_precision_val", "map_at_r_val"):
         assert f"{key}_true" in metrics, key
@@ -99,7 +99,7 @@ def test_validation_reports_the_used_and_the_true_labels(configure, tmp_path, ti
     assert metrics["precision_at_30_val"] != metrics["precision_at_30_val_true"]
     # The report's accuracy table shows both.
     assert_succeeded(build([tasks.Report(epochs=1)]))
-    summary = (exp / "report" / "epochs=001" / "summary.md").read_text()
+    summary = (exp / "report" / "epochs-001" / "summary.md").read_text()
     assert "precision@30 (val, true labels)" in summary
     # The noise is part of the experiment: changing it is refused, not silently mixed in.
     _noisy(configure, tmp_path, tiny_imagenet, 0.2)
@@ -110,7 +110,7 @@ def test_validation_reports_the_used_and_the_true_labels(configure, tmp_path, ti
 def test_without_noise_nothing_changes(configure, tmp_path, tiny_imagenet):
     exp = _noisy(configure, tmp_path, tiny_imagenet, 0.0)
     assert_succeeded(build([tasks.ValidateEpoch(epoch=1)]))
-    metrics = json.loads((exp / "metrics" / "epoch=001.json").read_text())
+    metrics = json.loads((exp / "metrics" / "epoch-001.json").read_text())
     assert not [k for k in metrics if k.endswith("_true")]
     assert "label_noise" not in metrics["settings"]
     assert "label_noise" not in json.loads((exp / "config.json").read_text())["run"]

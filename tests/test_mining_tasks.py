@@ -41,7 +41,7 @@ def test_run_all_interleaves_training_and_mining(configure, tmp_path, tiny_image
     assert_succeeded(result)
     exp = tmp_path / "artifacts" / "test"
     for epoch in (1, 2):
-        df = pd.read_parquet(exp / "triplets" / f"epoch={epoch:03d}")
+        df = pd.read_parquet(exp / "triplets" / f"epoch-{epoch:03d}")
         kinds = set(df["strategy"].astype(str))
         assert "uniform" in kinds and kinds - {"uniform"}, kinds
         mined = df[df["strategy"].astype(str) != "uniform"]
@@ -56,7 +56,7 @@ def test_compare_two_experiments(configure, tmp_path, tiny_imagenet):
     assert_succeeded(build([tasks.RunAll(experiment="semi")]))
     result = build([tasks.Compare(experiments=["uni", "semi"])])
     assert_succeeded(result)
-    out = Path(tmp_path / "artifacts" / "compare" / "uni--semi" / "epochs=002")
+    out = Path(tmp_path / "artifacts" / "compare" / "uni--semi" / "epochs-002")
     html = (out / "index.html").read_text()
     assert "uni" in html and "semi" in html and "data:image/png;base64" in html
     assert (out / "compare.png").stat().st_size > 1000

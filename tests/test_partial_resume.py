@@ -43,7 +43,7 @@ def test_resumed_epoch_is_bit_identical(fashion, tmp_path, kill_after):
     reference = run(net, opt, triplets, store)
 
     digest = fingerprint(triplets, {"case": "test"})
-    path = partial_path(tmp_path / "train" / "epoch=003")
+    path = partial_path(tmp_path / "train" / "epoch-003")
     net2, opt2 = fresh()
 
     def kill(step: int, total: int, loss: float) -> None:
@@ -53,7 +53,7 @@ def test_resumed_epoch_is_bit_identical(fashion, tmp_path, kill_after):
     saves = PartialSaves(save=lambda p: save_partial(path, net2, opt2, p, digest), every_steps=1)
     with pytest.raises(Killed):
         run(net2, opt2, triplets, store, saves=saves, progress=kill)
-    assert path.name == ".partial-epoch=003.pt" and path.is_file()
+    assert path.name == ".partial-epoch-003.pt" and path.is_file()
 
     state, progress = load_partial(path, digest)
     assert progress.step == kill_after and len(progress.rows) == kill_after
@@ -83,7 +83,7 @@ def test_a_partial_of_another_list_or_settings_is_not_used(fashion, tmp_path, ca
     store, train = fashion
     triplets = uniform_triplets(train, epoch=3)
     net, opt = fresh()
-    path = tmp_path / ".partial-epoch=003.pt"
+    path = tmp_path / ".partial-epoch-003.pt"
     row = (3, 0, 1.0, 1.0, 0.05, 0.1, 1.0, False, 48, 16, 0.7)
     save_partial(path, net, opt, EpochProgress(step=4, rows=(row,) * 4), fingerprint(triplets, {"lr": 0.05}))
     assert load_partial(path, fingerprint(triplets, {"lr": 0.05})) is not None
@@ -126,7 +126,7 @@ def test_old_checkpoints_are_refused_then_upgraded_by_the_command(tmp_path):
     from pipeline.errors import PipelineError
 
     net, opt = fresh()
-    path = tmp_path / "train" / "epoch=001" / "checkpoint.pt"
+    path = tmp_path / "train" / "epoch-001" / "_checkpoint.pt"
     path.parent.mkdir(parents=True)
     torch.save({"model": net.state_dict(), "epoch": 1, "rng": {"numpy": np.random.get_state()}}, path)
     with pytest.raises(PipelineError, match="python -m pipeline.checkpoint upgrade"):

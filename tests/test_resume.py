@@ -27,7 +27,7 @@ def run_section(cfg: dict) -> dict:
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
-TMP_DIR = re.compile(r"^\.tmp-epoch=\d{3}-\w+$")
+TMP_DIR = re.compile(r"^\.tmp-epoch-\d{3}-\w+$")
 
 
 def slow_config(tmp_path: Path, dataset_root: Path, root: Path) -> dict:
@@ -64,7 +64,7 @@ def kill_inside_epoch(proc: subprocess.Popen, partial: Path, timeout: float = 24
 
 
 def final_state(root: Path) -> dict:
-    return load_checkpoint(root / "test" / "train" / f"epoch={EPOCHS:03d}" / "checkpoint.pt")
+    return load_checkpoint(root / "test" / "train" / f"epoch-{EPOCHS:03d}" / "_checkpoint.pt")
 
 
 def test_kill_9_mid_epoch_then_rerun_gives_bit_identical_weights(configure, tmp_path, tiny_imagenet, caplog):
@@ -76,7 +76,7 @@ def test_kill_9_mid_epoch_then_rerun_gives_bit_identical_weights(configure, tmp_
                                  "--no-lock"], cwd=tmp_path,
                                 env=luigi_env(config), stdout=out, stderr=subprocess.STDOUT)
         try:
-            seen = kill_inside_epoch(proc, killed_root / "test" / "train" / ".partial-epoch=002.pt")
+            seen = kill_inside_epoch(proc, killed_root / "test" / "train" / ".partial-epoch-002.pt")
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -88,41 +88,41 @@ def test_kill_9_mid_epoch_then_rerun_gives_bit_identical_weights(configure, tmp_
     # What the kill left: complete epoch folders, or hidden temporary folders -- never a partial epoch=NNN.
     train = killed_root / "test" / "train"
     left = sorted(p.name for p in train.iterdir() if not p.name.startswith(".partial-"))
-    assert {"epoch=000", "epoch=001"} <= set(left), left
+    assert {"epoch-000", "epoch-001"} <= set(left), left
     for name in left:
         if TMP_DIR.match(name):
             continue
-        assert re.fullmatch(r"epoch=\d{3}", name), left
+        assert re.fullmatch(r"epoch-\d{3}", name), left
         folder = train / name
         assert (folder / "steps.parquet").is_file(), name
-        assert load_checkpoint(folder / "checkpoint.pt")["epoch"] == int(name[-3:])
+        assert load_checkpoint(folder / "_checkpoint.pt")["epoch"] == int(name[-3:])
     # The kill came while TrainEpoch(2) was running: epoch 2 and later are not done (unless the
     # machine was so slow that epoch 2 finished before the kill landed -- its folder is then complete).
-    assert "epoch=003" not in left, left
+    assert "epoch-003" not in left, left
     if "epoch 2: mean loss" not in text:
-        assert "epoch=002" not in left, left
+        assert "epoch-002" not in left, left
         assert not tasks.TrainEpoch(epoch=2).complete()
     assert tasks.TrainEpoch(epoch=1).complete()
     assert not (killed_root / "test" / "report").exists()
 
     # A kill during the save would leave a temporary folder with a half-written checkpoint: put one
     # there too, so the rerun has to ignore it.
-    victim = 2 if "epoch=002" not in left else 3
-    partial = train / f".tmp-epoch={victim:03d}-0123456789"
+    victim = 2 if "epoch-002" not in left else 3
+    partial = train / f".tmp-epoch-{victim:03d}-0123456789"
     partial.mkdir()
-    (partial / "checkpoint.pt").write_bytes(b"PK\x03\x04 half a checkpoint")
+    (partial / "_checkpoint.pt").write_bytes(b"PK\x03\x04 half a checkpoint")
     assert not tasks.TrainEpoch(epoch=victim).complete()
 
     # Rerun to completion (same configuration, in-process).
     luigi_done = {name for name in left if not TMP_DIR.match(name)}
     with caplog.at_level("INFO", logger="pipeline.training.partial"):
         result = build([tasks.RunAll()])
-    if "epoch=002" not in left:  # the usual case: the kill came inside epoch 2, after a partial save
-        assert re.search(r"resuming from .*\.partial-epoch=002\.pt at step (10|20|30|40|50|60|70)\b",
+    if "epoch-002" not in left:  # the usual case: the kill came inside epoch 2, after a partial save
+        assert re.search(r"resuming from .*\.partial-epoch-002\.pt at step (10|20|30|40|50|60|70)\b",
                          caplog.text), caplog.text
     assert not list(train.glob(".partial-*"))  # removed once the epochs completed
     assert_succeeded(result)
-    assert (killed_root / "test" / "report" / f"epochs={EPOCHS:03d}" / "index.html").is_file()
+    assert (killed_root / "test" / "report" / f"epochs-{EPOCHS:03d}" / "index.html").is_file()
     assert luigi_done <= {p.name for p in train.iterdir()}
 
     # The uninterrupted reference in a second root.
@@ -137,13 +137,13 @@ def test_kill_9_mid_epoch_then_rerun_gives_bit_identical_weights(configure, tmp_
     for key, value in clean["model"].items():
         assert torch.equal(resumed["model"][key], value), key
     for epoch in range(1, EPOCHS + 1):
-        name = f"epoch={epoch:03d}"
+        name = f"epoch-{epoch:03d}"
         a = pd.read_parquet(killed_root / "test" / "train" / name / "steps.parquet")
         b = pd.read_parquet(clean_root / "test" / "train" / name / "steps.parquet")
         assert len(a) == 72
         assert a["loss"].tolist() == b["loss"].tolist(), name
     # The interruption did not change what the rest of the pipeline saw either.
     for epoch in range(EPOCHS + 1):
-        a = (killed_root / "test" / "metrics" / f"epoch={epoch:03d}.per_class.parquet").read_bytes()
-        b = (clean_root / "test" / "metrics" / f"epoch={epoch:03d}.per_class.parquet").read_bytes()
+        a = (killed_root / "test" / "metrics" / f"per_class/epoch-{epoch:03d}.parquet").read_bytes()
+        b = (clean_root / "test" / "metrics" / f"per_class/epoch-{epoch:03d}.parquet").read_bytes()
         assert a == b, epoch

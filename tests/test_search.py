@@ -129,7 +129,7 @@ def odd_images(folder: Path) -> list[Path]:
 
 def test_training_files_find_themselves_first(tiny: tuple[Path, Path], tmp_path: Path):
     root, dataset = tiny
-    items = pd.read_parquet(root / EXPERIMENT / "search" / "epoch=000" / "items.parquet")
+    items = pd.read_parquet(root / EXPERIMENT / "search" / "epoch-000" / "items.parquet")
     modes = {p: Image.open(dataset / p).mode for p in items["path"]}
     assert {"RGB", "L", "CMYK"} <= set(modes.values())  # the JPEG kinds indexing accepts are all queried
     files = [dataset / p for p in items["path"]]
@@ -158,7 +158,7 @@ def test_training_files_find_themselves_first(tiny: tuple[Path, Path], tmp_path:
 def test_text_output_and_id_queries(tiny: tuple[Path, Path], capsys: pytest.CaptureFixture):
     """The default output, one table per query (in-process: the subprocess tests cover the command)."""
     root, dataset = tiny
-    items = pd.read_parquet(root / EXPERIMENT / "search" / "epoch=000" / "items.parquet")
+    items = pd.read_parquet(root / EXPERIMENT / "search" / "epoch-000" / "items.parquet")
     file = dataset / items["path"].iloc[4]
     argv = ["--artifacts", str(root), "--experiment", EXPERIMENT, "--epoch", "0", "--k", "2",
             "--id", str(items["image_id"].iloc[7]), str(file)]
@@ -196,7 +196,7 @@ def test_validation_images_find_their_class(fashion: Path, val_files: pd.DataFra
 def test_queries_get_exactly_the_validation_vectors(fashion: Path, val_files: pd.DataFrame):
     searcher = Searcher.from_artifacts(fashion, EXPERIMENT, 1)
     assert searcher.image_size == 28 and searcher.available_epochs(fashion, EXPERIMENT) == [1]
-    stored = load_embeddings(fashion / EXPERIMENT / "embeddings" / "epoch=001", "val")
+    stored = load_embeddings(fashion / EXPERIMENT / "embeddings" / "epoch-001", "val")
     rows = np.searchsorted(stored.image_ids, val_files["image_id"].to_numpy())
     from_files = searcher.embed_images(list(val_files["file"]))
     np.testing.assert_allclose(from_files, stored.vectors[rows], rtol=0, atol=1e-5)
@@ -256,8 +256,8 @@ def test_no_query_is_a_usage_error(fashion: Path, capsys: pytest.CaptureFixture)
 
 
 def test_a_damaged_index_names_the_task_that_rebuilds_it(fashion: Path, tmp_path: Path):
-    copy = tmp_path / EXPERIMENT / "search" / "epoch=001"
-    shutil.copytree(fashion / EXPERIMENT / "search" / "epoch=001", copy)
+    copy = tmp_path / EXPERIMENT / "search" / "epoch-001"
+    shutil.copytree(fashion / EXPERIMENT / "search" / "epoch-001", copy)
     data = (copy / "index.faiss").read_bytes()
     (copy / "index.faiss").write_bytes(data[: len(data) // 2])
     with pytest.raises(CorruptArtifactError, match=r"index\.faiss.*SearchIndex --epoch 1 --experiment test"):
@@ -268,7 +268,7 @@ def test_an_index_of_train_and_val(fashion: Path, tmp_path: Path):
     exp = fashion / EXPERIMENT
     dataset = next((fashion / "datasets").iterdir())
     out = tmp_path / "search"
-    meta = build_search_index(exp / "embeddings" / "epoch=001", dataset, out, SearchIndexSettings(splits="train+val"),
+    meta = build_search_index(exp / "embeddings" / "epoch-001", dataset, out, SearchIndexSettings(splits="train+val"),
                               epoch=1, experiment=EXPERIMENT, dataset_root=None)
     assert (meta["splits"], meta["count"], meta["dim"]) == (["train", "val"], 7000, 32)
     assert meta["dataset_dir"] == str(dataset.resolve()) and meta["dataset_root"] is None
@@ -278,7 +278,7 @@ def test_an_index_of_train_and_val(fashion: Path, tmp_path: Path):
     index = read_index(dataset, ["image_id", "class_name"]).set_index("image_id")
     assert files.items["class_name"].tolist() == index.loc[files.items["image_id"], "class_name"].tolist()
     with pytest.raises(ConfigError, match=r"\[SearchIndex\] splits = 'val'"):
-        build_search_index(exp / "embeddings" / "epoch=001", dataset, tmp_path / "x", SearchIndexSettings(splits="val"),
+        build_search_index(exp / "embeddings" / "epoch-001", dataset, tmp_path / "x", SearchIndexSettings(splits="val"),
                            epoch=1, experiment=EXPERIMENT, dataset_root=None)
 
 

@@ -152,7 +152,7 @@ def test_malformed_uploads_are_refused(server: Server, body: bytes, ctype: str, 
 def test_the_worst_queries_page_lists_validation_queries_lowest_precision_first(server: Server):
     reply = fetch(server.url + "queries?epoch=2")
     assert reply.status == 200
-    sidecar = pd.read_parquet(server.experiment.root / EXPERIMENT / "metrics" / "epoch=002.queries.parquet")
+    sidecar = pd.read_parquet(server.experiment.root / EXPERIMENT / "metrics" / "queries/epoch-002.parquet")
     rows = re.findall(r'<div class="row" data-image-id="(\d+)" data-precision="([0-9.]+)"', reply.text)
     expected = sidecar.sort_values(["precision", "image_id"], kind="stable")
     assert [int(i) for i, _ in rows] == expected["image_id"].tolist()[:20]
@@ -166,7 +166,7 @@ def test_the_worst_queries_page_lists_validation_queries_lowest_precision_first(
 def test_an_epoch_without_per_query_results_says_how_to_make_them(server: Server):
     reply = fetch(server.url + "queries?epoch=1")
     assert reply.status == 200
-    assert 'id="no-queries"' in reply.text and "epoch=001.queries.parquet" in reply.text
+    assert 'id="no-queries"' in reply.text and "queries/epoch-001.parquet" in reply.text
     assert "luigi --module tasks ValidateEpoch --experiment test --epoch 1" in reply.text
 
 
@@ -278,7 +278,7 @@ def test_open_epochs_are_reused_until_their_index_is_rebuilt(searchable: Experim
     assert service.epochs() == [1, 2] and service.latest_epoch() == 2
     first = service.searcher(2)
     assert service.searcher(2) is first and service.searcher(1) is not first
-    meta = searchable.root / EXPERIMENT / "search" / "epoch=002" / "meta.json"
+    meta = searchable.root / EXPERIMENT / "search" / "epoch-002" / "meta.json"
     stat = meta.stat()
     os.utime(meta, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # what a rebuild's new file looks like
     try:

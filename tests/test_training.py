@@ -163,7 +163,7 @@ def test_diverging_epoch_fails_and_leaves_the_previous_checkpoint_intact(configu
 
     result = build([tasks.TrainEpoch(epoch=1)])
     assert_succeeded(result)
-    ckpt1 = train / "epoch=001" / "checkpoint.pt"
+    ckpt1 = train / "epoch-001" / "_checkpoint.pt"
     before = digest(ckpt1)
 
     with failures_of(tasks.TrainEpoch) as failures:
@@ -174,8 +174,8 @@ def test_diverging_epoch_fails_and_leaves_the_previous_checkpoint_intact(configu
     assert isinstance(exc, TrainingError)
     assert "epoch 2 step" in str(exc) and "not finite" in str(exc)
 
-    assert not (train / "epoch=002").exists()
-    assert sorted(p.name for p in train.iterdir() if not p.name.startswith(".")) == ["epoch=000", "epoch=001"]
+    assert not (train / "epoch-002").exists()
+    assert sorted(p.name for p in train.iterdir() if not p.name.startswith(".")) == ["epoch-000", "epoch-001"]
     assert not list(train.glob(".partial-*")) and not list(train.glob(".tmp-*"))
     assert digest(ckpt1) == before
     state = load_checkpoint(ckpt1)
@@ -183,7 +183,7 @@ def test_diverging_epoch_fails_and_leaves_the_previous_checkpoint_intact(configu
     net = build_model(ModelSettings(arch="resnet18", width=8, embedding_dim=8, stem="small-s2"))
     net.load_state_dict(state["model"])
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-    steps = pd.read_parquet(train / "epoch=001" / "steps.parquet")
+    steps = pd.read_parquet(train / "epoch-001" / "steps.parquet")
     assert tuple(steps.columns) == STEP_LOG_COLUMNS and len(steps) == 5  # 36 triplets / batch 8
     assert not tasks.TrainEpoch(epoch=2).complete()
 
@@ -195,7 +195,7 @@ def test_changing_lr_inside_an_experiment_is_refused_and_keeps_epoch_1(configure
     result = build([tasks.TrainEpoch(epoch=1)])
     assert_succeeded(result)
     train = tmp_path / "artifacts" / "test" / "train"
-    before = digest(train / "epoch=001" / "checkpoint.pt")
+    before = digest(train / "epoch-001" / "_checkpoint.pt")
 
     cfg["TrainEpoch"] = {**cfg["TrainEpoch"], "lr": 1e20}
     for target in (2, 1):  # a new epoch, and one that is already complete
@@ -207,9 +207,9 @@ def test_changing_lr_inside_an_experiment_is_refused_and_keeps_epoch_1(configure
         assert failures == []  # nothing ran
         assert "lr: was 0.01, now 1e+20" in caplog.text
         assert "Use a new experiment name" in caplog.text
-    assert not (train / "epoch=002").exists()
-    assert digest(train / "epoch=001" / "checkpoint.pt") == before
-    assert load_checkpoint(train / "epoch=001" / "checkpoint.pt")["epoch"] == 1
+    assert not (train / "epoch-002").exists()
+    assert digest(train / "epoch-001" / "_checkpoint.pt") == before
+    assert load_checkpoint(train / "epoch-001" / "_checkpoint.pt")["epoch"] == 1
 
 
 def test_lr_decays_by_epoch_through_the_checkpoints(configure, tmp_path, tiny_imagenet):
@@ -220,9 +220,9 @@ def test_lr_decays_by_epoch_through_the_checkpoints(configure, tmp_path, tiny_im
     assert_succeeded(result)
     train = tmp_path / "artifacts" / "test" / "train"
     for epoch, lr in ((1, 0.04), (2, 0.02)):
-        steps = pd.read_parquet(train / f"epoch={epoch:03d}" / "steps.parquet")
+        steps = pd.read_parquet(train / f"epoch-{epoch:03d}" / "steps.parquet")
         assert steps["lr"].tolist() == pytest.approx([lr] * 5), epoch
         assert steps["epoch"].unique().tolist() == [epoch]
-    state = load_checkpoint(train / "epoch=002" / "checkpoint.pt")
+    state = load_checkpoint(train / "epoch-002" / "_checkpoint.pt")
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01)  # what epoch 3 will use
     assert state["epoch"] == 2

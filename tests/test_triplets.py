@@ -46,7 +46,7 @@ def _build_ok(task_list: list[luigi.Task], workers: int = 1) -> None:
 
 
 def _epoch_dir(artifacts: Path, epoch: int, experiment: str = "test") -> Path:
-    return artifacts / experiment / "triplets" / f"epoch={epoch:03d}"
+    return artifacts / experiment / "triplets" / f"epoch-{epoch:03d}"
 
 
 def _index(artifacts: Path) -> pd.DataFrame:
@@ -150,7 +150,7 @@ def test_lists_read_back_per_epoch_and_all_together(configure, tmp_path, tiny_im
     artifacts = _configure(configure, tmp_path, tiny_imagenet)
     _build_ok([tasks.TripletList(epoch=e) for e in (1, 2, 3)])
     root = artifacts / "test" / "triplets"
-    one = pd.read_parquet(root / "epoch=002")
+    one = pd.read_parquet(root / "epoch-002")
     assert list(one.columns[: len(COLUMNS)]) == COLUMNS and len(one) == N_TRAIN and set(one["epoch"]) == {2}
     assert str(one["strategy"].iloc[0]) == "uniform"
     every = pd.read_parquet(root, partitioning=None)
@@ -158,7 +158,7 @@ def test_lists_read_back_per_epoch_and_all_together(configure, tmp_path, tiny_im
     assert every["epoch"].value_counts().to_dict() == {1: N_TRAIN, 2: N_TRAIN, 3: N_TRAIN}
     for e in (1, 2, 3):
         part = every[every["epoch"] == e].drop(columns=["strategy"])
-        _same_rows(part, read_triplets(root / f"epoch={e:03d}").drop(columns=["strategy"]))
+        _same_rows(part, read_triplets(root / f"epoch-{e:03d}").drop(columns=["strategy"]))
 
 
 def test_unknown_strategy_is_a_config_error_naming_the_setting(configure, tmp_path, tiny_imagenet, task_errors):

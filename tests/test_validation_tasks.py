@@ -16,6 +16,7 @@ from pathlib import Path
 import luigi
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -54,11 +55,11 @@ def read_metrics(exp: Path) -> dict[int, tuple[dict, pd.DataFrame, pd.DataFrame,
     """Per epoch: the JSON, the per-class and figure-neighbour sidecars, and the other sidecars."""
     out = {}
     for e in EPOCHS:
-        base = exp / "metrics" / f"epoch={e:03d}"
-        metrics = json.loads(base.with_suffix(".json").read_text())
-        others = [pd.read_parquet(f"{base}.{name}.parquet") for name in ("queries", "confusion")]
-        out[e] = (metrics, pd.read_parquet(f"{base}.per_class.parquet"), pd.read_parquet(f"{base}.neighbors.parquet"),
-                  others)
+        base = exp / "metrics"
+        metrics = json.loads((base / f"epoch-{e:03d}.json").read_text())
+        tables = {name: pd.read_parquet(base / name / f"epoch-{e:03d}.parquet")
+                  for name in ("per_class", "neighbors", "queries", "confusion")}
+        out[e] = (metrics, tables["per_class"], tables["neighbors"], [tables["queries"], tables["confusion"]])
     return out
 
 
@@ -67,7 +68,7 @@ def test_parallel_validate_epochs_equals_one_worker(trained: Path):
     assert_succeeded(result)
     parallel = read_metrics(trained)
     assert sorted(p.name for p in (trained / "metrics").iterdir() if p.suffix == ".json") == [
-        "epoch=001.json", "epoch=002.json", "epoch=003.json"]
+        "epoch-001.json", "epoch-002.json", "epoch-003.json"]
 
     shutil.rmtree(trained / "metrics")
     result = build([tasks.ValidateEpochs(epochs=list(EPOCHS))], workers=1)
@@ -89,7 +90,7 @@ def test_parallel_validate_epochs_equals_one_worker(trained: Path):
 def test_validate_epoch_writes_the_documented_metrics(trained: Path, tmp_path: Path):
     result = build([tasks.ValidateEpoch(epoch=3)])
     assert_succeeded(result)
-    metrics = json.loads((trained / "metrics" / "epoch=003.json").read_text())
+    metrics = json.loads((trained / "metrics" / "epoch-003.json").read_text())
     for key in METRIC_KEYS:
         assert key in metrics, key
         assert 0.0 <= metrics[key] <= 1.0, key
@@ -97,13 +98,14 @@ def test_validate_epoch_writes_the_documented_metrics(trained: Path, tmp_path: P
     assert metrics["queries_val"] == 12  # every validation image is a query
     assert metrics["queries_train"] == 12  # [ValidateEpoch] train_queries
 
-    per_class = pd.read_parquet(trained / "metrics" / "epoch=003.per_class.parquet")
-    assert list(per_class.columns) == ["label", "n_queries", "precision_at_30"]
+    per_class = pd.read_parquet(trained / "metrics" / "per_class/epoch-003.parquet")
+    assert list(per_class.columns) == ["epoch", "label", "n_queries", "precision_at_30"]
+    assert per_class["epoch"].dtype == np.int32 and (per_class["epoch"] == 3).all()
     assert per_class["label"].tolist() == [0, 1, 2]  # one row per class
     assert per_class["n_queries"].tolist() == [4, 4, 4]
     assert per_class["precision_at_30"].mean() == pytest.approx(metrics["precision_at_30_val"])
 
-    neighbors = pd.read_parquet(trained / "metrics" / "epoch=003.neighbors.parquet")
+    neighbors = pd.read_parquet(trained / "metrics" / "neighbors/epoch-003.parquet")
     assert set(neighbors["kind"]) == {"nearest", "farthest"}
     assert len(neighbors) == 2 * 2 * 3  # figure_queries x figure_k, nearest and farthest
     train_ids = set(read_index(next((tmp_path / "artifacts" / "datasets").iterdir()))
@@ -112,19 +114,19 @@ def test_validate_epoch_writes_the_documented_metrics(trained: Path, tmp_path: P
 
     # Every validation query's precision@30 and 3 (figure_k) nearest training ids, and the
     # class confusion over the 30 nearest, as a brute-force search over the saved vectors finds them.
-    train = load_embeddings(trained / "embeddings" / "epoch=003", "train")
-    val = load_embeddings(trained / "embeddings" / "epoch=003", "val")
+    train = load_embeddings(trained / "embeddings" / "epoch-003", "train")
+    val = load_embeddings(trained / "embeddings" / "epoch-003", "val")
     d = ((val.vectors[:, None, :].astype(np.float64) - train.vectors[None].astype(np.float64)) ** 2).sum(-1)
     order = np.argsort(d, axis=1, kind="stable")
-    queries = pq.read_table(trained / "metrics" / "epoch=003.queries.parquet")
-    assert queries.schema.remove_metadata() == QUERIES_SCHEMA
+    queries = pq.read_table(trained / "metrics" / "queries/epoch-003.parquet")
+    assert queries.schema.remove_metadata() == QUERIES_SCHEMA.insert(0, pa.field("epoch", pa.int32()))
     queries = queries.to_pandas()
     assert queries["image_id"].tolist() == val.image_ids.tolist() and queries["label"].tolist() == val.labels.tolist()
     np.testing.assert_allclose(queries["precision"], (train.labels[order[:, :30]] == val.labels[:, None]).mean(1))
     assert [list(n) for n in queries["neighbors"]] == train.image_ids[order[:, :3]].tolist()
-    confusion = pd.read_parquet(trained / "metrics" / "epoch=003.confusion.parquet")
+    confusion = pd.read_parquet(trained / "metrics" / "confusion/epoch-003.parquet")
     expected = Counter((int(q), int(n)) for q, row in zip(val.labels, train.labels[order[:, :30]]) for n in row)
-    assert {(q, n): c for q, n, c in confusion.itertuples(index=False)} == dict(expected)
+    assert {(q, n): c for _, q, n, c in confusion.itertuples(index=False)} == dict(expected)
 
 
 def test_pixel_baseline_beats_chance(fast_pipeline, tmp_path: Path):
@@ -159,7 +161,7 @@ def test_validate_epoch_with_another_k_is_recomputed(fast_pipeline, tmp_path: Pa
     assert_succeeded(result)
     result = build([tasks.ValidateEpoch(epoch=0, k=5)])
     assert_succeeded(result)
-    metrics = json.loads((tmp_path / "artifacts" / "test" / "metrics" / "epoch=000.json").read_text())
+    metrics = json.loads((tmp_path / "artifacts" / "test" / "metrics" / "epoch-000.json").read_text())
     assert "precision_at_5_val" in metrics, sorted(metrics)
 
 
@@ -170,17 +172,17 @@ def test_report_shows_failures_and_revalidates_an_epoch_missing_a_sidecar(config
     config = configure(cfg)
     assert_succeeded(build([tasks.RunAll()]))
     exp = tmp_path / "artifacts" / "test"
-    report = exp / "report" / "epochs=001"
+    report = exp / "report" / "epochs-001"
     page = (report / "index.html").read_text()
     for heading in ("Worst queries", "Precision by class", "Class confusion"):
         assert f"<h2>{heading}</h2>" in page, heading
     assert (report / "worst_queries.png").is_file() and (report / "confusion.png").is_file()
     assert "![worst queries](worst_queries.png)" in (report / "summary.md").read_text()
-    before = json.loads((exp / "metrics" / "epoch=001.json").read_text())
+    before = json.loads((exp / "metrics" / "epoch-001.json").read_text())
 
     # As if epoch 1 was validated by a version that wrote fewer sidecars. The command runs
     # in tmp_path, so only the test's luigi.cfg applies (not the repository's).
-    (exp / "metrics" / "epoch=001.queries.parquet").unlink()
+    (exp / "metrics" / "queries/epoch-001.parquet").unlink()
     env = dict(os.environ, PYTHONPATH=str(REPO), LUIGI_CONFIG_PATH=str(config), OMP_NUM_THREADS="1")
     proc = subprocess.run([str(Path(sys.executable).parent / "luigi"), "--module", "tasks", "Report",
                            "--local-scheduler"], cwd=tmp_path, env=env, timeout=300, check=False, stdout=subprocess.PIPE,
@@ -190,19 +192,19 @@ def test_report_shows_failures_and_revalidates_an_epoch_missing_a_sidecar(config
     assert "ran successfully:" in summary, summary
     ran = summary.split("ran successfully:", 1)[1].split("\n\n", 1)[0]
     assert "1 ValidateEpoch(" in ran and "1 Report(" in ran and "TrainEpoch" not in ran, summary
-    assert (exp / "metrics" / "epoch=001.queries.parquet").is_file()
-    after = json.loads((exp / "metrics" / "epoch=001.json").read_text())
+    assert (exp / "metrics" / "queries/epoch-001.parquet").is_file()
+    after = json.loads((exp / "metrics" / "epoch-001.json").read_text())
     assert {k: v for k, v in after.items() if k != "seconds"} == {k: v for k, v in before.items() if k != "seconds"}
 
 
 def test_report_is_rebuilt_when_validation_settings_change(fast_pipeline, tmp_path: Path):
     assert_succeeded(build([tasks.RunAll()]))
-    report = tmp_path / "artifacts" / "test" / "report" / "epochs=002" / "summary.md"
+    report = tmp_path / "artifacts" / "test" / "report" / "epochs-002" / "summary.md"
     before = report.stat().st_mtime_ns
     luigi.configuration.get_config().set("ValidateEpoch", "train_queries", "6")
     luigi.task_register.Register.clear_instance_cache()
     assert not tasks.RunAll().complete()
     assert_succeeded(build([tasks.RunAll()]))
     assert report.stat().st_mtime_ns != before
-    metrics = json.loads((tmp_path / "artifacts" / "test" / "metrics" / "epoch=002.json").read_text())
+    metrics = json.loads((tmp_path / "artifacts" / "test" / "metrics" / "epoch-002.json").read_text())
     assert metrics["queries_train"] == 6

@@ -82,7 +82,7 @@ def test_a_checkpoint_file_works_as_weights_path(tmp_path):
     """weights_path may also be one of our checkpoints (a dict with a "model" key)."""
     torch.manual_seed(1)
     source = build_model(IMAGENET_STEM)
-    path = tmp_path / "checkpoint.pt"
+    path = tmp_path / "_checkpoint.pt"
     torch.save({"model": source.state_dict(), "epoch": 3}, path)
     torch.manual_seed(2)
     net = build_model(IMAGENET_STEM)
@@ -107,7 +107,7 @@ def test_train_epoch_0_uses_model_weights_path(configure, tmp_path, tiny_imagene
     configure(cfg)
     result = build([tasks.TrainEpoch(epoch=0)])
     assert_succeeded(result)
-    state = load_checkpoint(tmp_path / "artifacts" / "test" / "train" / "epoch=000" / "checkpoint.pt")
+    state = load_checkpoint(tmp_path / "artifacts" / "test" / "train" / "epoch-000" / "_checkpoint.pt")
     assert torch.equal(state["model"][f"backbone.{MARKED}"], torch.full((64, 64, 3, 3), 0.5))
     assert state["initialised_keys"] == ["head.bias", "head.weight"]
     recorded = json.loads((tmp_path / "artifacts" / "test" / "config.json").read_text())
@@ -161,7 +161,7 @@ def test_train_epoch_0_with_imagenet_weights_offline_fails_without_output(config
     assert result.status == LuigiStatusCode.FAILED, result.summary_text
     assert len(errors) == 1 and isinstance(errors[0], WeightsUnavailableError)
     assert str(cached_weights_file("resnet18")[1]) in str(errors[0])
-    assert not (tmp_path / "artifacts" / "test" / "train" / "epoch=000").exists()
+    assert not (tmp_path / "artifacts" / "test" / "train" / "epoch-000").exists()
     # With the file put where the error said, the same task succeeds offline.
     _, cache = cached_weights_file("resnet18")
     cache.parent.mkdir(parents=True)
@@ -169,7 +169,7 @@ def test_train_epoch_0_with_imagenet_weights_offline_fails_without_output(config
     configure(cfg)
     result = build([tasks.TrainEpoch(epoch=0)])
     assert_succeeded(result)
-    state = load_checkpoint(tmp_path / "artifacts" / "test" / "train" / "epoch=000" / "checkpoint.pt")
+    state = load_checkpoint(tmp_path / "artifacts" / "test" / "train" / "epoch-000" / "_checkpoint.pt")
     assert torch.equal(state["model"][f"backbone.{MARKED}"], torch.full((64, 64, 3, 3), 0.5))
 
 

@@ -24,6 +24,6 @@ methods build memory banks for (PRISM, Liu et al., CVPR 2021). The audit uses th
   median of that distance: far from everything, their own class included.
 
 The true labels (known when the experiment flipped them, ``[run] label_noise``) are
-read only to score the suspects in ``summary.json``: precision, recall, F1 and the
+read only to score the suspects in the summary (``audit/epoch-NNN.json``): precision, recall, F1 and the
 AUROC of ``1 - quality`` as a flipped-label detector.
 """

@@ -40,10 +40,12 @@ def pooled_epochs(epoch: int, count: int) -> list[int]:
     return sorted({round(epoch - i * (epoch - 1) / max(count - 1, 1)) for i in range(count)}, reverse=True)
 
 
-def audit_is_current(audit_dir: str | Path, recorded: Mapping[str, Any]) -> bool:
-    """Whether ``audit_dir`` is complete (its ``summary.json`` is written last) and was made
-    with the settings ``recorded``, so a changed ``[AuditEpoch]`` setting or label noise reaudits."""
-    summary = Path(audit_dir) / paths.AUDIT_SUMMARY_FILE
+def audit_is_current(audit_file: str | Path, recorded: Mapping[str, Any]) -> bool:
+    """Whether the audit summary ``audit_file`` exists (it is written after the tables) and was
+    made with the settings ``recorded``, so a changed ``[AuditEpoch]`` setting or label noise reaudits."""
+    summary = Path(audit_file)
+    if not all(p.is_file() for p in paths.audit_files(summary)):
+        return False
     try:
         return json.loads(summary.read_text()).get("settings") == dict(recorded)
     except (OSError, ValueError):

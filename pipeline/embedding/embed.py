@@ -19,6 +19,7 @@ from pipeline.data.batches import iterate_batches, to_float
 from pipeline.device import autocast
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.paths import EMBEDDING_MANIFEST as MANIFEST
+from pipeline.paths import EPOCH_COLUMN
 from pipeline.paths import embedding_shard
 from pipeline.storage import corrupt_artifact, reading
 
@@ -63,12 +64,14 @@ def embed_images(
     return out if out is not None else np.zeros((0, 0), np.float32)
 
 
-def write_shards(out_dir: str | Path, index: pd.DataFrame, vectors: np.ndarray, *,
+def write_shards(out_dir: str | Path, index: pd.DataFrame, vectors: np.ndarray, *, epoch: int,
                  rows_per_shard: int = 50_000, extra: dict | None = None) -> dict:
-    """Write ``vectors`` (aligned with ``index`` rows) as Parquet shards plus a manifest.
+    """Write ``vectors`` (aligned with ``index`` rows) of ``epoch``'s network as Parquet
+    shards plus a manifest (``_manifest.json``, which Parquet readers of the folder skip).
 
-    ``index`` needs ``image_id``, ``split`` and ``label``. ``out_dir`` should be a
-    temporary folder that the caller renames into place.
+    ``index`` needs ``image_id``, ``split`` and ``label``; every row also gets the
+    ``epoch``, so the ``embeddings`` folder reads as one table across epochs.
+    ``out_dir`` should be a temporary folder that the caller renames into place.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +81,7 @@ def write_shards(out_dir: str | Path, index: pd.DataFrame, vectors: np.ndarray, 
         part = index.iloc[lo : lo + rows_per_shard]
         flat = pa.array(np.ascontiguousarray(vectors[lo : lo + rows_per_shard], dtype=np.float32).reshape(-1))
         table = pa.table({
+            EPOCH_COLUMN: pa.array(np.full(len(part), epoch, np.int32)),
             "image_id": pa.array(part["image_id"].to_numpy(np.int64)),
             "split": pa.array(part["split"].astype(str).to_numpy()).dictionary_encode(),
             "label": pa.array(part["label"].to_numpy(np.int32)),
@@ -89,6 +93,7 @@ def write_shards(out_dir: str | Path, index: pd.DataFrame, vectors: np.ndarray, 
         pq.write_table(table, out_dir / name, write_page_checksum=True)
         shards.append({"file": name, "rows": len(part)})
     manifest = {
+        "epoch": epoch,
         "dim": dim,
         "rows": int(len(index)),
         "splits": {str(k): int(v) for k, v in index["split"].value_counts().sort_index().items()},

@@ -45,6 +45,6 @@ def embed_epoch(checkpoint: str | Path, dataset_dir: str | Path, out_dir: str | 
                        expected=expected, batch_size=settings.batch_size, compute=compute, what=what)
         vectors = embed_on_cluster(job, ids, client, shard_images=settings.dask_shard_images,
                                    resources=settings.resources())
-    write_shards(out_dir, index, vectors, rows_per_shard=settings.rows_per_shard,
-                 extra={"epoch": epoch, "seconds": round(time.perf_counter() - started, 3)})
+    write_shards(out_dir, index, vectors, epoch=epoch, rows_per_shard=settings.rows_per_shard,
+                 extra={"seconds": round(time.perf_counter() - started, 3)})
     return len(index)

@@ -21,7 +21,7 @@ import pyarrow as pa
 from pipeline.errors import ConfigError
 from pipeline.evaluation.metrics import lone_queries, precision_at_k
 
-# Column types of ``metrics/epoch=NNN.queries.parquet`` (readers outside this package rely on them).
+# Column types of ``metrics/queries/epoch-NNN.parquet``, less the ``epoch`` column the file adds (readers outside this package rely on them).
 QUERIES_SCHEMA = pa.schema([("image_id", pa.int64()), ("label", pa.int64()), ("precision", pa.float64()),
                             ("neighbors", pa.list_(pa.int64()))])
 CONFUSION_COLUMNS = ("query_label", "neighbor_label", "count")

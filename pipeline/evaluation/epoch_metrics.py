@@ -9,28 +9,16 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline import paths
 from pipeline.data.label_noise import LabelNoise, flip_labels
 from pipeline.embedding.embed import Embeddings, load_embeddings
 from pipeline.evaluation.evaluate import evaluate_epoch
 from pipeline.evaluation.settings import ValidationSettings
 from pipeline.paths import VALIDATION_SIDECARS
-from pipeline.storage import atomic_path, write_text_atomic
+from pipeline.storage import write_epoch_tables, write_text_atomic
 
 if TYPE_CHECKING:
     from distributed import Client
-
-
-def _write_parquet(table: pd.DataFrame | pa.Table, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        if isinstance(table, pa.Table):
-            pq.write_table(table, tmp)
-        else:
-            table.to_parquet(tmp, index=False)
 
 
 def validate_epoch(embeddings_dir: str | Path, metrics_file: str | Path, settings: ValidationSettings, *,
@@ -42,7 +30,8 @@ def validate_epoch(embeddings_dir: str | Path, metrics_file: str | Path, setting
     same as without (but for the JSON's ``seconds``). Everything is computed
     before the first file is written, so a failure on the cluster leaves no file.
 
-    The sidecars (:data:`pipeline.paths.VALIDATION_SIDECARS`) are
+    The sidecars (:data:`pipeline.paths.VALIDATION_SIDECARS`, each
+    ``metrics/<name>/epoch-NNN.parquet`` with an ``epoch`` column) are
     written first and the JSON last, so the JSON's presence means the epoch's
     validation is complete; it keeps ``recorded`` (the settings that shaped the
     numbers) for :func:`metrics_are_current`. Returns the metrics.
@@ -59,8 +48,7 @@ def validate_epoch(embeddings_dir: str | Path, metrics_file: str | Path, setting
     else:
         result = evaluate_epoch(train, val, settings, client)
     out = Path(metrics_file)
-    for name in VALIDATION_SIDECARS:
-        _write_parquet(getattr(result, name), paths.metrics_sidecar(out, name))
+    write_epoch_tables(out, {name: getattr(result, name) for name in VALIDATION_SIDECARS}, epoch)
     seconds = round(time.perf_counter() - started, 3)
     metrics = {"epoch": epoch, **result.metrics, "settings": dict(recorded), "seconds": seconds}
     write_text_atomic(out, json.dumps(metrics, indent=2))

@@ -1,4 +1,4 @@
-"""Names of the metric keys in ``metrics/epoch=NNN.json`` and the baseline JSON.
+"""Names of the metric keys in ``metrics/epoch-NNN.json`` and the baseline JSON.
 
 Precision is measured at ``[ValidateEpoch] k`` neighbours, so its key carries
 ``k``; every reader derives the key from ``k`` here instead of spelling it.

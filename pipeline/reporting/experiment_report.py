@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import paths
-from pipeline.audit.folder import read_audit, top_suspects
+from pipeline.audit.epoch import read_audit, top_suspects
 from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import load_embeddings
 from pipeline.evaluation.metric_names import precision_key
@@ -92,13 +92,13 @@ def failure_report(metrics_file: Path, store: np.ndarray, index: pd.DataFrame, o
     return figures, tables
 
 
-def audit_report(audit_dir: Path, embeddings_dir: Path, store: np.ndarray, index: pd.DataFrame, out_dir: Path,
+def audit_report(audit_file: Path, embeddings_dir: Path, store: np.ndarray, index: pd.DataFrame, out_dir: Path,
                  *, epoch: int) -> tuple[dict[str, Path], AuditTables]:
     """Draw the label audit's panels (the least trusted suspects beside their nearest
     training images in ``embeddings_dir``, the validation images that duplicate training
     ones, the label-quality histogram) into ``out_dir`` and build its tables, from the
-    audit folder of ``epoch``. Returns the figures by caption key and the tables."""
-    summary, images, pairs = read_audit(audit_dir)
+    audit of ``epoch`` (its summary JSON). Returns the figures by caption key and the tables."""
+    summary, images, pairs = read_audit(audit_file)
     suspects = top_suspects(images, SUSPECT_ROWS)
     figures: dict[str, Path] = {}
     if len(suspects):
@@ -139,8 +139,8 @@ def build_report(out_dir: Path, experiment: str, inputs: ReportInputs, *, k: int
                                                epoch=last_epoch)
     figures.update(failure_figures)
     audit = None
-    if inputs.audit_dir is not None:
-        audit_figures, audit = audit_report(Path(inputs.audit_dir), Path(inputs.embedding_dirs[-1]), store, index,
+    if inputs.audit_file is not None:
+        audit_figures, audit = audit_report(Path(inputs.audit_file), Path(inputs.embedding_dirs[-1]), store, index,
                                             out_dir, epoch=last_epoch)
         figures.update(audit_figures)
     times = stage_entries(inputs) + [("Report", time.perf_counter() - started)]

@@ -1,7 +1,7 @@
 """A report's inputs, read from saved artifacts and shaped for its figures and tables.
 
 Metric JSONs, step logs, neighbour lists and the seconds each stage recorded,
-and validation's failure sidecars ``metrics/epoch=NNN.{queries,confusion,per_class}.parquet``
+and validation's failure sidecars ``metrics/{queries,confusion,per_class}/epoch-NNN.parquet``
 (see :mod:`pipeline.evaluation.breakdown`): the worst queries, their
 thumbnails and the class-confusion shares. ``index`` below is the dataset
 index (``image_id``, ``label``, ``class_name``) and ``store`` its pixel store.
@@ -52,7 +52,7 @@ class ReportInputs:
     train_dirs: Sequence[Path]
     embedding_dirs: Sequence[Path]
     triplet_dirs: Sequence[Path]  # epoch 0 has none; deleted lists (to save space) are skipped
-    audit_dir: Path | None = None  # the last epoch's label audit (none before training)
+    audit_file: Path | None = None  # the last epoch's label audit (none before training)
 
 
 def read_json(path: Path) -> dict:
@@ -69,7 +69,7 @@ def metric_values(record: dict) -> dict:
 
 
 def metrics_table(files: list[Path]) -> pd.DataFrame:
-    """One row per epoch from ``metrics/epoch=NNN.json`` files."""
+    """One row per epoch from ``metrics/epoch-NNN.json`` files."""
     rows = [metric_values(read_json(f)) for f in files]
     return pd.DataFrame(rows).sort_values("epoch").reset_index(drop=True)
 
@@ -137,9 +137,9 @@ def stage_entries(inputs: ReportInputs) -> list[tuple[str, float | None]]:
         entries.append((f"TrainEpoch({i})", epoch_seconds(train)))
         entries.append((f"EmbedEpoch({i})", read_manifest(emb).get("seconds")))
         entries.append((f"ValidateEpoch({i})", read_json(metrics).get("seconds")))
-    if inputs.audit_dir is not None:
+    if inputs.audit_file is not None:
         entries.append((f"AuditEpoch({len(inputs.metrics_files) - 1})",
-                        read_json(Path(inputs.audit_dir) / paths.AUDIT_SUMMARY_FILE).get("seconds")))
+                        read_json(Path(inputs.audit_file)).get("seconds")))
     return entries
 
 

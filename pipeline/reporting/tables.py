@@ -488,7 +488,7 @@ class AuditTables:
 
 
 def audit_summary_table(summary: Mapping[str, Any]) -> Table:
-    """The audit's counts (``summary.json``) and, when labels were flipped, how well its
+    """The audit's counts (``audit/epoch-NNN.json``) and, when labels were flipped, how well its
     suspects find them."""
     table = Table(header=["finding", "value"], numeric={1})
     rows = [("training images audited", summary["images"]),

@@ -1,9 +1,9 @@
 """Per-epoch triplet lists on disk (one Parquet dataset per epoch): sampled from the
 saved artifacts (:func:`sample_epoch_list`), written and read back.
 
-Read one epoch with ``pd.read_parquet("artifacts/demo/triplets/epoch=001")``, or
-all epochs with ``pd.read_parquet("artifacts/demo/triplets", partitioning=None)``
-(the files carry their own ``epoch`` column).
+Read one epoch with ``pd.read_parquet("artifacts/demo/triplets/epoch-001")``, or
+all epochs with ``pd.read_parquet("artifacts/demo/triplets")`` (the files carry an
+integer ``epoch`` column; see :mod:`pipeline.paths`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pipeline.data.label_noise import LabelNoise, flip_labels
 from pipeline.data.pixel_store import read_index
 from pipeline.embedding.embed import load_embeddings
 from pipeline.errors import ConfigError, PipelineError
-from pipeline.paths import AUDIT_IMAGES_FILE
+from pipeline.paths import table_file
 from pipeline.paths import TRIPLET_LIST_FILE as PART
 from pipeline.sampling.base import ClassMembers, SamplingContext, TripletStrategy
 from pipeline.sampling.driver import sample_triplets
@@ -132,26 +132,26 @@ def _aligned_embeddings(embeddings_dir: Path, train_ids: np.ndarray) -> np.ndarr
     return emb.vectors
 
 
-def read_suspects(audit_dir: str | Path, train_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(suspect, suggested_label)`` of each of ``train_ids`` from an audit folder."""
-    path = Path(audit_dir) / AUDIT_IMAGES_FILE
+def read_suspects(audit_file: str | Path, train_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(suspect, suggested_label)`` of each of ``train_ids`` from the audit whose summary is ``audit_file``."""
+    path = table_file(audit_file, "images")
     with reading(path, "unreadable Parquet"):
         audit = pd.read_parquet(path, columns=["image_id", "suspect", "suggested_label"])
     if not np.array_equal(audit["image_id"].to_numpy(), train_ids):
-        raise ConfigError(f"the audit in {audit_dir} is not of this dataset's training images; delete that "
-                          "folder so AuditEpoch rebuilds it")
+        raise ConfigError(f"the audit in {path} is not of this dataset's training images; delete {audit_file} "
+                          "so AuditEpoch rebuilds it")
     return audit["suspect"].to_numpy(bool), audit["suggested_label"].to_numpy(np.int64)
 
 
 def sample_epoch_list(dataset_dir: str | Path, embeddings_dir: str | Path | None, out_dir: str | Path,
                       strategy: TripletStrategy, settings: ListSettings, *, epoch: int, seed: int, margin: float,
                       recorded: Mapping[str, Any], noise: LabelNoise = LabelNoise(),
-                      audit_dir: str | Path | None = None, client: Client | None = None) -> dict[str, Any]:
+                      audit_file: str | Path | None = None, client: Client | None = None) -> dict[str, Any]:
     """Sample ``epoch``'s list over the training split into ``out_dir``; returns its metadata.
 
     ``noise``: the experiment's label noise; the list is sampled from the flipped
     labels (:func:`~pipeline.data.label_noise.flip_labels`), never from the true ones.
-    ``audit_dir``: the audit of the epoch before (:mod:`pipeline.audit`), read when
+    ``audit_file``: the audit of the epoch before (:mod:`pipeline.audit`), read when
     ``settings.suspects`` is not ``keep``: its suspects are left out of the epoch's
     list altogether (``exclude``: no anchor, positive or negative is one) or sampled
     as their suggested class (``relabel``).
@@ -169,8 +169,8 @@ def sample_epoch_list(dataset_dir: str | Path, embeddings_dir: str | Path | None
     embeddings = _aligned_embeddings(Path(embeddings_dir), ids) if embeddings_dir is not None else None
     labels = flip_labels(train["label"].to_numpy(), noise, seed)
     suspects = np.zeros(len(ids), dtype=bool)
-    if audit_dir is not None and settings.suspects != "keep":
-        suspects, suggested = read_suspects(audit_dir, ids)
+    if audit_file is not None and settings.suspects != "keep":
+        suspects, suggested = read_suspects(audit_file, ids)
         if settings.suspects == "relabel":
             labels = np.where(suspects, suggested, labels)
         else:
@@ -182,7 +182,7 @@ def sample_epoch_list(dataset_dir: str | Path, embeddings_dir: str | Path | None
     table = sample_triplets(ctx, strategy, ids, settings, client)
     meta = {"strategy": settings.strategy_for(epoch), "settings": dict(recorded), "seed": seed,
             "seconds": round(time.perf_counter() - started, 3), "rows": table.num_rows}
-    if audit_dir is not None and settings.suspects != "keep":
+    if audit_file is not None and settings.suspects != "keep":
         meta["suspects"] = {settings.suspects: int(suspects.sum())}
     if noise.active:  # a list read with pandas says its labels are not the dataset's
         meta["label_noise"] = {"share": noise.share, "kind": noise.kind}

@@ -1,6 +1,6 @@
 """Similar-image search with a trained epoch.
 
-- :mod:`~pipeline.search.index`: the ``search/epoch=NNN/`` folder (faiss index,
+- :mod:`~pipeline.search.index`: the ``search/epoch-NNN/`` folder (faiss index,
   row -> image table, meta), built by the ``SearchIndex`` task.
 - :mod:`~pipeline.search.searcher`: :class:`Searcher` (embed query images as
   validation does, find their nearest indexed images) and :class:`Hit`;

@@ -1,7 +1,7 @@
 """The search index of one epoch: a faiss ``IndexFlatL2`` over its embeddings, the
 table that maps each index row back to an image, and a small JSON description.
 
-    <experiment>/search/epoch=NNN/
+    <experiment>/search/epoch-NNN/
         index.faiss     faiss.write_index of an IndexFlatL2 over float32 vectors
         items.parquet   one row per index row, in index order: image_id, split, label,
                         class_id, class_name, path (relative to the dataset root; "" if none)

@@ -1,5 +1,5 @@
 """Validation queries of one epoch, worst first, from the per-query file that
-``ValidateEpoch`` writes beside the epoch's metrics (``metrics/epoch=NNN.queries.parquet``)."""
+``ValidateEpoch`` writes beside the epoch's metrics (``metrics/queries/epoch-NNN.parquet``)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class ValidationQueries:
 
 
 def queries_file(root: str | Path, experiment: str, epoch: int) -> Path:
-    """``<experiment>/metrics/epoch=NNN.queries.parquet``."""
+    """``<experiment>/metrics/queries/epoch-NNN.parquet``."""
     return paths.metrics_sidecar(paths.metrics_file(root, experiment, epoch), "queries")
 
 

@@ -2,7 +2,7 @@
 
 While an epoch trains, its progress (model, optimizer, steps done and their
 step-log rows) is saved now and then to a hidden file beside the epoch's final
-folder, ``train/.partial-epoch=NNN.pt``. The hidden name means no reader ever
+folder, ``train/.partial-epoch-NNN.pt``. The hidden name means no reader ever
 takes it for a finished epoch. A rerun of the epoch continues from it when its
 fingerprint matches (same triplet list, same settings); the augmentation RNG
 is seeded per step, so the remaining steps are exactly those an uninterrupted
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def partial_path(train_dir: str | Path) -> Path:
-    """``train/epoch=NNN`` -> ``train/.partial-epoch=NNN.pt``."""
+    """``train/epoch-NNN`` -> ``train/.partial-epoch-NNN.pt``."""
     return paths.partial_checkpoint(train_dir)
 
 

@@ -1,5 +1,6 @@
-"""One epoch's audit folder: read the saved artifacts, audit, write
-``images.parquet``, ``duplicates.parquet`` and ``summary.json`` (last); and read it back."""
+"""One epoch's audit: read the saved artifacts, audit, write the tables
+``audit/images/epoch-NNN.parquet`` and ``audit/duplicates/epoch-NNN.parquet``, then the
+summary ``audit/epoch-NNN.json`` (last); and read them back."""
 
 from __future__ import annotations
 
@@ -18,18 +19,19 @@ from pipeline.data.label_noise import LabelNoise, flip_labels
 from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import load_embeddings
 from pipeline.errors import PipelineError
+from pipeline.storage import reading, write_epoch_tables, write_text_atomic
 
 if TYPE_CHECKING:
     from distributed import Client
 
 
-def audit_epoch(dataset_dir: str | Path, embeddings_dirs: Sequence[str | Path], out_dir: str | Path,
-                settings: AuditSettings, *, noise: LabelNoise, seed: int,
+def audit_epoch(dataset_dir: str | Path, embeddings_dirs: Sequence[str | Path], audit_file: str | Path,
+                settings: AuditSettings, *, epoch: int, noise: LabelNoise, seed: int,
                 recorded: Mapping[str, Any], client: Client | None = None) -> dict[str, Any]:
     """Audit the training labels the experiment uses with the embeddings in
-    ``embeddings_dirs`` (the epoch first, then the ones before it) and write
-    ``images.parquet``, ``duplicates.parquet`` and ``summary.json`` (last) into
-    ``out_dir``; returns the summary.
+    ``embeddings_dirs`` (the epoch first, then the ones before it) and write the
+    tables (:data:`pipeline.paths.AUDIT_TABLES`, with ``epoch``) and then the
+    summary ``audit_file``, each atomically; returns the summary.
 
     The given labels are the dataset's with the experiment's ``noise`` flipped
     (:func:`~pipeline.data.label_noise.flip_labels`, as sampling flips them); the
@@ -39,7 +41,6 @@ def audit_epoch(dataset_dir: str | Path, embeddings_dirs: Sequence[str | Path], 
     cluster the neighbour votes run on (none: in this process).
     """
     started = time.perf_counter()
-    out = Path(out_dir)
     index = read_index(dataset_dir, ["image_id", "split", "label"]).sort_values("image_id")
     train = [load_embeddings(d, "train") for d in embeddings_dirs]
     val = load_embeddings(embeddings_dirs[0], "val")
@@ -53,24 +54,27 @@ def audit_epoch(dataset_dir: str | Path, embeddings_dirs: Sequence[str | Path], 
     images, pairs, summary = audit_tables([e.vectors for e in train], ids, given, settings,
                                           val_vectors=val.vectors, val_ids=val.image_ids, duplicates=exact,
                                           true_labels=truth if noise.active else None, client=client)
-    out.mkdir(parents=True, exist_ok=True)
-    images.to_parquet(out / paths.AUDIT_IMAGES_FILE, index=False)
-    pairs.to_parquet(out / paths.AUDIT_DUPLICATES_FILE, index=False)
+    write_epoch_tables(audit_file, {"images": images, "duplicates": pairs}, epoch)
     summary["settings"] = dict(recorded)
     summary["seconds"] = round(time.perf_counter() - started, 3)
-    (out / paths.AUDIT_SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+    write_text_atomic(audit_file, json.dumps(summary, indent=2))
     return summary
 
 
-def read_audit(audit_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """``(summary, images, duplicates)`` of a finished audit folder; a clear error when it has none."""
-    audit_dir = Path(audit_dir)
-    summary_file = audit_dir / paths.AUDIT_SUMMARY_FILE
-    if not summary_file.is_file():  # written last: without it the folder is no finished audit
-        raise PipelineError(f"no audit in {audit_dir}: run luigi --module tasks AuditEpoch --epoch "
-                            f"{audit_dir.name.split('=')[-1].lstrip('0') or '0'} first")
-    return (json.loads(summary_file.read_text()), pd.read_parquet(audit_dir / paths.AUDIT_IMAGES_FILE),
-            pd.read_parquet(audit_dir / paths.AUDIT_DUPLICATES_FILE))
+def read_audit(audit_file: str | Path) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """``(summary, images, duplicates)`` of a finished audit; a clear error when there is none."""
+    audit_file = Path(audit_file)
+    if not audit_file.is_file():  # written last: without it there is no finished audit
+        epoch = audit_file.stem.split("-")[-1].lstrip("0") or "0"
+        raise PipelineError(f"no audit at {audit_file}: run luigi --module tasks AuditEpoch --epoch {epoch} first")
+    tables = []
+    for name in paths.AUDIT_TABLES:
+        table = paths.table_file(audit_file, name)
+        with reading(table, "unreadable Parquet"):
+            tables.append(pd.read_parquet(table))
+    with reading(audit_file, "unreadable JSON"):
+        summary = json.loads(audit_file.read_text())
+    return summary, tables[0], tables[1]
 
 
 def top_suspects(images: pd.DataFrame, n: int) -> pd.DataFrame:
