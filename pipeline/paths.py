@@ -13,6 +13,7 @@
     <root>/<experiment>/audit/{images,duplicates}/epoch-NNN.parquet
     <root>/<experiment>/search/epoch-NNN/  index.faiss, items.parquet, meta.json
     <root>/<experiment>/report/epochs-NNN/ index.html, summary.md, *.png
+    <root>/<experiment>/tensorboard/      TensorBoard event files and projector (derived; pipeline.tracking)
     <root>/compare/<a>--<b>/epochs-NNN/   index.html, summary.md, compare.png
 
 Every Parquet collection (``triplets``, ``train``, ``embeddings``, each table
@@ -168,6 +169,11 @@ def report_dir(root: str | Path, experiment: str, epochs: int) -> Path:
 def compare_dir(root: str | Path, experiments: list[str], epochs: int) -> Path:
     names = "--".join(check_name(e, "experiment name") for e in experiments)
     return Path(root) / "compare" / names / f"epochs-{epochs:03d}"
+
+
+def tensorboard_dir(root: str | Path, experiment: str) -> Path:
+    """``<experiment>/tensorboard/``: the experiment's TensorBoard run (:mod:`pipeline.tracking`)."""
+    return experiment_dir(root, experiment) / "tensorboard"
 
 
 def config_file(root: str | Path, experiment: str) -> Path:

@@ -1,5 +1,5 @@
 """Shared configuration sections of ``luigi.cfg``: ``[artifacts]``, ``[run]``,
-``[model]``, ``[loss]``, ``[compute]`` and ``[dask]``.
+``[model]``, ``[loss]``, ``[compute]``, ``[dask]`` and ``[tracking]``.
 
 Each section's settings are declared once, on a dataclass in :mod:`pipeline` or
 :mod:`models`; see :mod:`tasks.parameters`. Settings that belong to one task
@@ -11,10 +11,12 @@ from __future__ import annotations
 import luigi
 from luigi.cmdline_parser import CmdlineParser
 
+from pipeline import paths
 from pipeline.dask_cluster import DaskSettings
 from pipeline.device import ComputeSettings
 from pipeline.experiment_config import RunSettings
 from pipeline.network import ModelSettings, WeightSettings
+from pipeline.tracking import EventLog, TrackingSettings
 from pipeline.training.settings import LossSettings
 from tasks.parameters import settings_of, settings_parameters
 
@@ -75,6 +77,19 @@ class dask(luigi.Config):  # noqa: N801
 
     def settings(self) -> DaskSettings:
         return settings_of(self, DaskSettings)
+
+
+@settings_parameters(TrackingSettings)
+class tracking(luigi.Config):  # noqa: N801
+    """``[tracking] tensorboard``: TensorBoard event files under ``<experiment>/tensorboard/`` (run-only)."""
+
+    def settings(self) -> TrackingSettings:
+        return settings_of(self, TrackingSettings)
+
+    def event_log(self, experiment: str, kind: str, epoch: int = 0) -> EventLog:
+        """The event file a task (``kind``: train, lists, metrics, baseline) writes for ``experiment``'s ``epoch``."""
+        return EventLog(paths.tensorboard_dir(artifacts().root, experiment), kind, epoch,
+                        enabled=self.settings().tensorboard)
 
 
 class RunSeed:

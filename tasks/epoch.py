@@ -61,7 +61,7 @@ from pipeline.sampling import ListSettings, TripletStrategy
 from pipeline.sampling.driver import runs_on_dask
 from pipeline.settings import significant
 from pipeline.training.settings import EpochSettings, PartialSaveSettings, TrainSettings
-from tasks.config import RunSeed, artifacts, compute, experiment_param, loss, model, run
+from tasks.config import RunSeed, artifacts, compute, experiment_param, loss, model, run, tracking
 from tasks.config import dask as dask_section
 from tasks.config_keys import check_config_keys
 from tasks.index_dataset import IndexDataset
@@ -124,6 +124,11 @@ class TripletList(RecordedSettings, RunSeed, luigi.Task):
                                      noise=run().settings().noise(),
                                      audit_file=self.input()["audit"].path if "audit" in self.input() else None,
                                      client=client)
+        with tracking().event_log(self.experiment, "lists", self.epoch) as events:
+            if events.enabled:
+                from pipeline.tracking import list_scalars
+
+                events.scalars(self.epoch, list_scalars(self.output().path, loss().settings().margin), "lists/")
         log.info("triplet list for epoch %d: %d rows (%s) in %.1fs", self.epoch, meta["rows"], meta["strategy"],
                  meta["seconds"])
 
@@ -185,6 +190,8 @@ class TrainEpoch(EpochRanks, RecordedSettings, RunSeed, luigi.Task):
     @single_writer
     def run(self) -> None:
         from pipeline.distributed.run_epoch import run_epoch
+        from pipeline.tracking import step_scalars
+        from pipeline.training.epoch import steps_before
 
         device = start_compute(compute().settings())
         settings = self.epoch_settings()
@@ -192,12 +199,17 @@ class TrainEpoch(EpochRanks, RecordedSettings, RunSeed, luigi.Task):
         self.record_settings()
         distributed = self.distributed_settings()
         inputs = self.input()
-        summary = run_epoch(
-            self.output().path, settings, epoch=self.epoch, seed=self.seed, device=device,
-            weights=model().weight_settings(), dataset_dir=inputs["index"].path,
-            previous_checkpoint=Path(inputs["previous"].path) / paths.CHECKPOINT_FILE if self.epoch else None,
-            triplet_dir=inputs["triplets"].path if self.epoch else None, distributed=distributed,
-            **self.rank_options(), progress=progress_reporter(self, f"epoch {self.epoch}"))
+        # Every step's scalars, as it trains, on a run-wide step axis (a resumed epoch replays its saved steps).
+        first = steps_before(Path(self.output().path).parent, self.epoch)
+        with tracking().event_log(self.experiment, "train", self.epoch) as events:
+            summary = run_epoch(
+                self.output().path, settings, epoch=self.epoch, seed=self.seed, device=device,
+                weights=model().weight_settings(), dataset_dir=inputs["index"].path,
+                previous_checkpoint=Path(inputs["previous"].path) / paths.CHECKPOINT_FILE if self.epoch else None,
+                triplet_dir=inputs["triplets"].path if self.epoch else None, distributed=distributed,
+                **self.rank_options(),
+                progress=progress_reporter(self, f"epoch {self.epoch}", also=lambda step, total, row: events.scalars(
+                    first + int(row["step"]), step_scalars(row), "train/")))
         if summary["steps"]:
             where = f"trained on {distributed.world_size} ranks, " if distributed.distributed else ""
             log.info("epoch %d: %smean loss %.4f, active %.2f, %d steps in %.1fs", self.epoch, where, summary["loss"],
@@ -284,6 +296,11 @@ class EmbedEpoch(luigi.Task):
             n = embed_epoch(Path(self.input()["train"].path) / paths.CHECKPOINT_FILE, self.input()["index"].path, tmp,
                             model().settings(), settings, epoch=self.epoch, compute=compute().settings(),
                             what=f"epoch {self.epoch} of experiment {self.experiment!r}", client=client)
+        if tracking().settings().tensorboard:
+            from pipeline.tracking import write_epoch_projector
+
+            write_epoch_projector(paths.tensorboard_dir(artifacts().root, self.experiment), self.output().path,
+                                  self.input()["index"].path, self.epoch)
         log.info("embedded %d images for epoch %d in %.1fs%s", n, self.epoch, time.perf_counter() - started,
                  f" on the dask cluster {address}" if address.strip() else "")
 

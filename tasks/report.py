@@ -9,12 +9,14 @@ Writes ``report/epochs-NNN/`` with a self-contained ``index.html``, a Markdown
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import luigi
 
 from pipeline import paths
-from tasks.config import artifacts, epochs_param, experiment_param
+from pipeline.tracking import metric_scalars
+from tasks.config import artifacts, epochs_param, experiment_param, tracking
 from tasks.epoch import AuditEpoch, EmbedEpoch, TrainEpoch, TripletList
 from tasks.index_dataset import IndexDataset
 from tasks.output_writing import log, single_writer, temporary_dir
@@ -73,4 +75,9 @@ class Report(luigi.Task):
             audit_file=Path(inp["audit"].path) if "audit" in inp else None)
         with temporary_dir(self.output()) as tmp:
             page = build_report(tmp, self.experiment, inputs, k=self.requires()["metrics"][0].k)
+        # The raw-pixel baseline as a reference line beside the learned curves.
+        with tracking().event_log(self.experiment, "baseline") as events:
+            baseline = metric_scalars(json.loads(Path(inp["baseline"].path).read_text()))
+            for epoch in range(self.epochs + 1):
+                events.scalars(epoch, baseline, "baseline/")
         log.info("report: %s", Path(self.output().path) / page)

@@ -28,7 +28,8 @@ from pipeline import paths
 from pipeline.dask_cluster import dask_client
 from pipeline.evaluation.metric_names import precision_key
 from pipeline.evaluation.settings import ValidationSettings, metrics_are_current
-from tasks.config import RunSeed, artifacts, experiment_param, run
+from pipeline.tracking import metric_scalars
+from tasks.config import RunSeed, artifacts, experiment_param, run, tracking
 from tasks.config import dask as dask_section
 from tasks.epoch import EmbedEpoch
 from tasks.output_writing import log, single_writer
@@ -67,6 +68,8 @@ class ValidateEpoch(RunSeed, luigi.Task):
             metrics = validate_epoch(self.input().path, self.output().path, self.settings(), epoch=self.epoch,
                                      recorded=self.recorded_settings(), noise=run().settings().noise(),
                                      client=client)
+        with tracking().event_log(self.experiment, "metrics", self.epoch) as events:
+            events.scalars(self.epoch, metric_scalars(metrics), "metrics/")
         log.info("epoch %d: precision@%d val %.4f, train %.4f%s", self.epoch, self.k,
                  metrics[precision_key(self.k, "val")], metrics[precision_key(self.k, "train")],
                  f" (searched on the dask cluster {address})" if address.strip() else "")

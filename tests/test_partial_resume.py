@@ -60,7 +60,11 @@ def test_resumed_epoch_is_bit_identical(fashion, tmp_path, kill_after):
     net3, opt3 = fresh(seed=99)  # whatever the fresh init, the saved state replaces it
     net3.load_state_dict(state["model"])
     opt3.load_state_dict(state["optimizer"])
-    resumed = run(net3, opt3, triplets, store, resume=progress)
+    heard: list[tuple[int, int]] = []
+    resumed = run(net3, opt3, triplets, store, resume=progress,
+                  progress=lambda done, total, row: heard.append((done, row["step"])))
+    # A listener (the TensorBoard curve) hears of every step once: the saved ones replayed first.
+    assert heard == [(i + 1, i) for i in range(len(reference))]
 
     for key, value in net.state_dict().items():
         assert torch.equal(net3.state_dict()[key], value), key

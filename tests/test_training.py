@@ -111,7 +111,8 @@ def test_step_log_has_the_documented_columns(fashion):
     assert (log["mean_distance"] > 0).all()
     assert log["collapsed"].dtype == bool and not log["collapsed"].any()
     assert [c[:2] for c in calls] == [(1, 3), (2, 3), (3, 3)]
-    assert [c[2] for c in calls] == pytest.approx(log["loss"].tolist())
+    assert [c[2]["loss"] for c in calls] == pytest.approx(log["loss"].tolist())
+    assert pd.DataFrame([c[2] for c in calls]).equals(log)  # each call carries its step's row of the log
 
 
 def test_training_is_reproducible_from_seed_and_epoch(fashion):

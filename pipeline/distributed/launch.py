@@ -25,6 +25,7 @@ import torch.multiprocessing as mp
 from pipeline.distributed.rank import LaunchPlan, run_rank
 from pipeline.distributed.settings import DistributedSettings, parse_rendezvous
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.training.loop import StepProgress
 
 
 class RankFailedError(PipelineError):
@@ -57,7 +58,7 @@ def make_plan(settings: DistributedSettings, device: torch.device, threads: int,
 
 
 def launch(target: Callable[..., Any], args: tuple, plan: LaunchPlan,
-           progress: Callable[[int, int, float], None] | None = None) -> Any:
+           progress: StepProgress | None = None) -> Any:
     """Run ``target(ctx, *args)`` on this machine's ranks; return global rank 0's result
     (None on nodes > 0). Raises the rank's own :class:`PipelineError`, or
     :class:`RankFailedError` naming the rank that failed first and how."""

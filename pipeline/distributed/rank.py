@@ -15,7 +15,7 @@ import pickle
 import signal
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.distributed as dist
@@ -83,10 +83,11 @@ class RankContext:
                               "under the shared artifacts root (check that [artifacts] root is the same shared "
                               "folder on every machine), then rerun the epoch")
 
-    def on_step(self, step: int, total: int, loss: float) -> None:
-        """Per-step callback of every rank: rank 0 reports progress to the launcher."""
+    def on_step(self, step: int, total: int, row: Mapping[str, Any]) -> None:
+        """Per-step callback of every rank (a :data:`~pipeline.training.loop.StepProgress`):
+        rank 0 reports progress, with the step's log row, to the launcher."""
         if self.writes:
-            self.report(("progress", step, total, loss))
+            self.report(("progress", step, total, dict(row)))
 
 
 def die_with_parent(parent_pid: int) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -32,6 +32,7 @@ from pipeline.training.epoch import epoch_summary, train_epoch, write_epoch
 from pipeline.training.loop import empty_step_log
 from pipeline.training.settings import EpochSettings, PartialSaveSettings
 from pipeline.training.state import initial_state
+from pipeline.training.loop import StepProgress
 
 
 def run_epoch(out_dir: str | Path, settings: EpochSettings, *, epoch: int, seed: int, device: torch.device,
@@ -39,7 +40,7 @@ def run_epoch(out_dir: str | Path, settings: EpochSettings, *, epoch: int, seed:
               triplet_dir: str | Path | None = None, dataset_dir: str | Path | None = None,
               distributed: DistributedSettings = DistributedSettings(), threads: int = 0,
               saves: PartialSaveSettings = PartialSaveSettings(), store_prefix: str = "",
-              progress: Callable[[int, int, float], None] | None = None) -> dict[str, Any]:
+              progress: StepProgress | None = None) -> dict[str, Any]:
     """Write epoch ``epoch``'s folder ``out_dir`` (checkpoint, step log, summary) and return its summary.
 
     Epoch 0 is the initial network (``weights``); a later epoch trains from
@@ -70,7 +71,7 @@ def train_epoch_on_ranks(previous_checkpoint: str | Path, triplet_dir: str | Pat
                          out_dir: str | Path, settings: EpochSettings, distributed: DistributedSettings, *,
                          epoch: int, seed: int, device: torch.device, threads: int = 0,
                          saves: PartialSaveSettings = PartialSaveSettings(), store_prefix: str = "",
-                         progress: Callable[[int, int, float], None] | None = None) -> None:
+                         progress: StepProgress | None = None) -> None:
     """Train ``epoch`` with this machine's ranks (and the other nodes'); on return the epoch
     folder ``out_dir`` is written (by global rank 0) and its partial checkpoint removed.
 

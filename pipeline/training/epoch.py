@@ -12,7 +12,7 @@ import json
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import pandas as pd
 import torch
@@ -23,7 +23,7 @@ from pipeline.data.pixel_store import open_store
 from pipeline.network import network_from_checkpoint
 from pipeline.seeds import training_epoch_seed
 from pipeline.storage import atomic_path
-from pipeline.training.loop import PartialSaves, train_one_epoch
+from pipeline.training.loop import PartialSaves, StepProgress, train_one_epoch
 from pipeline.training.optimization import make_lr_scheduler, make_optimizer
 from pipeline.training.partial import fingerprint, load_partial, partial_path, remove_partial, save_partial
 from pipeline.training.rank_protocol import EpochRank
@@ -35,7 +35,7 @@ from pipeline.training.steps import training_steps
 def train_epoch(previous_checkpoint: str | Path, triplet_dir: str | Path, dataset_dir: str | Path,
                 out_dir: str | Path, settings: EpochSettings, *, epoch: int, seed: int, device: torch.device,
                 saves: PartialSaveSettings = PartialSaveSettings(),
-                progress: Callable[[int, int, float], None] | None = None,
+                progress: StepProgress | None = None,
                 rank: EpochRank | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Train ``epoch`` from epoch ``epoch - 1``'s checkpoint; return the new checkpoint dict and the step log.
 
@@ -99,6 +99,12 @@ def epoch_summary(train_dir: str | Path) -> dict[str, Any]:
     """An epoch folder's summary: ``epoch``, ``seconds``, ``steps`` and the step log's mean ``loss`` and
     ``active_fraction`` (None for epoch 0), without loading the checkpoint."""
     return json.loads((Path(train_dir) / paths.TRAIN_SUMMARY_FILE).read_text())
+
+
+def steps_before(train_root: str | Path, epoch: int) -> int:
+    """How many steps the epochs before ``epoch`` trained, from the summaries in
+    ``train_root`` (``<experiment>/train``): where ``epoch``'s steps start on a run-wide axis."""
+    return sum(epoch_summary(Path(train_root) / paths.epoch_dir(e))["steps"] for e in range(1, epoch))
 
 
 def epoch_seconds(train_dir: str | Path) -> float | None:

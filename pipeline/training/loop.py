@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,11 @@ STEP_LOG_COLUMNS = ("epoch", "step", "loss", "active_fraction", "lr", "seconds",
                     "images", "triplets", "loss_all")
 STEP_LOG_DTYPES = ("int64", "int64", "float64", "float64", "float64", "float64", "float64", "bool", "int64", "int64",
                    "float64")
+# What a training loop reports after each step: (steps done, steps in the epoch, that
+# step's row of the step log by column name). A resumed epoch first replays the rows of
+# the steps its partial checkpoint holds, so a listener sees every step once.
+StepProgress = Callable[[int, int, Mapping[str, Any]], None]
+
 # A step counts as collapsed when its mean distance is below this share of the margin.
 COLLAPSE_TOLERANCE = 1e-3
 
@@ -106,7 +111,7 @@ def train_one_epoch(
     seed: int,
     device: torch.device,
     augment_settings: AugmentSettings = AugmentSettings(),
-    progress: Callable[[int, int, float], None] | None = None,
+    progress: StepProgress | None = None,
     show_bar: bool = True,
     resume: EpochProgress | None = None,
     saves: PartialSaves | None = None,
@@ -123,7 +128,8 @@ def train_one_epoch(
 
     ``resume`` continues an interrupted epoch after its ``step`` first steps
     (``model`` and ``optimizer`` must hold the state saved with it); on the CPU the
-    result is then bit-identical to an uninterrupted epoch. ``saves`` says when
+    result is then bit-identical to an uninterrupted epoch. ``progress`` hears of
+    every step (:data:`StepProgress`), the resumed ones first. ``saves`` says when
     to save progress for such a restart.
 
     ``shard`` (distributed training, :mod:`pipeline.distributed.split`): this rank
@@ -142,6 +148,9 @@ def train_one_epoch(
         raise TrainingError(f"epoch {epoch}: cannot resume at step {start} of {n_steps}")
     model.train()
     rows = [tuple(r) for r in resume.rows] if resume is not None else []
+    if progress is not None:
+        for done, row in enumerate(rows, start=1):
+            progress(done, n_steps, dict(zip(STEP_LOG_COLUMNS, row)))
     bar = tqdm(total=n_steps, initial=start, desc=f"train epoch {epoch}", unit="batch", disable=not show_bar,
                leave=False, mininterval=2.0)
     lr = optimizer.param_groups[0]["lr"]
@@ -184,7 +193,7 @@ def train_one_epoch(
         bar.update(1)
         bar.set_postfix(loss=f"{loss_v:.4f}", refresh=False)
         if progress is not None:
-            progress(step + 1, n_steps, loss_v)
+            progress(step + 1, n_steps, dict(zip(STEP_LOG_COLUMNS, rows[-1])))
         if saves is not None and step + 1 < n_steps and saves.due(step + 1 - saved_step, now - last_save):
             check_finite(model, epoch, step)
             saves.save(EpochProgress(step=step + 1, rows=tuple(rows)))
