@@ -12,7 +12,7 @@ owns a figure writes it, into an event file of its own
   ``train/lr``, ``train/images``, ``train/triplets`` and ``train/images_per_second``,
   against the step counted over the whole run;
 - TripletList, per epoch: the list's hardness summary (``lists/...``);
-- ValidateEpoch, per epoch: every metric of ``metrics/epoch-NNN.json`` (``metrics/...``);
+- ValidateEpoch, per epoch: every retrieval metric of ``metrics/epoch-NNN.json`` (``metrics/...``);
 - Report: the raw-pixel baseline's metrics at every epoch (``baseline/...``), a
   reference line beside the learned ones;
 - EmbedEpoch: the validation embeddings with their labels and a sprite of thumbnails,
@@ -28,6 +28,7 @@ partial checkpoint holds), shows each step once.
 from __future__ import annotations
 
 import math
+import re
 import os
 import time
 from dataclasses import dataclass
@@ -128,9 +129,16 @@ def step_scalars(row: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+# The retrieval metrics of a metrics (or baseline) JSON, with their split (and ``_true``,
+# against the true labels when labels were flipped); not query counts, settings or seconds.
+_METRIC_KEY = re.compile(r"^(precision_at_\d+|r_precision|map_at_r|triplet_precision|ivf_recall_at_\d+)_(val|train)"
+                         r"(_true)?$")
+
+
 def metric_scalars(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The numbers of a metrics (or baseline) JSON: every metric, without its ``epoch``."""
-    return {k: v for k, v in metrics.items() if k != "epoch" and isinstance(v, (int, float))
+    """The retrieval metrics of a metrics (or baseline) JSON (precision@k, R-precision,
+    MAP@R, triplet precision, IVF recall, on each split)."""
+    return {k: v for k, v in metrics.items() if _METRIC_KEY.match(k) and isinstance(v, (int, float))
             and not isinstance(v, bool)}
 
 

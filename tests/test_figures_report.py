@@ -339,3 +339,33 @@ def test_failure_while_plotting_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         plot_loss_by_epoch(step_log(), tmp_path / "loss.png")
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the embedding map
+
+
+def test_the_projection_is_pca_with_fixed_signs():
+    from pipeline.reporting.embedding_map import map_epochs, project_2d
+
+    rng = np.random.default_rng(0)
+    # Two planted directions of large spread in 16 dimensions, plus small noise.
+    basis = np.linalg.qr(rng.normal(size=(16, 16)))[0][:, :2]
+    coords = rng.normal(size=(500, 2)) * [10.0, 3.0]
+    x = coords @ basis.T + rng.normal(scale=0.01, size=(500, 16)) + 5.0
+    xy = project_2d(x)
+    # The map is the planted coordinates up to each axis's sign...
+    for axis in range(2):
+        assert abs(np.corrcoef(xy[:, axis], coords[:, axis])[0, 1]) > 0.999
+    # ...and that sign comes from the loadings, not from the SVD's whim: the mirrored data
+    # keeps the axes, so its map is the mirrored map.
+    np.testing.assert_allclose(project_2d(-x), -xy, atol=1e-9)
+    np.testing.assert_array_equal(project_2d(x), xy)  # deterministic
+    assert project_2d(x[:1]).tolist() == [[0.0, 0.0]]
+    assert map_epochs(14) == [0, 1, 7, 14] and map_epochs(1) == [0, 1] and map_epochs(0) == [0]
+
+
+def test_embedding_maps_draw_one_panel_per_epoch(tmp_path):
+    rng = np.random.default_rng(1)
+    maps = [(e, rng.normal(size=(60, 2)), np.arange(60) % 3, np.arange(60) < 5) for e in (0, 1, 2)]
+    path = figures.plot_embedding_maps(maps, {0: "a", 1: "b", 2: "c"}, tmp_path / "map.png")
+    assert_png(path, (3.6 * 3, 4.1))

@@ -27,6 +27,7 @@ def test_run_all_writes_every_artifact(fast_pipeline, tmp_path: Path):
             assert 0.0 <= m[key] <= 1.0, key
     report = exp / "report" / "epochs-002"
     html = (report / "index.html").read_text()
-    for name in ("loss.png", "accuracy.png", "nearest.png", "farthest.png", "summary.md"):
+    for name in ("loss.png", "accuracy.png", "nearest.png", "farthest.png", "embedding_map.png", "summary.md"):
         assert (report / name).is_file(), name
+    assert "embedding_map.png" in (report / "summary.md").read_text()
     assert "data:image/png;base64" in html

@@ -14,7 +14,10 @@ from pipeline.audit.epoch import read_audit, top_suspects
 from pipeline.data.pixel_store import open_store, read_index
 from pipeline.embedding.embed import load_embeddings
 from pipeline.evaluation.metric_names import precision_key
+from pipeline.reporting.embedding_map import MARKED_QUERIES, map_epochs, project_2d
 from pipeline.reporting.figures import (
+    EMBEDDING_MAP,
+    plot_embedding_maps,
     ACCURACY,
     CONFUSION,
     CROSS_SPLIT_DUPLICATES,
@@ -116,6 +119,19 @@ def audit_report(audit_file: Path, embeddings_dir: Path, store: np.ndarray, inde
     return figures, AuditTables(epoch, audit_summary_table(summary), suspects_table(suspects, index))
 
 
+def embedding_maps(inputs: ReportInputs, index: pd.DataFrame, out: Path) -> Path:
+    """The validation embeddings of :func:`.embedding_map.map_epochs` side by side, projected
+    by :func:`.embedding_map.project_2d`, with each epoch's worst queries marked."""
+    maps = []
+    for epoch in map_epochs(len(inputs.metrics_files) - 1):
+        val = load_embeddings(inputs.embedding_dirs[epoch], "val")
+        marked = min(MARKED_QUERIES, max(1, len(val.image_ids) // 20))
+        worst = worst_queries(read_sidecar(Path(inputs.metrics_files[epoch]), "queries"), marked)
+        maps.append((epoch, project_2d(val.vectors), val.labels, np.isin(val.image_ids, worst["image_id"])))
+    names = index.drop_duplicates("label").set_index("label")["class_name"]
+    return plot_embedding_maps(maps, {int(k): str(v) for k, v in names.items()}, out)
+
+
 def build_report(out_dir: Path, experiment: str, inputs: ReportInputs, *, k: int) -> Path:
     """Draw the figures and write the pages into ``out_dir`` (a temporary folder the
     caller renames into place); returns the HTML page's name inside it."""
@@ -135,6 +151,7 @@ def build_report(out_dir: Path, experiment: str, inputs: ReportInputs, *, k: int
         figures[key] = plot_neighbor_grid(
             **neighbor_grid_inputs(neighbors, kind, store, index), out=out_dir / f"{kind}.png",
             title=f"{kind.capitalize()} training images to validation queries (epoch {last_epoch})")
+    figures[EMBEDDING_MAP] = embedding_maps(inputs, index, out_dir / "embedding_map.png")
     failure_figures, failures = failure_report(Path(inputs.metrics_files[-1]), store, index, out_dir, k=k,
                                                epoch=last_epoch)
     figures.update(failure_figures)

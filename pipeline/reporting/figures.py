@@ -56,6 +56,7 @@ CONFUSION = "class confusion"
 SUSPECT_LABELS = "suspect labels"
 CROSS_SPLIT_DUPLICATES = "cross-split duplicates"
 LABEL_QUALITY = "label quality"
+EMBEDDING_MAP = "embedding map"
 
 _NEIGHBORS = ("{which} training images to sample validation queries (one query per class), with their "
               "Euclidean distance; green frame: same class as the query, red: another class.")
@@ -81,6 +82,10 @@ _CAPTIONS = {
     CROSS_SPLIT_DUPLICATES: ("Validation images (left) that duplicate a training image (right), exactly (distance "
                              "0) or nearly (embedding distance); each is a query whose answer the training set "
                              "holds: leakage."),
+    EMBEDDING_MAP: ("The validation embeddings of a few epochs on their first two principal components (PCA, "
+                    "fitted per epoch), one colour per class; black rings: the validation queries with the "
+                    "lowest precision@{k} at that epoch (at most 20, one in 20). Classes apart here are apart in the embedding; classes "
+                    "that overlap here may still be apart in the other dimensions."),
     LABEL_QUALITY: ("Label quality of every training image (the share of its audit neighbours' votes for its given "
                     "label, pooled over epochs), split by whether the audit flags it; with flipped labels, also "
                     "by whether it was flipped."),
@@ -505,3 +510,37 @@ def plot_label_quality(images: pd.DataFrame, out: Path, title: str) -> Path:
         ax.legend(fontsize=8, loc="upper left")
         ax.grid(True, alpha=0.3)
     return save(fig, out)
+
+
+def plot_embedding_maps(maps: Sequence[tuple[int, np.ndarray, np.ndarray, np.ndarray]], class_names: Mapping[int, str],
+                        out: Path) -> Path:
+    """Scatter plots side by side, one per ``(epoch, xy, labels, marked)`` of ``maps``: the
+    2-D points coloured by label, the rows ``marked`` (a boolean mask) ringed in black; a class legend when there are at most 20 classes. Returns ``out``."""
+    fig = new_figure(3.6 * max(len(maps), 1), 4.1 if len(class_names) <= 20 else 3.6)
+    labels = sorted(class_names)
+    cmap = plt_colormap("tab10" if len(labels) <= 10 else "tab20" if len(labels) <= 20 else "hsv")
+    colour = {label: cmap(i / max(len(labels) - 1, 1) if len(labels) > 20 else i) for i, label in enumerate(labels)}
+    for i, (epoch, xy, point_labels, marked) in enumerate(maps):
+        ax = fig.add_subplot(1, len(maps), i + 1)
+        size = float(np.clip(3000.0 / max(len(xy), 1), 3.0, 30.0))  # dots shrink as they crowd
+        ax.scatter(xy[:, 0], xy[:, 1], s=size, c=[colour[int(v)] for v in point_labels], alpha=0.6, linewidths=0,
+                   rasterized=True)
+        if marked.any():  # a black ring around the point keeps its class colour visible
+            ax.scatter(xy[marked, 0], xy[marked, 1], s=size * 4 + 20, facecolors="none", edgecolors="black",
+                       linewidths=1.0)
+        ax.set_title(f"epoch {epoch}", fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if maps and len(labels) <= 20:
+        handles = [fig.axes[0].scatter([], [], s=20, color=colour[label], label=short_label(class_names[label]))
+                   for label in labels]
+        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(labels), 10), fontsize=7,
+                   frameon=False)
+    return save(fig, out)
+
+
+def plt_colormap(name: str):
+    """A matplotlib colormap by name (without pyplot's global state)."""
+    from matplotlib import colormaps
+
+    return colormaps[name]
