@@ -28,7 +28,7 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Mapping
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
 
 from pipeline.errors import ArtifactWriteError, CorruptArtifactError
 from pipeline.paths import EPOCH_COLUMN, LOCKS_DIR, audit_files, table_file, validation_files
@@ -189,6 +189,24 @@ def remove_stale_temporaries(path: str | os.PathLike) -> int:
 
 
 # --------------------------------------------------------------------------- one writer at a time
+
+def written_after(output: str | Path, inputs: Iterable[str | Path]) -> bool:
+    """Whether ``output`` exists and was written no earlier than each of ``inputs`` (make's rule).
+
+    An output that reads what other tasks recompute (the report reads every epoch's
+    metrics) is stale once one of them is written again after it, whatever process
+    did it. Outputs appear by rename, which keeps their files' times, so a finished
+    output is as old as its write. A missing input counts as newer.
+    """
+    output = Path(output)
+    if not output.exists():
+        return False
+    built = output.stat().st_mtime_ns
+    try:
+        return all(Path(p).stat().st_mtime_ns <= built for p in inputs)
+    except FileNotFoundError:
+        return False
+
 
 def lock_file(path: str | Path, root: str | Path) -> Path:
     """The lock file guarding ``path``: one file per output in ``<root>/.locks/``.

@@ -34,16 +34,18 @@ def single_writer(run: Callable[[luigi.Task], None]) -> Callable[[luigi.Task], N
     under a configuration whose keys are all settings (:mod:`tasks.config_keys`).
 
     Two runs of one experiment with separate (local) schedulers would otherwise
-    build the same outputs side by side. The second now waits for the first,
-    then finds the output complete and does nothing. (A central ``luigid`` never
+    build the same outputs side by side. The second now waits for the first (or
+    comes after it), then finds the output complete and does nothing. (A central ``luigid`` never
     hands one task to two workers, so there the lock is never contended.)
     """
 
     @functools.wraps(run)
     def locked(task: luigi.Task) -> None:
         check_config_keys()
-        with exclusive_lock(lock_file(task.output().path, artifacts().root), what=str(task)) as waited:
-            if waited and task.complete():
+        with exclusive_lock(lock_file(task.output().path, artifacts().root), what=str(task)):
+            # Checked whether or not this process had to wait: the other one may have
+            # finished between this scheduler's completeness check and the lock.
+            if task.complete():
                 log.info("%s was completed by another process meanwhile", task)
                 return
             # Under the lock no one else writes this output: what temporaries are left

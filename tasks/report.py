@@ -15,6 +15,7 @@ from pathlib import Path
 import luigi
 
 from pipeline import paths
+from pipeline.storage import written_after
 from pipeline.tracking import metric_scalars
 from tasks.config import artifacts, epochs_param, experiment_param, tracking
 from tasks.epoch import AuditEpoch, EmbedEpoch, TrainEpoch, TripletList
@@ -48,7 +49,7 @@ class Report(luigi.Task):
 
     def complete(self) -> bool:
         """Also stale when an epoch's metrics or the audit must be recomputed (changed
-        [ValidateEpoch] or [AuditEpoch] settings).
+        [ValidateEpoch] or [AuditEpoch] settings), or were written after the report.
 
         Changed training or sampling settings are refused here too: Luigi does not
         look below a complete task, so this is where a finished experiment sees them.
@@ -57,8 +58,9 @@ class Report(luigi.Task):
         if self.epochs > 0:
             TripletList(experiment=self.experiment, epoch=self.epochs).check_settings()
         needs = self.requires()
-        return (super().complete() and all(task.complete() for task in needs["metrics"])
-                and ("audit" not in needs or needs["audit"].complete()))
+        read = [needs["baseline"], *needs["metrics"], *([needs["audit"]] if "audit" in needs else [])]
+        return (super().complete() and all(task.complete() for task in read)
+                and written_after(Path(self.output().path) / paths.REPORT_HTML, [t.output().path for t in read]))
 
     @single_writer
     def run(self) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ArtifactWriteError, PipelineError
-from pipeline.storage import atomic_path, write_text_atomic
+from pipeline.storage import atomic_path, write_text_atomic, written_after
 
 
 class Boom(Exception):
@@ -421,3 +421,18 @@ def test_other_os_errors_pass_through(tmp_path):
             raise OSError(errno.EIO, os.strerror(errno.EIO))
     assert not isinstance(info.value, PipelineError)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_output_is_stale_once_an_input_is_written_after_it(tmp_path):
+    """make's rule, as the report applies it to the metrics it reads: an input rewritten
+    (atomically, by any process) after the output makes the output stale."""
+    metrics, report = tmp_path / "metrics.json", tmp_path / "report.html"
+    write_text_atomic(metrics, "{}")
+    assert not written_after(report, [metrics])  # no output yet
+    write_text_atomic(report, "<html>")
+    os.utime(metrics, ns=(1_000_000_000, 1_000_000_000))
+    os.utime(report, ns=(2_000_000_000, 2_000_000_000))
+    assert written_after(report, [metrics])
+    write_text_atomic(metrics, '{"recomputed": true}')  # now
+    assert not written_after(report, [metrics])
+    assert not written_after(report, [tmp_path / "missing.json"])

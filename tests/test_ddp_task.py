@@ -71,6 +71,7 @@ def test_two_processes_train_the_epoch_one_process_trains(configure, tmp_path, t
     # (tests/test_ddp_slow.py continues such a checkpoint in one process, through EmbedEpoch and TrainEpoch.)
 
 
+@pytest.mark.slow  # fault injection, like the matrix of tests/test_faults.py
 def test_a_killed_rank_fails_the_command_at_once_and_one_process_resumes_its_partial(configure, tmp_path,
                                                                                     tiny_imagenet, monkeypatch,
                                                                                     caplog):

@@ -1,6 +1,7 @@
 """Watching and inspecting a run as users do.
 
-TensorBoard's own reader finds event files equal to the artifacts they derive from; a
+TensorBoard's own reader finds event files equal to the artifacts they derive from, and
+TensorBoard itself shows the run's curves in headless Chromium; a
 rerun rewrites only its own events and shows each step once; with tracking off,
 everything else is the same. Every Parquet collection is one table across epochs in
 pandas, pyarrow, DuckDB and Polars with no extra arguments; an experiment of the older
@@ -11,8 +12,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import duckdb
@@ -29,8 +33,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from pipeline.embedding.embed import load_embeddings
 from pipeline.paths import AUDIT_TABLES, VALIDATION_SIDECARS
 from pipeline.tracking import EventLog, event_file
+from tests.browser import WAIT, headless_chromium, needs_chromium
 from tests.datagen import make_tiny_imagenet
-from tests.support import REPO, TIMEOUT, assert_failed, fast_config, luigi_cli, write_overrides
+from tests.support import BIN, REPO, TIMEOUT, assert_failed, fast_config, luigi_cli, write_overrides
 
 EPOCHS = 2
 # Collections with a folder per epoch (several files each), then those with a file per epoch.
@@ -97,6 +102,60 @@ def test_the_projector_has_every_validation_image_with_its_label(run):
         metadata = pd.read_csv(folder / "metadata.tsv", sep="\t")
         assert metadata["label"].tolist() == val.labels.tolist() and metadata["class"].notna().all()
         assert (folder / "sprite.png").is_file()
+
+
+@needs_chromium
+def test_tensorboard_shows_the_run_in_a_browser(run, tmp_path):
+    """``tensorboard --logdir artifacts`` as the docs give it, on 127.0.0.1 only: the time-series
+    page in headless Chromium lists the experiment's run with its step and epoch curves."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    exp = run[1]
+    with socket.socket() as probe:  # a free port: another test or a user's TensorBoard may hold 6006
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path / "tensorboard.log"
+    with open(log, "wb") as out:
+        board = subprocess.Popen([str(BIN / "tensorboard"), "--logdir", str(exp.parent), "--host", "127.0.0.1",
+                                  "--port", str(port), "--reload_multifile", "true"], stdout=out,
+                                 stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + TIMEOUT
+        while True:  # until it serves (it reads the event files before it answers)
+            assert board.poll() is None, log.read_text(errors="replace")[-3000:]
+            try:
+                with urllib.request.urlopen(url + "data/runs", timeout=5) as answer:
+                    if "test/tensorboard" in answer.read().decode():
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        curves = ("train/loss_all", "metrics/precision_at_30_val")
+        with headless_chromium(1400, 1100) as browser:
+            browser.get(url + "#timeseries")
+            # Cards render as they scroll into view: filter to the curves looked for, as a user would.
+            tags = WebDriverWait(browser, WAIT).until(
+                lambda d: d.find_element(By.CSS_SELECTOR, "input[placeholder^='Filter tags']"))
+            tags.send_keys("|".join(c.split("/")[1] for c in curves), Keys.ESCAPE)  # Escape: the suggestions close
+
+            def shown(driver) -> bool:
+                """The run in the run list, and a visible card of each curve with the run in its legend."""
+                cards = [e.text.replace("\n", "") for e in driver.find_elements(By.CSS_SELECTOR, "card-view")]
+                return ("test/tensorboard" in driver.find_element(By.CSS_SELECTOR, "runs-selector").text
+                        and all(any(c.startswith(curve) and "test/tensorboard" in c for c in cards) for curve in curves))
+
+            try:
+                WebDriverWait(browser, WAIT).until(shown)
+            finally:
+                browser.save_screenshot(str(tmp_path / "tensorboard.png"))
+        assert (tmp_path / "tensorboard.png").stat().st_size > 0
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
 
 
 def test_a_rerun_rewrites_its_own_events_and_shows_each_step_once(run):

@@ -2,66 +2,35 @@
 an image through the page's file input (and by drag and drop), waits for the
 results, and checks that a training image finds itself first.
 
-Needs Debian's ``chromium`` and ``chromium-driver`` packages and the ``selenium``
-package (see the README's "Search" section); skipped, saying which is missing,
-without them. Set ``SERVE_SCREENSHOT=/path/shot.png`` to keep a screenshot of
+Needs headless Chromium (:mod:`tests.browser`); skipped, saying what is missing,
+without it. Set ``SERVE_SCREENSHOT=/path/shot.png`` to keep a screenshot of
 the results page.
 """
 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 pytest.register_assert_rewrite("tests.serve_setup")  # before its import: it is also a plugin below
+from tests.browser import WAIT, headless_chromium, needs_chromium
 from tests.serve_setup import Server, training_file
 
 # The fixtures `searchable` and `server` (shared with the HTTP test: one experiment and server per session).
 pytest_plugins = ["tests.serve_setup"]
 
-WAIT = 60  # seconds for a page to show its results
-
-
-def _missing() -> list[str]:
-    missing = []
-    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
-        missing.append("no chromium on PATH (apt-get install chromium)")
-    if not shutil.which("chromedriver"):
-        missing.append("no chromedriver on PATH (apt-get install chromium-driver)")
-    if importlib.util.find_spec("selenium") is None:
-        missing.append("the selenium package is not installed (pip install selenium)")
-    return missing
-
-
-MISSING = _missing()
-# Decided at collection, before the session's fixtures build an experiment for nothing.
-pytestmark = pytest.mark.skipif(bool(MISSING), reason="needs headless Chromium: " + "; ".join(MISSING))
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """A headless Chromium session, closed afterwards."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or shutil.which("chromium-browser")
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1200,1000", "--disable-extensions", "--no-first-run"):
-        options.add_argument(arg)
-    # Explicit driver path: selenium must not try to download one.
-    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
-    driver.set_page_load_timeout(WAIT)
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _results(driver) -> list[tuple[int, str]]:
