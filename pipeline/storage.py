@@ -196,13 +196,10 @@ def written_after(output: str | Path, inputs: Iterable[str | Path]) -> bool:
     An output that reads what other tasks recompute (the report reads every epoch's
     metrics) is stale once one of them is written again after it, whatever process
     did it. Outputs appear by rename, which keeps their files' times, so a finished
-    output is as old as its write. A missing input counts as newer.
+    output is as old as its write. A missing output or input counts as stale.
     """
-    output = Path(output)
-    if not output.exists():
-        return False
-    built = output.stat().st_mtime_ns
     try:
+        built = Path(output).stat().st_mtime_ns
         return all(Path(p).stat().st_mtime_ns <= built for p in inputs)
     except FileNotFoundError:
         return False
@@ -223,11 +220,10 @@ def lock_file(path: str | Path, root: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive_lock(lock: str | Path, *, what: str | None = None) -> Iterator[bool]:
+def exclusive_lock(lock: str | Path, *, what: str | None = None) -> Iterator[None]:
     """Hold an exclusive ``flock`` on the file ``lock``, waiting while another process holds it.
 
-    Yields whether it had to wait. The kernel releases the lock when its holder
-    exits or is killed, so a crash never leaves one to clear by hand. (On network
+    The kernel releases the lock when its holder exits or is killed, so a crash never leaves one to clear by hand. (On network
     file systems flock may be local to each machine; there, coordinate runs
     through ``luigid``, which hands each task to one worker.)
     """
@@ -236,14 +232,12 @@ def exclusive_lock(lock: str | Path, *, what: str | None = None) -> Iterator[boo
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        waited = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             log.info("waiting for another process that is writing %s", what or lock)
             fcntl.flock(fd, fcntl.LOCK_EX)
-            waited = True
-        yield waited
+        yield
     finally:
         os.close(fd)
 

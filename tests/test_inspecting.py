@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -31,11 +29,13 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pipeline.embedding.embed import load_embeddings
+from pipeline.distributed.launch import free_port
 from pipeline.paths import AUDIT_TABLES, VALIDATION_SIDECARS
 from pipeline.tracking import EventLog, event_file
 from tests.browser import WAIT, headless_chromium, needs_chromium
 from tests.datagen import make_tiny_imagenet
 from tests.support import BIN, REPO, TIMEOUT, assert_failed, fast_config, luigi_cli, write_overrides
+from tests.test_central_scheduler import wait_for
 
 EPOCHS = 2
 # Collections with a folder per epoch (several files each), then those with a file per epoch.
@@ -113,9 +113,7 @@ def test_tensorboard_shows_the_run_in_a_browser(run, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     exp = run[1]
-    with socket.socket() as probe:  # a free port: another test or a user's TensorBoard may hold 6006
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # not 6006: another test or a user's TensorBoard may hold it
     log = tmp_path / "tensorboard.log"
     with open(log, "wb") as out:
         board = subprocess.Popen([str(BIN / "tensorboard"), "--logdir", str(exp.parent), "--host", "127.0.0.1",
@@ -123,17 +121,15 @@ def test_tensorboard_shows_the_run_in_a_browser(run, tmp_path):
                                  stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + TIMEOUT
-        while True:  # until it serves (it reads the event files before it answers)
-            assert board.poll() is None, log.read_text(errors="replace")[-3000:]
-            try:
-                with urllib.request.urlopen(url + "data/runs", timeout=5) as answer:
-                    if "test/tensorboard" in answer.read().decode():
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-            time.sleep(0.5)
+
+        def serves_the_run() -> bool:  # it reads the event files before it answers
+            with urllib.request.urlopen(url + "data/runs", timeout=5) as answer:
+                return "test/tensorboard" in answer.read().decode()
+
+        try:
+            wait_for(serves_the_run, "TensorBoard to serve the run", [board], timeout=TIMEOUT)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}: {log.read_text(errors='replace')[-3000:]}")
         curves = ("train/loss_all", "metrics/precision_at_30_val")
         with headless_chromium(1400, 1100) as browser:
             browser.get(url + "#timeseries")
