@@ -128,3 +128,14 @@ def test_small_distances_are_accurate_despite_large_norms(backend):
 def test_unknown_torch_device_raises_config_error():
     with pytest.raises(ConfigError, match="device"):
         knn_search(np.zeros((3, 2)), np.ones((5, 2)), 2, backend="torch", device="tpu9")
+
+
+def test_auto_searches_large_k_in_float64_on_the_cpu_and_faiss_refuses_a_gpu():
+    from pipeline.knn.search import resolve_backend
+
+    assert resolve_backend("auto", None, 6000, 60_000) == "float64"  # R of the full Fashion-MNIST
+    assert resolve_backend("auto", "cpu", 500, 100_000) in ("faiss", "torch")  # R of Tiny ImageNet
+    assert resolve_backend("auto", "cpu", limits.FLOAT64_FROM_K - 1, 1000) in ("faiss", "torch")
+    assert resolve_backend("auto", "cuda", 6000, 60_000) == "torch"
+    with pytest.raises(ConfigError, match="backend 'faiss' runs on the CPU only, but device='cuda'"):
+        knn_search(*data(), 3, backend="faiss", device="cuda")

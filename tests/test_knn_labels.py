@@ -73,3 +73,20 @@ def test_bad_label_arguments_say_what_to_change(kwargs, message):
     rng = np.random.default_rng(0)
     with pytest.raises(ConfigError, match=message):
         knn_search(rng.standard_normal((3, 4)), rng.standard_normal((50, 4)), 5, **kwargs)
+
+
+def test_float64_keys_leave_only_true_ties_to_recompute(monkeypatch):
+    """Where the float32 expansion cannot order most of a crowd, float64 keys can: the same
+    canonical answer, with exact distances for the repeated rows' ties alone."""
+    queries, database, labels = _crowded(seed=6)
+    counted = {}
+    real = canonical.exact_pairs
+    answers = {}
+    for backend in ("torch", "float64"):
+        counted[backend] = []
+        monkeypatch.setattr(canonical, "exact_pairs",
+                            lambda q, d, r, c, seen=counted[backend]: seen.append(len(r)) or real(q, d, r, c))
+        answers[backend] = knn_search(queries, database, 500, backend=backend, labels=labels, exact_columns=30)
+    np.testing.assert_array_equal(answers["float64"][1][:, :30], answers["torch"][1][:, :30])
+    np.testing.assert_array_equal(labels[answers["float64"][1]], labels[answers["torch"][1]])
+    assert 0 < sum(counted["float64"]) < sum(counted["torch"]) / 20

@@ -23,7 +23,8 @@ class AuditSettings:
                           minimum=1)
     duplicate_ratio: float = setting(0.05, "near duplicates: embedding distance at most this share of the "
                                      "median nearest-neighbour distance", minimum=0.0)
-    knn_backend: str = setting("auto", "exact kNN engine: faiss when installed (auto), faiss or torch",
+    knn_backend: str = setting("auto", "exact kNN engine: auto (float64 where k is large, else faiss when "
+                               "installed), faiss, torch or float64",
                                choices=BACKENDS, run_only=True)
 
     def check(self) -> None:

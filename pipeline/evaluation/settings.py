@@ -26,7 +26,8 @@ class ValidationSettings:
     figure_queries: int = setting(5, "validation queries (distinct classes) kept for figures", minimum=1)
     figure_k: int = setting(10, "nearest/farthest images shown per figure query", minimum=1)
     triplets: int = setting(2000, "seeded validation triplets for triplet precision", minimum=1)
-    knn_backend: str = setting("auto", "exact kNN engine: faiss when installed (auto), faiss or torch",
+    knn_backend: str = setting("auto", "exact kNN engine: auto (float64 where k is large, else faiss when "
+                               "installed), faiss, torch or float64",
                                choices=BACKENDS, run_only=True)
     index: str = setting("flat", "the validation search: flat (exact) or ivf (faiss IndexIVFFlat, approximate, "
                          "for large galleries; the metrics then record its recall@k against exact search)",

@@ -25,6 +25,7 @@ def canonical_top_k(
     skip: np.ndarray | None,
     k: int,
     db: Database,
+    error: float,
     labels: np.ndarray | None = None,
     exact_columns: int = 0,
     widen: Widen | None = None,
@@ -33,11 +34,12 @@ def canonical_top_k(
 
     ``squared`` and ``idx`` are ``(B, m)`` expansion squared distances and database
     rows, the ``m`` best by the expansion in any order (``m >= k + 1`` unless they
-    are the whole database; the excluded row may be among them). With ``tol`` the
-    expansion's error bound, candidates whose sorted values lie within ``2 * tol``
-    of each other form near-tie chains: those that reach the first k places get
-    exact distances and are re-sorted, which fixes every place before the chain
-    end. A row not returned has an expansion value at least the largest returned,
+    are the whole database; the excluded row may be among them), whose error is at most
+    ``error * (||q||^2 + max ||x||^2)`` (``db.expansion_error`` for float32 keys,
+    ``db.float64_error`` for float64 ones). With ``tol`` that bound, candidates whose
+    sorted values lie within ``2 * tol`` of each other form near-tie chains: those that
+    reach the first k places get exact distances and are re-sorted, which fixes every
+    place before the chain end. A row not returned has an expansion value at least the largest returned,
     so it can still beat the k-th exact value only if that value lies within tol of
     the last candidate; such queries are re-ranked over the whole database.
 
@@ -70,7 +72,7 @@ def canonical_top_k(
         key = np.take_along_axis(key, order, 1)
         idx = np.take_along_axis(idx, order, 1).astype(np.int64, copy=False)
     query_sq = squared_norms(queries)
-    tol = db.expansion_error * (query_sq + db.max_sq)
+    tol = error * (query_sq + db.max_sq)
     count = valid.sum(axis=1)
     available = len(db.vectors) - (0 if skip is None else (skip >= 0))
     last = key[np.arange(n_queries), count - 1]
@@ -81,7 +83,7 @@ def canonical_top_k(
         # network's embedding at the 6,000th neighbour) before any exact distance is spent.
         crowded = (count < available) & ~(key[:, k - 1] + 3 * tol < last)
         if crowded.any():
-            return _split(queries, sign * key, idx, skip, k, db, labels, exact_columns, widen, crowded)
+            return _split(queries, sign * key, idx, skip, k, db, error, labels, exact_columns, widen, crowded)
 
     # near[:, j]: places j and j + 1 may be in either order (inf - inf is NaN: never near).
     with np.errstate(invalid="ignore"):
@@ -95,12 +97,19 @@ def canonical_top_k(
     if reach:
         exact &= chain <= chain[:, reach - 1 : reach]
         # Small distances too, for accuracy; the first k places are always valid.
-        exact[:, :reach] |= sign * key[:, :reach] < limits.EXPANSION_TRUSTED * query_sq[:, None]
+        trusted = limits.EXPANSION_TRUSTED * error / limits.EXPANSION_ERROR
+        exact[:, :reach] |= sign * key[:, :reach] < trusted * query_sq[:, None]
     else:
         exact[:] = False
     if labels is not None:
+        # Only a row with a near pair can have a place near one of another label; with float64
+        # keys that is a row with a true tie, so most rows skip this pass.
         # Invalid places (key inf: no row, or the excluded one) sort last and are never near.
-        exact |= label_boundary(key, np.where(np.isfinite(key), labels[np.maximum(idx, 0)], -1), 2 * tol)
+        tied = np.flatnonzero(near.any(axis=1))
+        if len(tied):
+            some = key[tied]
+            exact[tied] |= label_boundary(some, np.where(np.isfinite(some), labels[np.maximum(idx[tied], 0)], -1),
+                                          2 * tol[tied])
 
     value = key.copy()
     pair_rows, pair_cols = np.nonzero(exact)
@@ -124,7 +133,7 @@ def canonical_top_k(
 
 
 def _split(queries: np.ndarray, squared: np.ndarray, idx: np.ndarray, skip: np.ndarray | None, k: int, db: Database,
-           labels: np.ndarray | None, exact_columns: int, widen: Widen,
+           error: float, labels: np.ndarray | None, exact_columns: int, widen: Widen,
            crowded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`canonical_top_k` of the ``crowded`` queries over wider candidates, of the rest over theirs."""
     distances = np.empty((len(queries), k), dtype=np.float32)
@@ -135,7 +144,7 @@ def _split(queries: np.ndarray, squared: np.ndarray, idx: np.ndarray, skip: np.n
         part_skip = None if skip is None else skip[part]
         more = widen(queries[part], part_skip) if wider else None
         candidates = (more[0], more[1]) if more is not None else (squared[part], idx[part])
-        distances[part], rows[part] = canonical_top_k(queries[part], *candidates, part_skip, k, db, labels,
+        distances[part], rows[part] = canonical_top_k(queries[part], *candidates, part_skip, k, db, error, labels,
                                                       exact_columns, more[2] if more is not None else None)
     return distances, rows
 

@@ -52,6 +52,18 @@ SCAN_ELEMENTS = 1 << 22
 # repeat: identical rows (a collapsed embedding) have identical distances, computed once.
 DEDUPLICATE_ABOVE = 4096
 
+# The float64 backend's keys of one step of queries against the whole database: at most
+# this many values (64 MiB), so a 60k-row gallery is searched 139 queries at a time.
+FLOAT64_KEY_ELEMENTS = 1 << 23
+# Backend "auto" searches in float64 on the CPU from k = N / FLOAT64_FROM_SHARE on, and at
+# least FLOAT64_FROM_K (see pipeline.knn.search). Its cost hardly grows with k, the float32
+# search's near ties do. On Gaussian class blobs (d = 64, 2,000 queries, torch imported)
+# faiss against float64 took: 60k rows, k = 300: 0.55 against 0.98 s; k = 1,000: 1.61
+# against 1.21; 100k rows, k = 500: 0.96 against 2.34; 12k rows, k = 300: 0.26 against
+# 0.25 and k = 1,200: 1.28 against 0.44; 60k x 196 at k = 6,000: 10.0 against 1.5.
+FLOAT64_FROM_SHARE = 64
+FLOAT64_FROM_K = 256
+
 # The torch backend also tiles the database so one (query block x database tile)
 # distance matrix holds at most this many float32 values (128 MiB): large enough
 # for efficient matrix products, small enough to keep peak memory well under 1 GB.

@@ -12,9 +12,11 @@ from pipeline.knn import limits
 from pipeline.knn.canonical import Widen, canonical_top_k
 from pipeline.knn.database import Database
 from pipeline.knn.faiss_backend import faiss_search
+from pipeline.knn.float64_backend import float64_search
 from pipeline.knn.torch_backend import torch_search
 
-BACKENDS = ("auto", "faiss", "torch")
+BACKENDS = ("auto", "faiss", "torch", "float64")
+SEARCHES = {"faiss": faiss_search, "torch": torch_search, "float64": float64_search}
 
 
 def knn_search(
@@ -40,12 +42,15 @@ def knn_search(
         exclude: optional int ``(Q,)`` database index to leave out for each query
             (``-1`` = none), used when queries are database members, e.g.
             training accuracy that must not count the query itself.
-        backend: ``"faiss"``, ``"torch"`` or ``"auto"`` (faiss when importable,
-            else torch; torch when an explicit non-CPU ``device`` is requested,
-            because faiss here is the CPU build).
+        backend: ``"faiss"``, ``"torch"``, ``"float64"`` or ``"auto"``: float64 when k
+            is at least a 64th of the database and 256 (its keys leave only true ties
+            to recompute, which there outweighs its slower matrix product), else
+            faiss when importable, else torch; torch when an explicit non-CPU
+            ``device`` is requested, because faiss here is the CPU build.
         block_size: queries processed per step; bounds the working memory.
-        device: torch device for the torch backend; default ``"cuda"`` when
-            available, else ``"cpu"``. Ignored by the faiss backend.
+        device: torch device for the torch backend (default ``"cuda"`` when
+            available, else ``"cpu"``) and the float64 one (default ``"cpu"``).
+            The faiss backend refuses any but the CPU.
         labels: optional ``(N,)`` database labels, for a caller that reads only the
             labels of the neighbours past the first ``exact_columns`` (retrieval
             metrics). The first ``exact_columns`` rows are then as described below,
@@ -70,8 +75,8 @@ def knn_search(
         rounding of the float32 expansion (relative error ~1e-6 of the squared norms).
     """
     queries, database, exclude = validate_inputs(queries, database, k, exclude, block_size)
-    backend = resolve_backend(backend, device)
-    search = faiss_search if backend == "faiss" else torch_search
+    backend = resolve_backend(backend, device, k, len(database))
+    search = SEARCHES[backend]
     # Candidates beyond k show whether the k-th place is tied with rows left out;
     # with exclude, the excluded row may take one of them.
     spare = limits.EXTRA_CANDIDATES + int(k * limits.EXTRA_FRACTION)
@@ -83,6 +88,8 @@ def knn_search(
         raise ConfigError(f"knn_search: exact_columns must be a non-negative integer, got {exact_columns!r}.")
     codes = None if labels is None else label_codes(labels, len(database))
     rows = Database(database, farthest)
+    # The relative error bound of the backend's keys, which decides what counts as a near tie.
+    error = rows.float64_error if backend == "float64" else rows.expansion_error
     distances = np.empty((len(queries), k), dtype=np.float32)
     indices = np.empty((len(queries), k), dtype=np.int64)
 
@@ -102,7 +109,7 @@ def knn_search(
         stop = start + len(idx)
         skip = None if exclude is None else exclude[start:stop]
         distances[start:stop], indices[start:stop] = canonical_top_k(
-            queries[start:stop], squared, idx, skip, k, rows, codes, exact_columns, widen(want)
+            queries[start:stop], squared, idx, skip, k, rows, error, codes, exact_columns, widen(want)
         )
     return distances, indices
 
@@ -184,12 +191,19 @@ def validate_inputs(
     return queries, database, exclude
 
 
-def resolve_backend(backend: str, device: str | None) -> str:
-    """The backend ``"auto"`` stands for (see :func:`knn_search`); raise on an unknown name."""
+def resolve_backend(backend: str, device: str | None, k: int, n: int) -> str:
+    """The backend ``"auto"`` stands for at this ``k`` of ``n`` rows (see :func:`knn_search`); raise on an
+    unknown name, or on a device the faiss backend cannot use."""
     if backend not in BACKENDS:
         raise ConfigError(f"knn_search: backend must be one of {BACKENDS}, got {backend!r}.")
+    on_cpu = device is None or str(device).startswith("cpu")
+    if backend == "faiss" and not on_cpu:
+        raise ConfigError(f"knn_search: backend 'faiss' runs on the CPU only, but device={device!r} was given; "
+                          "use backend 'torch' (or 'auto') for that device, or leave the device unset.")
     if backend != "auto":
         return backend
-    if device is not None and not str(device).startswith("cpu"):
+    if not on_cpu:
         return "torch"
+    if k >= max(limits.FLOAT64_FROM_K, n / limits.FLOAT64_FROM_SHARE):
+        return "float64"
     return "faiss" if importlib.util.find_spec("faiss") is not None else "torch"

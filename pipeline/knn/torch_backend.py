@@ -36,14 +36,8 @@ def torch_search(
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-        db = _as_tensor(database, dev)
-    except (RuntimeError, AssertionError) as error:
-        raise ConfigError(
-            f"knn_search: cannot use torch device {device!r} ({error}); pass device='cpu' "
-            "or a device this machine has."
-        ) from error
+    dev = torch_device(device)
+    db = _as_tensor(database, dev)
     # A tile never narrower than want, so each tile can supply a full set of candidates.
     tile = max(want, limits.TORCH_TILE_ELEMENTS // min(block_size, max(len(queries), 1)))
     # Excluded entries get a value topk never prefers over a real distance.
@@ -74,6 +68,22 @@ def torch_search(
                 del part
             squared = best_val + (q * q).sum(dim=1, keepdim=True)
             yield start, squared.cpu().numpy(), best_idx.cpu().numpy().astype(np.int64, copy=False)
+
+
+def torch_device(device: str) -> torch.device:
+    """``device`` as a torch device, checked by placing a tensor there; a :class:`ConfigError`
+    names it when this machine has no such device."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+        torch.zeros(1, device=dev)
+    except (RuntimeError, AssertionError) as error:
+        raise ConfigError(
+            f"knn_search: cannot use torch device {device!r} ({error}); pass device='cpu' "
+            "or a device this machine has."
+        ) from error
+    return dev
 
 
 @contextlib.contextmanager
