@@ -51,6 +51,27 @@ def _column(df: pd.DataFrame, name: str) -> np.ndarray:
     return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def hardness(d_qp: np.ndarray, d_qn: np.ndarray, margin: float) -> dict[str, Any]:
+    """How hard a list was at mining time, from its ``d_qp`` and ``d_qn`` columns alone:
+    ``rows_with_distances``, ``satisfied_share``, ``active_share`` and ``quantiles``
+    (as in :func:`summarize_triplets`)."""
+    margin = float(margin)
+    d_qp, d_qn = np.asarray(d_qp, dtype=np.float64), np.asarray(d_qn, dtype=np.float64)
+    has = np.isfinite(d_qp) & np.isfinite(d_qn)
+    gap = d_qn - d_qp
+    n_has = int(has.sum())
+    return {
+        "rows_with_distances": n_has,
+        "satisfied_share": _share(int((has & (gap > margin)).sum()), n_has),
+        "active_share": _share(int((has & (margin - gap > 0)).sum()), n_has),
+        "quantiles": {
+            "d_qp": _quantiles(d_qp[has]),
+            "d_qn": _quantiles(d_qn[has]),
+            "d_qn_minus_d_qp": _quantiles(gap[has]),
+        },
+    }
+
+
 def summarize_triplets(df: pd.DataFrame, margin: float) -> dict[str, Any]:
     """Rows, strategy mix, satisfied/active shares and distance quantiles of a triplet list."""
     margin = float(margin)
@@ -80,19 +101,11 @@ def summarize_triplets(df: pd.DataFrame, margin: float) -> dict[str, Any]:
             "active_share": _share(int((active & mask).sum()), with_d),
         }
 
-    n_has = int(has.sum())
     out = {
         "rows": n,
         "margin": margin,
         "strategy_share": {str(name): _share(int(c), n) for name, c in zip(names, counts)},
-        "rows_with_distances": n_has,
-        "satisfied_share": _share(int(satisfied.sum()), n_has),
-        "active_share": _share(int(active.sum()), n_has),
-        "quantiles": {
-            "d_qp": _quantiles(d_qp[has]),
-            "d_qn": _quantiles(d_qn[has]),
-            "d_qn_minus_d_qp": _quantiles(gap[has]),
-        },
+        **hardness(d_qp, d_qn, margin),
         "by_strategy": by_strategy,
     }
     if "batch" in df.columns and n:
