@@ -16,6 +16,7 @@ from pipeline.embedding.embed import Embeddings
 from pipeline.evaluation import bounded
 from pipeline.evaluation.breakdown import confusion_counts, per_class_precision, query_precision, query_table
 from pipeline.evaluation.evaluate import evaluate_epoch
+from pipeline.evaluation.gallery import Gallery
 from pipeline.evaluation.metrics import relevant_counts, required_neighbors, retrieval_metrics
 from pipeline.evaluation.settings import ValidationSettings
 from pipeline.knn import knn_search
@@ -124,6 +125,20 @@ def test_block_rows_fit_the_budget():
         assert rows >= 1 and rows * width * bounded.PAIR_BYTES <= bounded.BLOCK_BYTES
         assert (rows + 1) * width * bounded.PAIR_BYTES > bounded.BLOCK_BYTES  # as many as fit
     assert bounded.block_rows(10**12) == 1  # a class larger than the budget: one query at a time
+    # A gallery's own budget (the raw-pixel baseline's quarter of it) takes its place.
+    assert bounded.block_rows(6_000, bounded.BLOCK_BYTES // 4) == bounded.block_rows(6_000) // 4
+
+
+def test_a_gallery_with_a_smaller_block_budget_searches_smaller_blocks_to_the_same_values(monkeypatch):
+    qv, ql, dv, dl = gallery(4)
+    budget = 3 * max(SIZES) * bounded.PAIR_BYTES
+    widths = []
+    search = bounded.search_gallery
+    monkeypatch.setattr(bounded, "search_gallery",
+                        lambda g, q, k, **kw: widths.append(len(q)) or search(g, q, k, **kw))
+    small = bounded.gallery_retrieval(qv, ql, Gallery(dv, dl, "torch", block_bytes=budget)).metrics
+    assert max(widths) == 3
+    assert small == bounded.gallery_retrieval(qv, ql, Gallery(dv, dl, "torch")).metrics
 
 
 def test_no_queries_give_nan_means():

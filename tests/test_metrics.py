@@ -8,7 +8,9 @@ import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.evaluation.breakdown import per_class_precision
+from pipeline.evaluation import metrics
 from pipeline.evaluation.metrics import (
+    indexed_triplet_precision,
     lone_queries,
     map_at_r,
     precision_at_k,
@@ -137,6 +139,17 @@ def test_triplet_precision():
         triplet_precision(q, p, n[:3])
     with pytest.raises(ConfigError):
         triplet_precision(q[:0], p[:0], n[:0])
+
+
+def test_indexed_triplet_precision_gathers_in_steps(monkeypatch):
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(50, 6))
+    rows = [rng.integers(0, 50, 37) for _ in range(3)]
+    whole = triplet_precision(*(vectors[r] for r in rows))
+    monkeypatch.setattr(metrics, "_TRIPLET_VALUES", 12)  # two rows a step
+    assert indexed_triplet_precision(vectors, *rows) == whole
+    with pytest.raises(ConfigError, match="one length"):
+        indexed_triplet_precision(vectors, rows[0], rows[1], rows[2][:3])
 
 
 def test_invalid_inputs():

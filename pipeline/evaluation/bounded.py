@@ -73,9 +73,10 @@ class Retrieval:
     nearest: np.ndarray  # int64 (Q, columns): each query's first database rows, nearest first
 
 
-def block_rows(width: int) -> int:
-    """Queries per block so a block's ``rows x width`` pairs fit :data:`BLOCK_BYTES` (at least 1)."""
-    return max(1, BLOCK_BYTES // (max(int(width), 1) * PAIR_BYTES))
+def block_rows(width: int, budget: int = 0) -> int:
+    """Queries per block so a block's ``rows x width`` pairs fit ``budget`` bytes (0:
+    :data:`BLOCK_BYTES`), at least 1."""
+    return max(1, (budget or BLOCK_BYTES) // (max(int(width), 1) * PAIR_BYTES))
 
 
 def score_block(neighbor_labels: np.ndarray, query_labels: np.ndarray, r: np.ndarray,
@@ -178,7 +179,8 @@ def gallery_retrieval(query_vectors: np.ndarray, query_labels: np.ndarray, galle
         min_neighbors: search at least this many neighbours (capped at the database),
             for a caller that keeps more columns than the metrics need; no metric moves.
         columns: neighbour columns to keep per query (capped at the search width).
-        rows: queries per block; default :func:`block_rows` of the search width (on a
+        rows: queries per block; default :func:`block_rows` of the search width and the
+            gallery's ``block_bytes`` (on a
             cluster, fewer, so that every worker gets blocks: see ``cluster``).
         cluster: the gallery on a dask cluster (:class:`~pipeline.evaluation.on_cluster.ClusterGallery`):
             the blocks run on its workers and come back in query order.
@@ -197,7 +199,7 @@ def gallery_retrieval(query_vectors: np.ndarray, query_labels: np.ndarray, galle
     width = max(need, min(min_neighbors, len(database_labels) - int(self_excluded)))
     r = relevant_counts(query_labels, database_labels, self_excluded=self_excluded)
     n = len(query_labels)
-    step = block_rows(width) if rows is None else max(1, int(rows))
+    step = block_rows(width, gallery.block_bytes) if rows is None else max(1, int(rows))
     if cluster is not None and rows is None:
         step = cluster.block_rows(n, step)
     plan = BlockPlan(tuple(ks), need, width, min(columns, width), step)

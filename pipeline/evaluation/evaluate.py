@@ -18,7 +18,7 @@ from pipeline.errors import ConfigError
 from pipeline.evaluation.bounded import gallery_retrieval
 from pipeline.evaluation.breakdown import confusion_counts, per_class_precision, query_precision, query_table
 from pipeline.evaluation.gallery import Gallery, build_gallery, recall_against_exact
-from pipeline.evaluation.metrics import lone_queries, triplet_precision
+from pipeline.evaluation.metrics import indexed_triplet_precision, lone_queries
 from pipeline.evaluation.on_cluster import ClusterGallery
 from pipeline.evaluation.settings import ValidationSettings
 from pipeline.knn import knn_search
@@ -125,7 +125,7 @@ def true_label_scores(val: Embeddings, sample: Embeddings, rows: np.ndarray, tru
 
 def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSettings,
                    client: Client | None = None, true_labels: np.ndarray | None = None,
-                   figures: bool = True) -> Evaluation:
+                   figures: bool = True, block_bytes: int = 0) -> Evaluation:
     """Compute the epoch's metrics and where retrieval fails.
 
     Returns an :class:`Evaluation`: the metric dict (keys
@@ -155,6 +155,8 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
     ``figures=False`` leaves the figure queries' neighbours out (an empty table), for a
     caller that keeps only the metrics: the farthest search copies the gallery, which
     for raw pixels (:mod:`pipeline.evaluation.baseline`) is the largest array there is.
+    ``block_bytes``: the working memory of one block of queries (0: the default,
+    :data:`pipeline.evaluation.bounded.BLOCK_BYTES`); no value depends on it.
     """
     check(settings, "ValidateEpoch")
     if len(train.vectors) <= settings.k or len(val.vectors) == 0:
@@ -162,7 +164,7 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
                           f"vectors; got {len(train.vectors)} and {len(val.vectors)}")
     k = settings.k
     gallery = build_gallery(train.vectors, train.labels, backend=settings.knn_backend, index=settings.index,
-                            nlist=settings.nlist, nprobe=settings.nprobe, seed=settings.seed)
+                            nlist=settings.nlist, nprobe=settings.nprobe, seed=settings.seed, block_bytes=block_bytes)
     cluster = ClusterGallery(client, gallery) if client is not None else None
     try:
         # Only the first max(k, figure_k) neighbours of each query come back: what the
@@ -189,7 +191,7 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
     q = q[classes.count[val.labels[q]] > 1]
     p = uniform_positives(classes, q, rng)
     n = uniform_negatives(classes, q, rng)
-    metrics["triplet_precision_val"] = triplet_precision(val.vectors[q], val.vectors[p], val.vectors[n])
+    metrics["triplet_precision_val"] = indexed_triplet_precision(val.vectors, q, p, n)
 
     per_class = per_class_precision(val_neighbors, val.labels, k, database_labels=train.labels)
     per_class = per_class.rename(columns={"precision_at_k": f"precision_at_{k}"})

@@ -23,20 +23,24 @@ INDEXES = ("flat", "ivf")
 @dataclass(frozen=True)
 class Gallery:
     """Database ``vectors`` ``(N, d)`` and ``labels`` ``(N,)``; ``ivf`` (with ``nprobe``) when the
-    search is approximate, else exact :func:`pipeline.knn.knn_search` with ``backend``."""
+    search is approximate, else exact :func:`pipeline.knn.knn_search` with ``backend``;
+    ``block_bytes``: the working memory of one block of queries searched against it (0: the
+    default, :data:`pipeline.evaluation.bounded.BLOCK_BYTES`)."""
 
     vectors: np.ndarray
     labels: np.ndarray
     backend: str = "auto"
     ivf: IvfIndex | None = None
     nprobe: int = 1
+    block_bytes: int = 0
 
 
 def build_gallery(vectors: np.ndarray, labels: np.ndarray, *, backend: str = "auto", index: str = "flat",
-                  nlist: int = 1, nprobe: int = 1, seed: int = 0) -> Gallery:
+                  nlist: int = 1, nprobe: int = 1, seed: int = 0, block_bytes: int = 0) -> Gallery:
     """The gallery of ``index`` (``flat`` or ``ivf``) over ``vectors``: for ``ivf``, an
     ``IndexIVFFlat`` of ``nlist`` lists trained with the ``[run] seed``'s ivf stream
-    (:func:`pipeline.seeds.ivf_training_seed`), searched with ``nprobe`` lists.
+    (:func:`pipeline.seeds.ivf_training_seed`), searched with ``nprobe`` lists;
+    ``block_bytes`` as in :class:`Gallery`.
 
     Raises :class:`ConfigError` naming the ``[ValidateEpoch]`` setting at fault: an
     unknown index, ``nprobe`` above ``nlist``, ``nlist`` above the database rows, faiss missing.
@@ -46,11 +50,11 @@ def build_gallery(vectors: np.ndarray, labels: np.ndarray, *, backend: str = "au
     if index not in INDEXES:
         raise ConfigError(f"[ValidateEpoch] index = {index!r}; use one of {', '.join(INDEXES)}")
     if index == "flat":
-        return Gallery(vectors, labels, backend)
+        return Gallery(vectors, labels, backend, block_bytes=block_bytes)
     if not 1 <= nprobe <= nlist:
         raise ConfigError(f"[ValidateEpoch] nprobe = {nprobe} with nlist = {nlist}; a query probes between 1 "
                           "and nlist lists: lower nprobe or raise nlist")
-    return Gallery(vectors, labels, backend, build_ivf(vectors, nlist, ivf_training_seed(seed)), nprobe)
+    return Gallery(vectors, labels, backend, build_ivf(vectors, nlist, ivf_training_seed(seed)), nprobe, block_bytes)
 
 
 def recall_against_exact(queries: np.ndarray, gallery: Gallery, approximate: np.ndarray) -> float:
