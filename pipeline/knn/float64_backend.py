@@ -34,7 +34,7 @@ def float64_search(
 
     A step of queries gets its keys against the whole database in one matrix of at most
     ``limits.FLOAT64_KEY_ELEMENTS`` values; the database is converted to float64
-    ``SCAN_ELEMENTS`` values at a time, never as a whole (3 GB at 100k x 3,072 pixels).
+    ``SCAN_ELEMENTS`` values at a time, never as a whole (2.5 GB at 100k x 3,072 pixels).
     Excluded rows get the worst key, so they are returned only when nothing else is left.
     ``device``: a torch device, default the CPU (float64 is slow on most GPUs but an H100's).
     """
