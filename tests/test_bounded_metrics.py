@@ -204,3 +204,10 @@ def test_evaluate_epoch_in_small_blocks_matches_the_all_at_once_tables(monkeypat
     # Widening the figures' columns moves nothing the metrics report.
     wide = evaluate_epoch(train, val, replace(settings, figure_k=len(dl)))
     assert same(wide.metrics, result.metrics)
+
+
+def test_the_pixel_baseline_takes_a_quarter_budget_only_for_large_vectors():
+    from pipeline.evaluation import baseline
+
+    assert baseline.block_budget(51 * 2**20) == 0  # Fashion-MNIST at 14x14: validation's budget
+    assert baseline.block_budget(1300 * 2**20) == baseline.BLOCK_BYTES == bounded.BLOCK_BYTES // 4
