@@ -223,9 +223,9 @@ def lock_file(path: str | Path, root: str | Path) -> Path:
 def exclusive_lock(lock: str | Path, *, what: str | None = None) -> Iterator[None]:
     """Hold an exclusive ``flock`` on the file ``lock``, waiting while another process holds it.
 
-    The kernel releases the lock when its holder exits or is killed, so a crash never leaves one to clear by hand. (On network
-    file systems flock may be local to each machine; there, coordinate runs
-    through ``luigid``, which hands each task to one worker.)
+    The kernel releases the lock when its holder exits or is killed, so a crash never
+    leaves one to clear by hand. (On network file systems flock may be local to each
+    machine; there, coordinate runs through ``luigid``, which hands each task to one worker.)
     """
     lock = Path(lock)
     with _failing_write(lock, None, own_step=True):

@@ -35,8 +35,8 @@ def single_writer(run: Callable[[luigi.Task], None]) -> Callable[[luigi.Task], N
 
     Two runs of one experiment with separate (local) schedulers would otherwise
     build the same outputs side by side. The second now waits for the first (or
-    comes after it), then finds the output complete and does nothing. (A central ``luigid`` never
-    hands one task to two workers, so there the lock is never contended.)
+    comes after it), then finds the output complete and does nothing. (A central
+    ``luigid`` never hands one task to two workers, so there the lock is never contended.)
     """
 
     @functools.wraps(run)

@@ -39,9 +39,9 @@ def canonical_top_k(
     ``db.float64_error`` for float64 ones). With ``tol`` that bound, candidates whose
     sorted values lie within ``2 * tol`` of each other form near-tie chains: those that
     reach the first k places get exact distances and are re-sorted, which fixes every
-    place before the chain end. A row not returned has an expansion value at least the largest returned,
-    so it can still beat the k-th exact value only if that value lies within tol of
-    the last candidate; such queries are re-ranked over the whole database.
+    place before the chain end. A row not returned has an expansion value at least the
+    largest returned, so it can still beat the k-th exact value only if that value lies
+    within tol of the last candidate; such queries are re-ranked over the whole database.
 
     With ``labels`` (int64 codes of the database rows), only the first ``exact_columns``
     places are fixed that way; beyond them a candidate gets its exact distance only

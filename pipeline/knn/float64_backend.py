@@ -12,12 +12,16 @@ exact distances cost more than this search's doubled matrix-product time.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pipeline.knn import limits
 from pipeline.knn.database import squared_norms
 from pipeline.knn.torch_backend import torch_device
+
+if TYPE_CHECKING:
+    import torch
 
 
 def float64_search(
@@ -28,15 +32,19 @@ def float64_search(
     exclude: np.ndarray | None,
     block_size: int,
     device: str | None,
+    *,
+    norms: np.ndarray,
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Yield ``(first_row, squared_distances, indices)``: each query's ``want`` best rows, sorted
     (ascending squared distance, descending when ``farthest``), float64 and int64.
 
-    A step of queries gets its keys against the whole database in one matrix of at most
-    ``limits.FLOAT64_KEY_ELEMENTS`` values; the database is converted to float64
-    ``SCAN_ELEMENTS`` values at a time, never as a whole (2.5 GB at 100k x 3,072 pixels).
-    Excluded rows get the worst key, so they are returned only when nothing else is left.
-    ``device``: a torch device, default the CPU (float64 is slow on most GPUs but an H100's).
+    ``norms`` are the database's float64 squared norms (``Database.squared_norms``, which
+    :func:`~pipeline.knn.knn_search` has computed anyway). A step of queries gets its keys
+    against the whole database in one matrix of at most ``limits.FLOAT64_KEY_ELEMENTS``
+    values; the database is converted to float64 ``SCAN_ELEMENTS`` values at a time, never
+    as a whole (2.5 GB at 100k x 3,072 pixels). Excluded rows get the worst key, so they
+    are returned only when nothing else is left. ``device``: a torch device, default the
+    CPU (float64 is slow on most GPUs but an H100's).
     """
     import torch
 
@@ -44,31 +52,29 @@ def float64_search(
     n, dim = database.shape
     step = max(1, min(block_size, limits.FLOAT64_KEY_ELEMENTS // max(n, 1)))
     chunk = max(1, limits.SCAN_ELEMENTS // max(dim, 1))
-    norms = torch.from_numpy(
-        np.concatenate([squared_norms(database[lo : lo + chunk]) for lo in range(0, n, chunk)])
-        if n else np.zeros(0)
-    ).to(dev)
-    # The whole database in float64 once where it is small (60k x 64: 31 MB), else per step.
-    whole = n * dim <= limits.FLOAT64_KEY_ELEMENTS
-    converted = [torch.from_numpy(database[lo : lo + chunk].astype(np.float64)).to(dev) for lo in range(0, n, chunk)] \
-        if whole else None
-    chunks = range(0, n, chunk)
+    db_sq = torch.from_numpy(norms).to(dev)
+
+    def converted() -> Iterator[tuple[int, torch.Tensor]]:
+        """``(first_row, rows)``: the database in float64, a chunk at a time (astype copies,
+        so a read-only input, a memory-mapped table, needs no torch warning)."""
+        for lo in range(0, n, chunk):
+            yield lo, torch.from_numpy(database[lo : lo + chunk].astype(np.float64)).to(dev)
+
+    # Converted once where the whole database is small (60k x 64: 31 MB), else at every step.
+    kept = list(converted()) if n * dim <= limits.FLOAT64_KEY_ELEMENTS else None
     with torch.inference_mode():
         # One key buffer for every step: a fresh 64 MiB array per step would be page-faulted in again.
         buffer = torch.empty((min(step, len(queries)), n), dtype=torch.float64, device=dev)
         for start in range(0, len(queries), step):
             block = queries[start : start + step]
-            # astype copies, so read-only inputs (memory-mapped tables) need no torch warning.
             q = torch.from_numpy(block.astype(np.float64)).to(dev)
             out = buffer[: len(block)]
-            for number, lo in enumerate(chunks):
-                rows = converted[number] if converted is not None else \
-                    torch.from_numpy(database[lo : lo + chunk].astype(np.float64)).to(dev)
+            for lo, rows in kept if kept is not None else converted():
                 # ||x||^2 - 2 q.x; alpha = -2 scales exactly, so this rounds like the expansion.
-                if len(chunks) == 1:
-                    torch.addmm(norms, q, rows.T, alpha=-2.0, out=out)
+                if len(rows) == n:  # written in place: no copy of the step's keys
+                    torch.addmm(db_sq, q, rows.T, alpha=-2.0, out=out)
                 else:
-                    out[:, lo : lo + len(rows)] = torch.addmm(norms[lo : lo + chunk], q, rows.T, alpha=-2.0)
+                    out[:, lo : lo + len(rows)] = torch.addmm(db_sq[lo : lo + len(rows)], q, rows.T, alpha=-2.0)
             keys = out.cpu().numpy()
             if farthest:
                 np.negative(keys, out=keys)  # the largest distances become the smallest keys

@@ -3,6 +3,7 @@ that turns each backend's candidates into the canonical answer."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 
 import numpy as np
@@ -76,7 +77,6 @@ def knn_search(
     """
     queries, database, exclude = validate_inputs(queries, database, k, exclude, block_size)
     backend = resolve_backend(backend, device, k, len(database))
-    search = SEARCHES[backend]
     # Candidates beyond k show whether the k-th place is tied with rows left out;
     # with exclude, the excluded row may take one of them.
     spare = limits.EXTRA_CANDIDATES + int(k * limits.EXTRA_FRACTION)
@@ -88,6 +88,9 @@ def knn_search(
         raise ConfigError(f"knn_search: exact_columns must be a non-negative integer, got {exact_columns!r}.")
     codes = None if labels is None else label_codes(labels, len(database))
     rows = Database(database, farthest)
+    search = SEARCHES[backend]
+    if backend == "float64":
+        search = functools.partial(search, norms=rows.squared_norms())  # computed once per call, not per search
     # The relative error bound of the backend's keys, which decides what counts as a near tie.
     error = rows.float64_error if backend == "float64" else rows.expansion_error
     distances = np.empty((len(queries), k), dtype=np.float32)
