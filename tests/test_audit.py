@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import tasks
-from pipeline.audit.findings import audit_tables, auroc, exact_duplicates
+from pipeline.audit.findings import audit_tables, auroc, exact_duplicates, suspect_labels
 from pipeline.audit.settings import AuditSettings
 from pipeline.storage import write_epoch_tables
 from tests.support import REPO, TIMEOUT, assert_succeeded, build, fast_config, luigi_cli, write_overrides
@@ -67,6 +67,20 @@ def test_the_threshold_never_reads_the_true_labels(planted):
     assert np.array_equal(blind["suspect"], told["suspect"])
     assert np.array_equal(blind["suggested_label"], told["suggested_label"])
     assert summary["detection"]["precision"] < 0.5
+
+
+def test_a_label_no_neighbour_shares_is_a_suspect_below_the_quality_floor():
+    """A flip whose neighbours spread over several classes, none of them confidently, is caught by
+    ``quality_floor`` alone; an ambiguous image that keeps most of its class's votes is not."""
+    shares = np.tile([0.94, 0.02, 0.02, 0.02], (40, 1))  # class 0's images; its threshold is about 0.87
+    shares[0] = [0.10, 0.30, 0.30, 0.30]  # the flip: no other class reaches 0.94
+    shares[1] = [0.60, 0.40, 0.00, 0.00]  # ambiguous: above half its class's threshold
+    given = np.zeros(40, dtype=np.int64)
+    _, _, without = suspect_labels(shares, given, floor=0.0)
+    suggested, quality, with_floor = suspect_labels(shares, given, floor=0.5)
+    assert not without.any()
+    assert np.flatnonzero(with_floor).tolist() == [0] and quality[0] == pytest.approx(0.1)
+    assert suggested[0] == 1  # the most voted class, first of the tied ones
 
 
 def test_more_pooled_epochs_help_where_one_epoch_is_unlucky():
@@ -125,7 +139,8 @@ def test_run_all_audits_the_last_epoch_and_the_report_shows_it(tmp_path, tiny_im
     summary = json.loads((audit / "epoch-001.json").read_text())
     images = pd.read_parquet(audit / "images" / "epoch-001.parquet")
     assert (images["epoch"] == 1).all()
-    assert summary["images"] == len(images) == 36 and summary["epochs_pooled"] == 1  # epoch 0's random network never votes
+    # epoch 0's random network never votes
+    assert summary["images"] == len(images) == 36 and summary["epochs_pooled"] == 1
     assert summary["flipped"] == int(images["flipped"].sum()) == 7  # round(0.2 * 36)
     assert 0.0 <= summary["detection"]["auroc"] <= 1.0
     assert summary["settings"]["label_noise"] == 0.2
@@ -205,6 +220,30 @@ def test_suspects_are_left_out_or_relabelled(configure, tmp_path, tiny_imagenet,
         assert len(as_query) == 8
         assert np.array_equal(as_query["query_label"].to_numpy(),
                               (labels[as_query["query"]].to_numpy() + 1) % 3)
+
+
+def test_a_batched_epoch_forwards_as_many_images_with_its_suspects_left_out(configure, tmp_path, tiny_imagenet):
+    """Leaving suspects out changes what an epoch forwards, not how much: ``image_passes``
+    counts the whole training split, so an epoch costs the same and compares at equal images."""
+    from pipeline.sampling import ListSettings
+    from pipeline.sampling.list_files import read_triplets, sample_epoch_list
+
+    dataset, train = _indexed(configure, tmp_path, tiny_imagenet)
+    suspects = train["image_id"].to_numpy()[[0, 5, 13, 20]]
+    audit = _planted_audit(tmp_path / "audit", train, suspects)
+    forwarded = {}
+    for mode in ("keep", "exclude"):
+        settings = ListSettings(strategy="batched", suspects=mode, batch_classes=3, batch_seeds=2, image_passes=3,
+                                triplets_per_anchor=2, **({"audit_from": 1} if mode != "keep" else {}))
+        sample_epoch_list(dataset, None, tmp_path / mode, settings.sampler(2), settings, epoch=2, seed=0,
+                          margin=1.0, recorded={}, audit_file=audit)
+        trip = read_triplets(tmp_path / mode)
+        images = trip.melt(id_vars="batch", value_vars=["query", "positive", "negative"])
+        forwarded[mode] = int(images.drop_duplicates(["batch", "value"]).shape[0])
+        assert not mode == "exclude" or not images["value"].isin(suspects).any()
+    batch = 3 * 2  # classes x seeds: no hard negatives without embeddings
+    for count in forwarded.values():
+        assert 3 * len(train) <= count < 3 * len(train) + batch, forwarded
 
 
 def test_the_list_reads_the_audit_of_the_epoch_before_from_audit_from(configure, tmp_path, tiny_imagenet):

@@ -15,7 +15,8 @@ methods build memory banks for (PRISM, Liu et al., CVPR 2021). The audit uses th
   confident learning (Northcutt et al., JAIR 2021): class ``j``'s threshold is the
   mean share of ``j`` among the images labelled ``j``. An image is a suspect when
   another class than its given one reaches its threshold and beats the given
-  class's share.
+  class's share, or when its quality is below ``quality_floor`` x its given
+  class's threshold (its neighbours spread over other classes, none confidently).
 * **Duplicates.** Exact ones (identical stored pixels) and near ones (embedding
   distance at most ``duplicate_ratio`` x the median nearest-neighbour distance of
   the training set), within the training split and from validation to training. A

@@ -21,6 +21,9 @@ class AuditSettings:
     k: int = setting(20, "nearest training images that vote on each image's label", minimum=1)
     epochs: int = setting(5, "saved epochs pooled: this one and others spread evenly back to epoch 1",
                           minimum=1)
+    quality_floor: float = setting(0.5, "an image is also a suspect when its label quality is below this share of "
+                                   "its class's threshold (0: only when another class confidently claims it)",
+                                   minimum=0.0, maximum=1.0)
     duplicate_ratio: float = setting(0.05, "near duplicates: embedding distance at most this share of the "
                                      "median nearest-neighbour distance", minimum=0.0)
     knn_backend: str = setting("auto", "exact kNN engine: auto (float64 where k is large, else faiss when "

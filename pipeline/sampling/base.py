@@ -80,6 +80,11 @@ class SamplingContext:
     seed: int
     margin: float = 1.0
     embeddings: np.ndarray | None = None
+    # Training images left out of this epoch's positions (the audit's suspects under
+    # ``exclude``). A batched epoch still forwards ``image_passes`` times the whole
+    # split: an epoch costs the same with or without them, and so does a comparison
+    # at equal images per epoch.
+    left_out: int = 0
 
     @property
     def labels(self) -> np.ndarray:

@@ -19,8 +19,9 @@ itself, from the previous epoch's embeddings of the *whole* training set
 * **Seeds.** ``batch_seeds`` (K) images of each chosen class, walking a seeded
   per-class permutation, so every image is a seed equally often.
 * **Length.** Batches are added until the epoch forwards ``image_passes`` times
-  as many images as the usable classes hold: the budget, whatever the batches'
-  size (a hard negative that is already in its batch adds nothing).
+  as many images as the usable classes hold, plus the images the list left out
+  (``SamplingContext.left_out``): the budget, whatever the batches' size (a hard
+  negative that is already in its batch adds nothing).
 * **Hard negatives.** For a ``hard_share`` of the seeds, one of its
   ``hard_top`` nearest other-class images (exact kNN over all training
   embeddings, drawn at random among them) joins the batch: negatives an in-batch
@@ -115,7 +116,7 @@ def compose_batches(ctx: SamplingContext, options: BatchOptions) -> list[np.ndar
         hard, confusion = _neighbours(np.asarray(ctx.embeddings, dtype=np.float32), classes.labels,
                                       options.hard_top)
     p = min(options.batch_classes, usable.size)
-    budget = options.image_passes * int(classes.count[usable].sum())
+    budget = options.image_passes * (int(classes.count[usable].sum()) + ctx.left_out)
     cycle = _SeedCycle(classes, rng)
     batches: list[np.ndarray] = []
     forwarded = 0

@@ -153,8 +153,9 @@ def sample_epoch_list(dataset_dir: str | Path, embeddings_dir: str | Path | None
     labels (:func:`~pipeline.data.label_noise.flip_labels`), never from the true ones.
     ``audit_file``: the audit of the epoch before (:mod:`pipeline.audit`), read when
     ``settings.suspects`` is not ``keep``: its suspects are left out of the epoch's
-    list altogether (``exclude``: no anchor, positive or negative is one) or sampled
-    as their suggested class (``relabel``).
+    list altogether (``exclude``: no anchor, positive or negative is one; a batched
+    list still forwards ``image_passes`` times the whole split) or sampled as their
+    suggested class (``relabel``).
 
     ``embeddings_dir`` holds the previous epoch's shards (mined strategies) or is
     None. ``recorded`` (the list's settings) is kept in the Parquet metadata, so
@@ -178,7 +179,7 @@ def sample_epoch_list(dataset_dir: str | Path, embeddings_dir: str | Path | None
             ids, labels = ids[keep], labels[keep]
             embeddings = embeddings[keep] if embeddings is not None else None
     ctx = SamplingContext(classes=ClassMembers.from_labels(labels), epoch=epoch, seed=seed,
-                          margin=margin, embeddings=embeddings)
+                          margin=margin, embeddings=embeddings, left_out=len(train) - len(ids))
     table = sample_triplets(ctx, strategy, ids, settings, client)
     meta = {"strategy": settings.strategy_for(epoch), "settings": dict(recorded), "seed": seed,
             "seconds": round(time.perf_counter() - started, 3), "rows": table.num_rows}
