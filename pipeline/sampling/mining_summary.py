@@ -51,19 +51,26 @@ def _column(df: pd.DataFrame, name: str) -> np.ndarray:
     return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
+def _hinge_rows(d_qp: np.ndarray, d_qn: np.ndarray,
+                margin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(has, gap, satisfied, active)``: rows with both distances, ``d_qn - d_qp``, rows
+    whose loss is already 0 (``gap > margin``) and rows still in the loss."""
+    has = np.isfinite(d_qp) & np.isfinite(d_qn)
+    gap = d_qn - d_qp
+    return has, gap, has & (gap > margin), has & (margin - gap > 0)
+
+
 def hardness(d_qp: np.ndarray, d_qn: np.ndarray, margin: float) -> dict[str, Any]:
     """How hard a list was at mining time, from its ``d_qp`` and ``d_qn`` columns alone:
     ``rows_with_distances``, ``satisfied_share``, ``active_share`` and ``quantiles``
     (as in :func:`summarize_triplets`)."""
-    margin = float(margin)
     d_qp, d_qn = np.asarray(d_qp, dtype=np.float64), np.asarray(d_qn, dtype=np.float64)
-    has = np.isfinite(d_qp) & np.isfinite(d_qn)
-    gap = d_qn - d_qp
+    has, gap, satisfied, active = _hinge_rows(d_qp, d_qn, float(margin))
     n_has = int(has.sum())
     return {
         "rows_with_distances": n_has,
-        "satisfied_share": _share(int((has & (gap > margin)).sum()), n_has),
-        "active_share": _share(int((has & (margin - gap > 0)).sum()), n_has),
+        "satisfied_share": _share(int(satisfied.sum()), n_has),
+        "active_share": _share(int(active.sum()), n_has),
         "quantiles": {
             "d_qp": _quantiles(d_qp[has]),
             "d_qn": _quantiles(d_qn[has]),
@@ -78,10 +85,7 @@ def summarize_triplets(df: pd.DataFrame, margin: float) -> dict[str, Any]:
     n = len(df)
     d_qp = _column(df, "d_qp")
     d_qn = _column(df, "d_qn")
-    has = np.isfinite(d_qp) & np.isfinite(d_qn)
-    gap = d_qn - d_qp
-    satisfied = has & (gap > margin)
-    active = has & (margin - gap > 0)
+    has, _, satisfied, active = _hinge_rows(d_qp, d_qn, margin)
 
     if "strategy" in df.columns:
         strategy = df["strategy"].astype("string").fillna("<missing>").to_numpy(dtype=object)
