@@ -211,3 +211,40 @@ def test_the_pixel_baseline_takes_a_quarter_budget_only_for_large_vectors():
 
     assert baseline.block_budget(51 * 2**20) == 0  # Fashion-MNIST at 14x14: validation's budget
     assert baseline.block_budget(1300 * 2**20) == baseline.BLOCK_BYTES == bounded.BLOCK_BYTES // 4
+
+
+def test_the_pixel_baseline_reads_its_queries_lazily_with_the_same_metrics(tmp_path):
+    """The validation split's pixels are computed block by block (``PixelRows``), not held
+    beside the gallery; every metric equals validation over the whole arrays."""
+    import json
+
+    from pipeline import paths
+    from pipeline.data.pixel_store import create_store, open_store
+    from pipeline.evaluation import baseline
+    from pipeline.evaluation.settings import BaselineSettings
+
+    rng = np.random.default_rng(3)
+    labels = np.arange(260) % 5
+    store = create_store(tmp_path / paths.PIXEL_STORE_FILE, len(labels), 12, 3)
+    store[:] = rng.integers(0, 256, (5, 12, 12, 3))[labels] // 2 + rng.integers(0, 128, (len(labels), 12, 12, 3))
+    store.flush()
+    del store
+    index = pd.DataFrame({"image_id": np.arange(len(labels)), "split": ["train"] * 200 + ["val"] * 60,
+                          "label": labels})
+    index.to_parquet(tmp_path / paths.DATASET_INDEX_FILE)
+    settings = ValidationSettings(k=10, train_queries=50, triplets=40)
+
+    lazy = baseline.pixel_baseline(tmp_path, tmp_path / "baseline.json", BaselineSettings(max_size=8), settings)
+
+    store = open_store(tmp_path)
+    rows = baseline.pixel_embeddings(store, index, "val", 8, lazy=True).vectors
+    whole = baseline.pixel_vectors(store, np.arange(200, 260), 8)
+    assert isinstance(rows, baseline.PixelRows) and rows.shape == whole.shape and rows.nbytes == whole.nbytes
+    np.testing.assert_array_equal(rows[5:17], whole[5:17])
+    np.testing.assert_array_equal(rows[np.array([40, 3, 3])], whole[[40, 3, 3]])
+    np.testing.assert_array_equal(np.asarray(rows), whole)
+    expected = evaluate_epoch(baseline.pixel_embeddings(store, index, "train", 8),
+                              baseline.pixel_embeddings(store, index, "val", 8), settings, figures=False).metrics
+    written = json.loads((tmp_path / "baseline.json").read_text())
+    assert {k: v for k, v in lazy.items() if k not in ("seconds", "max_size")} == expected
+    assert written == lazy

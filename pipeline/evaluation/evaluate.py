@@ -67,7 +67,8 @@ def retrieval_scores(queries: Embeddings, gallery: Gallery, *, k: int, exclude: 
     return result.metrics, result.nearest
 
 
-def query_counts(split: str, queries: np.ndarray, database: np.ndarray, *, self_excluded: bool = False) -> dict[str, int]:
+def query_counts(split: str, queries: np.ndarray, database: np.ndarray, *,
+                 self_excluded: bool = False) -> dict[str, int]:
     """How many ``split`` queries the retrieval means cover, and how many were left out.
 
     Returns ``{"queries_<split>": ..., "queries_<split>_excluded": ...}``. A query
@@ -157,6 +158,9 @@ def evaluate_epoch(train: Embeddings, val: Embeddings, settings: ValidationSetti
     for raw pixels (:mod:`pipeline.evaluation.baseline`) is the largest array there is.
     ``block_bytes``: the working memory of one block of queries (0: the default,
     :data:`pipeline.evaluation.bounded.BLOCK_BYTES`); no value depends on it.
+    ``val.vectors`` may also be rows computed on demand (with ``len``, ``shape``, and a
+    float32 array for a slice or an array of rows, as the raw-pixel baseline's
+    :class:`~pipeline.evaluation.baseline.PixelRows`): the queries are read only that way.
     """
     check(settings, "ValidateEpoch")
     if len(train.vectors) <= settings.k or len(val.vectors) == 0:
