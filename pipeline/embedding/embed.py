@@ -6,22 +6,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from pipeline.data.batches import iterate_batches, to_float
-from pipeline.device import autocast
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.paths import EMBEDDING_MANIFEST as MANIFEST
 from pipeline.paths import EPOCH_COLUMN
 from pipeline.paths import embedding_shard
 from pipeline.storage import corrupt_artifact, reading
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,26 @@ class Embeddings:
     vectors: np.ndarray
 
 
-@torch.no_grad()
 def embed_images(
     model: nn.Module, store: np.ndarray, image_ids: np.ndarray, *, batch_size: int = 512,
-    device: torch.device = torch.device("cpu"), show_bar: bool = True,
+    device: torch.device | None = None, show_bar: bool = True,
 ) -> np.ndarray:
-    """Float32 ``(len(image_ids), D)`` embeddings in eval mode, without augmentation."""
+    """Float32 ``(len(image_ids), D)`` embeddings in eval mode, without augmentation (``device``:
+    the model's, default the CPU)."""
+    # Imported here: what reads saved embeddings (show, audit, reports, search) never needs torch,
+    # which costs 2 s to import.
+    import torch
+
+    with torch.no_grad():
+        return _embed(model, store, image_ids, batch_size, torch.device("cpu") if device is None else device,
+                      show_bar)
+
+
+def _embed(model: nn.Module, store: np.ndarray, image_ids: np.ndarray, batch_size: int, device: torch.device,
+           show_bar: bool) -> np.ndarray:
+    from pipeline.data.batches import iterate_batches, to_float
+    from pipeline.device import autocast
+
     if batch_size < 1:
         raise ConfigError(f"[EmbedEpoch] batch_size = {batch_size}; it must be at least 1")
     model.eval()
