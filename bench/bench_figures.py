@@ -6,8 +6,8 @@ farthest training images, the worst queries, the audit's suspects) at the shippe
     .venv/bin/python bench/bench_figures.py --quick     # 2 x 3 and 5 x 10, fewer repeats
 
 Prints the seconds per grid (best of ``--repeat`` after a warm-up), then the same grid
-drawn as before, in the same run: placed by matplotlib's constrained layout engine, and
-the figure cleared after saving. Both PNGs have the same size.
+drawn as before, in the same run: the previous ``plot_neighbor_grid`` verbatim, its axes
+placed by matplotlib's constrained layout engine and the figure cleared after saving.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from unittest import mock
+from typing import Sequence
 
 import common  # noqa: F401  (puts the repo on sys.path)
 import numpy as np
-from PIL import Image
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.gridspec import GridSpec
 
 from pipeline.reporting import figures
 from pipeline.storage import atomic_path
@@ -40,20 +42,62 @@ def grid_inputs(q: int, k: int, size: int = 28) -> dict:
     }
 
 
-def constrained(width: float, height: float, layout: str | None = "constrained"):
-    """The figure as before: the layout engine places every grid."""
-    return original_new_figure(width, height, "constrained")
+def new_figure(width: float, height: float) -> Figure:
+    """The figure as before: the constrained layout engine places every axes."""
+    fig = Figure(figsize=(width, height), dpi=figures.DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
-def save_then_clear(fig, out):
+def save(fig: Figure, out: Path) -> Path:
     """Saving as before: the figure cleared afterwards."""
-    with atomic_path(Path(out)) as tmp:
-        fig.savefig(tmp, format="png", dpi=figures.DPI)
-    fig.clear()
+    try:
+        with atomic_path(Path(out)) as tmp:
+            fig.savefig(tmp, format="png", dpi=figures.DPI)
+    finally:
+        fig.clear()
     return Path(out)
 
 
-original_new_figure = figures.new_figure
+def previous_neighbor_grid(query_images: np.ndarray, query_names: list[str], neighbor_images: np.ndarray,
+                           neighbor_names: list[list[str]], distances: np.ndarray | None, out: Path, title: str,
+                           query_notes: Sequence[str] | None = None, query_role: str = "query") -> Path:
+    """``figures.plot_neighbor_grid`` as it was before the fixed grid (b8b5cc8), verbatim."""
+    query_images = np.asarray(query_images)
+    neighbor_images = np.asarray(neighbor_images)
+    distances = None if distances is None else np.asarray(distances, dtype=float)
+    k = figures._check_shapes(query_images, query_names, neighbor_images, neighbor_names, distances, query_notes)
+    q = len(query_names)
+
+    cell = 1.45
+    # A thin empty column sets the query apart from its neighbours.
+    width_ratios = [1.0, 0.12] + [1.0] * k
+    fig = new_figure(cell * (sum(width_ratios)) + 0.3, (cell + 0.45) * max(q, 1) + 0.7)
+    fig.suptitle(f"{title}\ngreen frame: same class as query · red frame: other class",
+                 fontsize=11)
+    if q == 0:
+        figures.no_data(fig.add_subplot(), "no queries")
+        return save(fig, out)
+    grid = GridSpec(q, k + 2, figure=fig, width_ratios=width_ratios)
+    for i in range(q):
+        query_class = str(query_names[i])
+        matches = sum(str(n) == query_class for n in neighbor_names[i])
+        note = f"{matches}/{k} same class" if query_notes is None else str(query_notes[i])
+        ax = fig.add_subplot(grid[i, 0])
+        figures._show(ax, query_images[i], figures.QUERY_FRAME_COLOR, 4.0)
+        # "query: " eats into the ~22 bold characters that fit across a cell.
+        ax.set_title(f"{query_role}: {figures.short_label(query_class, 20 - len(query_role))}\n{note}", fontsize=8,
+                     fontweight="bold")
+        for j in range(k):
+            name = str(neighbor_names[i][j])
+            color = figures.SAME_CLASS_COLOR if name == query_class else figures.OTHER_CLASS_COLOR
+            ax = fig.add_subplot(grid[i, j + 2])
+            figures._show(ax, neighbor_images[i, j], color, 3.0)
+            label = figures.short_label(name)
+            if distances is not None:
+                label += f"\n{figures._fmt_distance(distances[i, j])}"
+            ax.set_title(label, fontsize=8, color=color)
+    return save(fig, out)
 
 
 def main() -> int:
@@ -68,14 +112,7 @@ def main() -> int:
         for q, k in shapes:
             inputs = grid_inputs(q, k)
             ours = common.best_of(lambda: figures.plot_neighbor_grid(**inputs, out=Path(tmp) / "ours.png"), repeat)
-            with mock.patch.object(figures, "new_figure", constrained), mock.patch.object(figures, "save",
-                                                                                       save_then_clear):
-                before = common.best_of(lambda: figures.plot_neighbor_grid(**inputs, out=Path(tmp) / "before.png"),
-                                        repeat)
-            sizes = {Image.open(Path(tmp) / name).size for name in ("ours.png", "before.png")}
-            if len(sizes) != 1:
-                print(f"FAIL: the {q} x {k} grids differ in size: {sizes}")
-                return 1
+            before = common.best_of(lambda: previous_neighbor_grid(**inputs, out=Path(tmp) / "before.png"), repeat)
             print(f"{f'{q} x {k}':>8} {ours:8.2f} {before:9.2f} {ours / before:6.2f}")
     return 0
 

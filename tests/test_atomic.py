@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ArtifactWriteError, PipelineError
-from pipeline.storage import atomic_path, write_text_atomic, written_after
+from pipeline.storage import atomic_path, remove_stale_temporaries, write_text_atomic, written_after
 
 
 class Boom(Exception):
@@ -436,3 +436,22 @@ def test_an_output_is_stale_once_an_input_is_written_after_it(tmp_path):
     write_text_atomic(metrics, '{"recomputed": true}')  # now
     assert not written_after(report, [metrics])
     assert not written_after(report, [tmp_path / "missing.json"])
+
+
+def test_a_killed_writes_leftovers_are_swept_and_nothing_else(tmp_path):
+    """What a SIGKILL inside a folder write leaves (a hidden, half-filled temporary folder, and a
+    temporary file of a killed file write) goes before the next write of that output; the finished
+    output and other outputs' temporaries stay."""
+    out = tmp_path / "tiny-16px"
+    (out / "sub").mkdir(parents=True)
+    (out / "index.parquet").write_text("finished")
+    killed = tmp_path / ".tmp-tiny-16px-a1b2"
+    (killed / "sub").mkdir(parents=True)
+    (killed / "sub" / "pixels.npy").write_bytes(b"half")
+    (tmp_path / ".tmp-tiny-16px-c3d4").write_text("half")
+    other = tmp_path / ".tmp-fashion-28px-e5f6"
+    other.mkdir()
+    assert remove_stale_temporaries(out) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, out.name]
+    assert (out / "index.parquet").read_text() == "finished"
+    assert remove_stale_temporaries(tmp_path / "missing" / "x") == 0

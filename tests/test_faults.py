@@ -5,7 +5,8 @@ After a kill, a rerun completes and its triplet lists, final weights and metrics
 are identical to an uninterrupted run's. The default suite kills once, in the
 output written in the most steps (ValidateEpoch: sidecars, then the metrics JSON);
 an epoch resumed from its partial checkpoint is killed by tests/test_resume.py, and a
-folder renamed into place is tested in tests/test_atomic.py. `pytest -m slow
+folder renamed into place (IndexDataset) is tested in tests/test_atomic.py: the rename
+step by step, and the sweep of what a killed write leaves. `pytest -m slow
 tests/test_faults.py` kills once in every other task type too (IndexDataset and
 TrainEpoch included), and runs the whole matrix (several seeded moments per task
 type) with its pass counts.

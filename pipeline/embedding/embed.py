@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Embeddings:
-    """Vectors of one split, row-aligned with ``image_ids`` and ``labels``."""
+    """Vectors of one split, row-aligned with ``image_ids`` and ``labels`` (for validation's
+    queries, ``vectors`` may also compute rows as they are read: see
+    :class:`pipeline.evaluation.baseline.PixelRows`)."""
 
     image_ids: np.ndarray
     labels: np.ndarray
@@ -39,7 +41,7 @@ def embed_images(
     device: torch.device | None = None, show_bar: bool = True,
 ) -> np.ndarray:
     """Float32 ``(len(image_ids), D)`` embeddings in eval mode, without augmentation (``device``:
-    the model's, default the CPU)."""
+    the one the model is on, default the CPU)."""
     # Imported here: what reads saved embeddings (show, audit, reports, search) never needs torch,
     # which costs 2 s to import.
     import torch

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 CHUNK_VALUES = 1 << 20
 # Working memory of one block of queries once the pixel vectors pass LARGE_VECTORS: a
 # quarter of validation's. Such vectors are the largest arrays there are (1.3 GB at
-# 100k x 3,072), so the blocks make most of the peak over them: 1,837 MiB over the
-# import with validation's 256 MiB budget, 1,420 with this one, the same values. Below
+# 100k x 3,072), so the blocks make most of the peak over them: 1,857 MiB over the
+# import with validation's 256 MiB budget, 1,419 with this one, the same values. Below
 # it (Fashion-MNIST at 14x14: 51 MB) validation's budget stays: the quarter took 48
 # instead of 37 s there, since each block pays for the whole gallery again.
 BLOCK_BYTES = 64 * 2**20
@@ -65,7 +65,9 @@ class PixelRows:
     Validation reads its queries only by slices (one block at a time) and row arrays (the
     triplets, the figure queries), so this stands in for the ``(len(image_ids), d)`` float32
     array without holding it: at Tiny ImageNet's size the validation split's vectors are
-    117 MiB that no longer sit beside the gallery's 1.2 GB. Indexing returns a float32 array.
+    117 MiB that no longer sit beside the gallery's 1.2 GB (on a dask client the blocks are
+    all computed before they are sent, so there they are held, as before). A slice or a 1-D
+    array of rows (integers or a mask) returns a float32 array of those rows.
     """
 
     dtype = np.dtype(np.float32)
@@ -84,7 +86,10 @@ class PixelRows:
         return self.shape[0] * self.shape[1] * self.dtype.itemsize
 
     def __getitem__(self, rows: slice | np.ndarray) -> np.ndarray:
-        return pixel_vectors(self.store, np.atleast_1d(self.image_ids[rows]), self.max_size)
+        ids = self.image_ids[rows]
+        if ids.ndim != 1:
+            raise TypeError(f"PixelRows takes a slice or a 1-D array of rows, got {rows!r}")
+        return pixel_vectors(self.store, ids, self.max_size)
 
     def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
         # Whole, for a caller that needs an array after all (correct, just not bounded).
@@ -115,6 +120,7 @@ def pixel_baseline(dataset_dir: str | Path, out_file: str | Path, settings: Base
     # The queries are read block by block: only the gallery is held whole.
     val = pixel_embeddings(store, index, "val", settings.max_size, lazy=True)
     # Only the metrics are kept: no figure neighbours (the farthest search would copy the gallery).
+    # The queries count as if held: the same budget, hence the same blocks, as before they were lazy.
     budget = block_budget(train.vectors.nbytes + val.vectors.nbytes)
     metrics = evaluate_epoch(train, val, validation, client, figures=False, block_bytes=budget).metrics
     metrics = {**metrics, "max_size": settings.max_size, "seconds": round(time.perf_counter() - started, 3)}

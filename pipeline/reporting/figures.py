@@ -116,8 +116,8 @@ def new_figure(width: float, height: float, layout: str | None = "constrained") 
 def save(fig: Figure, out: Path) -> Path:
     """Write ``fig`` as a PNG to ``out`` atomically. Returns ``out``."""
     out = Path(out)
-    # No fig.clear() after: it rebuilt every axis's ticks to discard them, a third of an
-    # image grid's time, and a figure on its own canvas is freed with its last reference.
+    # No fig.clear() after: it rebuilt every axis's ticks only to discard them (a third of
+    # an image grid's time); the figure's reference cycles go at the next garbage collection.
     with atomic_path(out) as tmp:
         # The temporary name has no .png suffix, so the format must be explicit.
         fig.savefig(tmp, format="png", dpi=DPI)
@@ -395,16 +395,21 @@ def plot_neighbor_grid(query_images: np.ndarray, query_names: list[str],
     width, height = cell * (sum(width_ratios)) + 0.3, (cell + title_room) * max(q, 1) + heading
     # Every cell has the same size, so the grid is placed here: a layout engine measured
     # every title of every cell and took a third of the figure's time.
-    fig = new_figure(width, height, layout=None if q else "constrained")
-    fig.suptitle(f"{title}\ngreen frame: same class as query · red frame: other class",
-                 fontsize=11, y=1 - 0.08 / height, va="top")
+    suptitle = f"{title}\ngreen frame: same class as query · red frame: other class"
     if q == 0:
+        fig = new_figure(width, height)
+        fig.suptitle(suptitle, fontsize=11)
         no_data(fig.add_subplot(), "no queries")
         return save(fig, out)
-    margin, top = 0.08, heading - 0.15 + title_room  # the suptitle's two lines take 0.55 of its 0.7
-    image = (height - top - margin - (q - 1) * title_room) / q
-    grid = GridSpec(q, k + 2, figure=fig, width_ratios=width_ratios, left=margin / width, right=1 - margin / width,
-                    bottom=margin / height, top=1 - top / height, hspace=title_room / image, wspace=0.1)
+    fig = new_figure(width, height, layout=None)
+    # The title is one line (callers' titles have no line break) over the colour key: 0.55 in,
+    # the rest of ``heading`` is slack between it and the first row's titles.
+    fig.suptitle(suptitle, fontsize=11, y=1 - 0.08 / height, va="top")
+    margin_in, top_in = 0.08, heading - 0.15 + title_room
+    image_in = (height - top_in - margin_in - (q - 1) * title_room) / q  # each row's image height
+    grid = GridSpec(q, k + 2, figure=fig, width_ratios=width_ratios, left=margin_in / width,
+                    right=1 - margin_in / width, bottom=margin_in / height, top=1 - top_in / height,
+                    hspace=title_room / image_in, wspace=0.1)
     for i in range(q):
         query_class = str(query_names[i])
         matches = sum(str(n) == query_class for n in neighbor_names[i])
