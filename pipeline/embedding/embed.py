@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from pipeline.device import autocast
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.paths import EMBEDDING_MANIFEST as MANIFEST
 from pipeline.paths import EPOCH_COLUMN
@@ -42,22 +43,15 @@ def embed_images(
 ) -> np.ndarray:
     """Float32 ``(len(image_ids), D)`` embeddings in eval mode, without augmentation (``device``:
     the one the model is on, default the CPU)."""
-    # Imported here: what reads saved embeddings (show, audit, reports, search) never needs torch,
-    # which costs 2 s to import.
+    # Imported here, not with the module: what reads saved embeddings (show, audit, reports,
+    # search) never needs torch, which costs 2 s to import (pipeline.data.batches imports it).
     import torch
 
-    with torch.no_grad():
-        return _embed(model, store, image_ids, batch_size, torch.device("cpu") if device is None else device,
-                      show_bar)
-
-
-def _embed(model: nn.Module, store: np.ndarray, image_ids: np.ndarray, batch_size: int, device: torch.device,
-           show_bar: bool) -> np.ndarray:
     from pipeline.data.batches import iterate_batches, to_float
-    from pipeline.device import autocast
 
     if batch_size < 1:
         raise ConfigError(f"[EmbedEpoch] batch_size = {batch_size}; it must be at least 1")
+    device = torch.device("cpu") if device is None else device
     model.eval()
     ids = np.asarray(image_ids, dtype=np.int64)
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
@@ -65,17 +59,15 @@ def _embed(model: nn.Module, store: np.ndarray, image_ids: np.ndarray, batch_siz
     # On the CPU the float conversion runs in the prefetch thread, overlapping the
     # model; on a GPU uint8 crosses the bus (4x fewer bytes) and converts there.
     loader = iterate_batches(store, batches, pin=not on_cpu, transform=to_float if on_cpu else None)
-    dim = None
     out = None
     row = 0
     for pixels in tqdm(loader, total=len(batches), desc="embed", unit="batch", disable=not show_bar, leave=False,
                        mininterval=2.0):
         x = pixels if on_cpu else to_float(pixels.to(device, non_blocking=True))
-        with autocast(device):
+        with torch.no_grad(), autocast(device):
             z = model(x).float().cpu().numpy()
         if out is None:
-            dim = z.shape[1]
-            out = np.empty((len(ids), dim), np.float32)
+            out = np.empty((len(ids), z.shape[1]), np.float32)
         out[row : row + len(z)] = z
         row += len(z)
     return out if out is not None else np.zeros((0, 0), np.float32)
